@@ -1,0 +1,21 @@
+"""Block public access to S3 buckets (and the account) when an event says it may be open."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from mlwarden import s3
+from mlwarden.checks import run_check
+from mlwarden.observability import logger, metrics, tracer
+from mlwarden.settings import load_settings
+
+SETTINGS = load_settings()
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return run_check(s3.CHECK, s3.block_public_access, event, SETTINGS).as_dict()

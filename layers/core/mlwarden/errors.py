@@ -1,0 +1,61 @@
+"""Domain errors. Each keeps the botocore error it came from as __cause__."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from mlwarden.outcomes import Outcome
+
+_ACCESS_DENIED = frozenset(
+    {"AccessDenied", "AccessDeniedException", "AllAccessDisabled", "UnauthorizedOperation", "AuthorizationError"}
+)
+
+
+class AwsCallFailed(Exception):
+    """An AWS call ML Warden needed did not succeed (after botocore's own retries)."""
+
+    def __init__(self, action: str, code: str, message: str) -> None:
+        super().__init__(f"{action} failed: {code}: {message}")
+        self.action = action
+        self.code = code
+        self.message = message
+
+    @property
+    def access_denied(self) -> bool:
+        return self.code in _ACCESS_DENIED
+
+    @property
+    def explanation(self) -> str:
+        if self.access_denied:
+            return f"permission {self.action} is missing (AWS answered {self.code})"
+        return f"{self.action} failed with {self.code}: {self.message}"
+
+    @classmethod
+    def from_error(cls, action: str, err: ClientError | BotoCoreError) -> AwsCallFailed:
+        if isinstance(err, ClientError):
+            error = err.response.get("Error", {})
+            return cls(action, str(error.get("Code", "Unknown")), str(error.get("Message", "")))
+        return cls(action, type(err).__name__, str(err))
+
+
+def error_code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+class RemediationFailed(Exception):
+    """Raised by a handler after a `failed` outcome was recorded and alerted, so the event is retried."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(f"{outcome.check} failed on {outcome.resource}: {outcome.reason}")
+        self.outcome = outcome
+
+
+class AlertDeliveryFailed(Exception):
+    """The outcome was recorded but its SNS alert could not be sent; raised so the event is retried."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(f"alert for {outcome.check} on {outcome.resource} could not be published")
+        self.outcome = outcome

@@ -1,0 +1,246 @@
+"""Typed views of the EventBridge events ML Warden receives.
+
+Real events are messy: `requestParameters` may be null, failed calls carry
+`errorCode`, S3 sends one-element lists where a scalar is expected and XML-born
+keys such as `xmlns`. Parsing never raises: anything that is not one of the
+shapes below becomes `Unrecognised` with the reason, which a check turns into an
+`ignored` outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+CLOUDTRAIL_DETAIL_TYPE = "AWS API Call via CloudTrail"
+CONFIG_COMPLIANCE_DETAIL_TYPE = "Config Rules Compliance Change"
+MACIE_DETAIL_TYPE = "Macie Finding"
+
+_ACCOUNT = re.compile(r"^\d{12}$")
+_MAX_TEXT = 2048  # longer values are cut: they only ever end up in logs and alerts
+
+
+@dataclass(frozen=True)
+class Envelope:
+    id: str
+    source: str
+    detail_type: str
+    account: str | None
+    region: str | None
+    time: str | None
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made an API call, as CloudTrail's userIdentity tells it."""
+
+    type: str
+    arn: str | None
+    account: str | None
+    # For AssumedRole sessions: the role behind the session (sessionContext.sessionIssuer.arn).
+    role_arn: str | None
+    invoked_by: str | None
+
+    @property
+    def display(self) -> str:
+        name = self.arn or self.invoked_by or "unknown principal"
+        return f"{name} ({self.type})" if self.type else name
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    envelope: Envelope
+    event_source: str
+    event_name: str
+    event_id: str | None
+    event_time: str | None
+    error_code: str | None
+    request_parameters: Mapping[str, Any]
+    actor: Actor
+    recipient_account: str | None
+    aws_region: str | None
+
+    def parameter(self, name: str) -> str | None:
+        """A request parameter as one string, tolerating S3's one-element lists."""
+        return scalar(self.request_parameters.get(name))
+
+
+@dataclass(frozen=True)
+class ComplianceChange:
+    envelope: Envelope
+    rule_name: str
+    resource_type: str
+    resource_id: str
+    compliance: str
+    previous_compliance: str | None
+    aws_region: str | None
+    account: str | None
+
+
+@dataclass(frozen=True)
+class MacieFinding:
+    envelope: Envelope
+    finding_id: str
+    finding_type: str
+    severity: str | None
+    bucket: str | None
+    object_key: str | None
+    account: str | None
+    aws_region: str | None
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Unrecognised:
+    reason: str
+    envelope: Envelope | None = None
+
+
+Event = ApiCall | ComplianceChange | MacieFinding | Unrecognised
+
+
+def scalar(value: Any) -> str | None:
+    """A non-empty string from a string or a one-element list of one; else None."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, str) and value.strip():
+        return value.strip()[:_MAX_TEXT]
+    return None
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str) and value:
+        return value[:_MAX_TEXT]
+    return None
+
+
+def _account(value: Any) -> str | None:
+    text = _text(value)
+    return text if text and _ACCOUNT.match(text) else None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def parse_event(raw: Any) -> Event:
+    if not isinstance(raw, Mapping):
+        return Unrecognised(f"event is a {type(raw).__name__}, not a JSON object")
+    source = _text(raw.get("source"))
+    detail_type = _text(raw.get("detail-type"))
+    if source is None or detail_type is None:
+        return Unrecognised("event has no EventBridge source and detail-type")
+    envelope = Envelope(
+        id=_text(raw.get("id")) or "unknown",
+        source=source,
+        detail_type=detail_type,
+        account=_account(raw.get("account")),
+        region=_text(raw.get("region")),
+        time=_text(raw.get("time")),
+    )
+    detail = raw.get("detail")
+    if not isinstance(detail, Mapping):
+        return Unrecognised("event detail is missing or not an object", envelope)
+
+    if detail_type == CLOUDTRAIL_DETAIL_TYPE:
+        return _api_call(envelope, detail)
+    if detail_type == CONFIG_COMPLIANCE_DETAIL_TYPE:
+        return _compliance_change(envelope, detail)
+    if detail_type == MACIE_DETAIL_TYPE:
+        return _macie_finding(envelope, detail)
+    return Unrecognised(f"detail-type {detail_type!r} is not one ML Warden handles", envelope)
+
+
+def _api_call(envelope: Envelope, detail: Mapping[str, Any]) -> Event:
+    event_name = _text(detail.get("eventName"))
+    event_source = _text(detail.get("eventSource"))
+    if event_name is None or event_source is None:
+        return Unrecognised("CloudTrail detail has no eventName or eventSource", envelope)
+    identity = _mapping(detail.get("userIdentity"))
+    issuer = _mapping(_mapping(identity.get("sessionContext")).get("sessionIssuer"))
+    actor = Actor(
+        type=_text(identity.get("type")) or "",
+        arn=_text(identity.get("arn")),
+        account=_account(identity.get("accountId")),
+        role_arn=_text(issuer.get("arn")),
+        invoked_by=_text(identity.get("invokedBy")),
+    )
+    return ApiCall(
+        envelope=envelope,
+        event_source=event_source,
+        event_name=event_name,
+        event_id=_text(detail.get("eventID")),
+        event_time=_text(detail.get("eventTime")),
+        error_code=_text(detail.get("errorCode")),
+        request_parameters=_mapping(detail.get("requestParameters")),
+        actor=actor,
+        recipient_account=_account(detail.get("recipientAccountId")) or envelope.account,
+        aws_region=_text(detail.get("awsRegion")) or envelope.region,
+    )
+
+
+def _compliance_change(envelope: Envelope, detail: Mapping[str, Any]) -> Event:
+    new_result = _mapping(detail.get("newEvaluationResult"))
+    qualifier = _mapping(_mapping(new_result.get("evaluationResultIdentifier")).get("evaluationResultQualifier"))
+    rule_name = _text(detail.get("configRuleName")) or _text(qualifier.get("configRuleName"))
+    resource_type = _text(detail.get("resourceType")) or _text(qualifier.get("resourceType"))
+    resource_id = _text(detail.get("resourceId")) or _text(qualifier.get("resourceId"))
+    compliance = _text(new_result.get("complianceType"))
+    if not (rule_name and resource_type and resource_id and compliance):
+        return Unrecognised(
+            "Config compliance change lacks configRuleName, resourceType, resourceId or complianceType", envelope
+        )
+    return ComplianceChange(
+        envelope=envelope,
+        rule_name=rule_name,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        compliance=compliance,
+        previous_compliance=_text(_mapping(detail.get("oldEvaluationResult")).get("complianceType")),
+        aws_region=_text(detail.get("awsRegion")) or envelope.region,
+        account=_account(detail.get("awsAccountId")) or envelope.account,
+    )
+
+
+def _macie_finding(envelope: Envelope, detail: Mapping[str, Any]) -> Event:
+    finding_type = _text(detail.get("type"))
+    finding_id = _text(detail.get("id"))
+    if finding_type is None or finding_id is None:
+        return Unrecognised("Macie finding has no type or id", envelope)
+    affected = _mapping(detail.get("resourcesAffected"))
+    return MacieFinding(
+        envelope=envelope,
+        finding_id=finding_id,
+        finding_type=finding_type,
+        severity=_text(_mapping(detail.get("severity")).get("description")),
+        bucket=_text(_mapping(affected.get("s3Bucket")).get("name")),
+        object_key=_text(_mapping(affected.get("s3Object")).get("key")),
+        account=_account(detail.get("accountId")) or envelope.account,
+        aws_region=_text(detail.get("region")) or envelope.region,
+        raw=detail,
+    )
+
+
+def decode_policy_document(value: Any) -> Mapping[str, Any] | None:
+    """A policy document from an object, a JSON string or a URL-encoded JSON string.
+
+    Returns None when it is none of these (CloudTrail sometimes records an empty
+    string or invalid JSON for a policy).
+    """
+    if isinstance(value, Mapping):
+        return value
+    text = scalar(value) if not isinstance(value, str) else value.strip()
+    if not text:
+        return None
+    for candidate in (text, unquote(text)):
+        try:
+            parsed = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(parsed, Mapping):
+            return parsed
+    return None

@@ -1,0 +1,165 @@
+"""One outcome per (event, check): what was decided, done and how to undo it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, Unrecognised
+
+
+class OutcomeKind(StrEnum):
+    REMEDIATED = "remediated"
+    WOULD_REMEDIATE = "would-remediate"
+    FLAGGED = "flagged"
+    COMPLIANT = "compliant"
+    EXEMPT = "exempt"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+    @property
+    def metric_name(self) -> str:
+        return "".join(part.capitalize() for part in self.value.split("-"))
+
+
+class Severity(StrEnum):
+    CRITICAL = "CRITICAL"
+    HIGH = "HIGH"
+    MEDIUM = "MEDIUM"
+    LOW = "LOW"
+    INFORMATIONAL = "INFORMATIONAL"
+
+    @property
+    def rank(self) -> int:
+        return list(Severity).index(self)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Where the event came from and who caused it, for the alert and the log."""
+
+    event_id: str
+    source: str
+    kind: str
+    name: str
+    actor: str | None
+    time: str | None
+    account: str | None
+    region: str | None
+
+    @classmethod
+    def of(cls, event: Event) -> Trigger:
+        if isinstance(event, ApiCall):
+            return cls(
+                event_id=event.envelope.id,
+                source=event.envelope.source,
+                kind="cloudtrail",
+                name=event.event_name,
+                actor=event.actor.display,
+                time=event.event_time or event.envelope.time,
+                account=event.recipient_account,
+                region=event.aws_region,
+            )
+        if isinstance(event, ComplianceChange):
+            return cls(
+                event_id=event.envelope.id,
+                source=event.envelope.source,
+                kind="config",
+                name=f"{event.rule_name} {event.compliance}",
+                actor=None,
+                time=event.envelope.time,
+                account=event.account,
+                region=event.aws_region,
+            )
+        if isinstance(event, MacieFinding):
+            return cls(
+                event_id=event.envelope.id,
+                source=event.envelope.source,
+                kind="macie",
+                name=event.finding_type,
+                actor=None,
+                time=event.envelope.time,
+                account=event.account,
+                region=event.aws_region,
+            )
+        envelope = event.envelope
+        return cls(
+            event_id=envelope.id if envelope else "unknown",
+            source=envelope.source if envelope else "unknown",
+            kind="unrecognised",
+            name=envelope.detail_type if envelope else "unknown",
+            actor=None,
+            time=envelope.time if envelope else None,
+            account=envelope.account if envelope else None,
+            region=envelope.region if envelope else None,
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    check: str
+    outcome: OutcomeKind
+    severity: Severity
+    reason: str
+    trigger: Trigger
+    resource: str | None = None
+    actions: tuple[str, ...] = ()
+    # The resource as it was before ML Warden changed it (None when nothing changed).
+    previous_state: dict[str, Any] | None = None
+    # What the fix set, or in dry-run what it would set.
+    new_state: dict[str, Any] | None = None
+    undo: str | None = None
+    exempt_hint: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    error_code: str | None = None
+    alerted: bool = False
+    # The AWS error behind a `failed` outcome; re-raised from by the handler.
+    cause: BaseException | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def needs_alert(self) -> bool:
+        return self.outcome not in (OutcomeKind.COMPLIANT, OutcomeKind.IGNORED)
+
+    def with_alerted(self) -> Outcome:
+        return replace(self, alerted=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "outcome": self.outcome.value,
+            "severity": self.severity.value,
+            "resource": self.resource,
+            "reason": self.reason,
+            "actions": list(self.actions),
+            "previous_state": self.previous_state,
+            "new_state": self.new_state,
+            "undo": self.undo,
+            "details": self.details,
+            "error_code": self.error_code,
+            "alerted": self.alerted,
+            "event_id": self.trigger.event_id,
+            "trigger": {
+                "source": self.trigger.source,
+                "kind": self.trigger.kind,
+                "name": self.trigger.name,
+                "actor": self.trigger.actor,
+                "time": self.trigger.time,
+                "account": self.trigger.account,
+                "region": self.trigger.region,
+            },
+        }
+
+
+def ignored(check: str, event: Event, reason: str) -> Outcome:
+    return Outcome(
+        check=check,
+        outcome=OutcomeKind.IGNORED,
+        severity=Severity.INFORMATIONAL,
+        reason=reason,
+        trigger=Trigger.of(event),
+    )
+
+
+def unrecognised(check: str, event: Unrecognised) -> Outcome:
+    return ignored(check, event, event.reason)

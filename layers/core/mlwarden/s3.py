@@ -1,0 +1,479 @@
+"""Public S3 access: decide on the bucket's (or account's) live state, block, verify.
+
+Triggers: CloudTrail S3 calls that can open a bucket or drop its block, the AWS
+Config managed rules about public buckets and account-level blocks, and Macie's
+public-bucket policy findings. The event only names the resource; the decision is
+made on what S3 says now.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from mlwarden import clients
+from mlwarden.errors import AwsCallFailed, error_code
+from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, Unrecognised
+from mlwarden.exemptions import Exemption, exemption_from_tags
+from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, ignored
+from mlwarden.settings import Settings
+
+CHECK = "block_public_s3"
+
+BUCKET_API_CALLS = frozenset(
+    {"CreateBucket", "PutBucketAcl", "PutBucketPolicy", "DeleteBucketPublicAccessBlock", "PutBucketPublicAccessBlock"}
+)
+ACCOUNT_API_CALLS = frozenset({"PutAccountPublicAccessBlock", "DeleteAccountPublicAccessBlock"})
+S3_EVENT_SOURCES = frozenset({"s3.amazonaws.com", "s3control.amazonaws.com", "s3-control.amazonaws.com"})
+# AWS Config managed rules, matched by prefix: deployed names carry suffixes, and
+# Security Hub deploys the same rules as "securityhub-<rule>-<suffix>".
+CONFIG_RULES = (
+    "s3-bucket-public-read-prohibited",
+    "s3-bucket-public-write-prohibited",
+    "s3-bucket-level-public-access-prohibited",
+    "s3-account-level-public-access-blocks",
+)
+MACIE_FINDINGS = frozenset({"Policy:IAMUser/S3BucketPublic", "Policy:IAMUser/S3BlockPublicAccessDisabled"})
+
+FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
+ALL_ON: dict[str, bool] = dict.fromkeys(FLAGS, True)
+PII_TAG = "mlwarden:pii"
+_PUBLIC_GROUPS = {
+    "http://acs.amazonaws.com/groups/global/AllUsers": "AllUsers",
+    "http://acs.amazonaws.com/groups/global/AuthenticatedUsers": "AuthenticatedUsers",
+}
+# Bucket names: today's rules plus the uppercase/underscore names legacy us-east-1 buckets may have.
+_BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
+
+
+@dataclass(frozen=True)
+class BucketTarget:
+    name: str
+    partition: str
+
+    @property
+    def arn(self) -> str:
+        return f"arn:{self.partition}:s3:::{self.name}"
+
+
+@dataclass(frozen=True)
+class AccountTarget:
+    account_id: str
+
+    @property
+    def resource(self) -> str:
+        # AWS Config's and Security Hub's name for an account-level resource.
+        return f"AWS::::Account:{self.account_id}"
+
+
+Target = BucketTarget | AccountTarget
+
+
+def partition_of(region: str | None) -> str:
+    if region and region.startswith("cn-"):
+        return "aws-cn"
+    if region and region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def target_of(event: Event) -> Target | str:
+    """The bucket or account an event is about, or the reason it is not this check's."""
+    if isinstance(event, Unrecognised):
+        return event.reason
+    if isinstance(event, ApiCall):
+        return _api_call_target(event)
+    if isinstance(event, ComplianceChange):
+        return _compliance_target(event)
+    return _macie_target(event)
+
+
+def _bucket(name: str | None, region: str | None, what: str) -> Target | str:
+    if name is None:
+        return f"{what} names no bucket"
+    if not _BUCKET_NAME.match(name):
+        return f"{what} names an invalid bucket {name[:80]!r}"
+    return BucketTarget(name=name, partition=partition_of(region))
+
+
+def _api_call_target(event: ApiCall) -> Target | str:
+    if event.event_source not in S3_EVENT_SOURCES:
+        return f"{event.event_source} {event.event_name} is not an S3 call"
+    if event.event_name in BUCKET_API_CALLS:
+        return _bucket(event.parameter("bucketName"), event.aws_region, event.event_name)
+    if event.event_name in ACCOUNT_API_CALLS:
+        account = event.recipient_account or event.actor.account
+        if account is None:
+            return f"{event.event_name} names no account"
+        return AccountTarget(account)
+    return f"S3 call {event.event_name} cannot open public access"
+
+
+def _compliance_target(event: ComplianceChange) -> Target | str:
+    rule = event.rule_name.removeprefix("securityhub-")
+    if not rule.startswith(CONFIG_RULES):
+        return f"Config rule {event.rule_name} is not a public-S3 rule"
+    if event.compliance != "NON_COMPLIANT":
+        return f"Config rule {event.rule_name} reports {event.compliance}, nothing to fix"
+    if event.resource_type == "AWS::S3::Bucket":
+        return _bucket(event.resource_id, event.aws_region, f"Config rule {event.rule_name}")
+    if event.resource_type == "AWS::::Account":
+        account = event.resource_id if re.fullmatch(r"\d{12}", event.resource_id) else event.account
+        return AccountTarget(account) if account else f"Config rule {event.rule_name} names no account"
+    return f"Config resource type {event.resource_type} is not a bucket or an account"
+
+
+def _macie_target(event: MacieFinding) -> Target | str:
+    if event.finding_type not in MACIE_FINDINGS:
+        return f"Macie finding {event.finding_type} is not a public-bucket finding"
+    return _bucket(event.bucket, event.aws_region, f"Macie finding {event.finding_type}")
+
+
+# --- reading and writing S3 ---------------------------------------------------------------------------
+
+_T = Any
+
+
+def _call(action: str, func: Callable[..., _T], **kwargs: Any) -> _T:
+    """Call AWS; errors not handled by the caller become AwsCallFailed (from the original)."""
+    try:
+        return func(**kwargs)
+    except ClientError as err:
+        raise AwsCallFailed.from_error(action, err) from err
+    except BotoCoreError as err:
+        raise AwsCallFailed.from_error(action, err) from err
+
+
+class _Gone(Exception):
+    """The bucket no longer exists."""
+
+
+def _read_bucket_block(name: str) -> dict[str, bool] | None:
+    """The bucket's public-access block, or None when it has none."""
+    s3 = clients.client("s3")
+    try:
+        response = s3.get_public_access_block(Bucket=name)
+    except ClientError as err:
+        code = error_code(err)
+        if code == "NoSuchPublicAccessBlockConfiguration":
+            return None
+        if code == "NoSuchBucket":
+            raise _Gone from err
+        raise AwsCallFailed.from_error("s3:GetBucketPublicAccessBlock", err) from err
+    except BotoCoreError as err:
+        raise AwsCallFailed.from_error("s3:GetBucketPublicAccessBlock", err) from err
+    config = response.get("PublicAccessBlockConfiguration", {})
+    return {flag: bool(config.get(flag, False)) for flag in FLAGS}
+
+
+def read_bucket_tags(name: str) -> dict[str, str] | None:
+    """The bucket's tags; {} when it has none; None when they cannot be read."""
+    try:
+        response = clients.client("s3").get_bucket_tagging(Bucket=name)
+    except ClientError as err:
+        code = error_code(err)
+        if code == "NoSuchTagSet":
+            return {}
+        if code == "NoSuchBucket":
+            raise _Gone from err
+        return None
+    except BotoCoreError:
+        return None
+    return {tag["Key"]: tag["Value"] for tag in response.get("TagSet", [])}
+
+
+@dataclass(frozen=True)
+class Exposure:
+    public_via: tuple[str, ...]
+    unknown: tuple[str, ...]
+
+    @property
+    def public(self) -> bool:
+        return bool(self.public_via)
+
+
+def _read_exposure(name: str, block: Mapping[str, bool]) -> Exposure:
+    """Is the bucket public right now through its ACL or its policy, given its own block?"""
+    s3 = clients.client("s3")
+    public_via: list[str] = []
+    unknown: list[str] = []
+    try:
+        grants = s3.get_bucket_acl(Bucket=name).get("Grants", [])
+    except (ClientError, BotoCoreError) as err:
+        unknown.append(f"acl ({error_code(err) if isinstance(err, ClientError) else type(err).__name__})")
+        grants = []
+    if not block.get("IgnorePublicAcls"):
+        for grant in grants:
+            group = _PUBLIC_GROUPS.get(str(grant.get("Grantee", {}).get("URI", "")))
+            if group:
+                public_via.append(f"ACL grants {grant.get('Permission', '?')} to {group}")
+    try:
+        policy_public = bool(s3.get_bucket_policy_status(Bucket=name)["PolicyStatus"]["IsPublic"])
+    except ClientError as err:
+        if error_code(err) != "NoSuchBucketPolicy":
+            unknown.append(f"policy ({error_code(err)})")
+        policy_public = False
+    except BotoCoreError as err:
+        unknown.append(f"policy ({type(err).__name__})")
+        policy_public = False
+    if policy_public and not block.get("RestrictPublicBuckets"):
+        public_via.append("bucket policy is public")
+    return Exposure(tuple(public_via), tuple(unknown))
+
+
+def _read_account_block(account: str) -> dict[str, bool] | None:
+    try:
+        response = clients.client("s3control").get_public_access_block(AccountId=account)
+    except ClientError as err:
+        if error_code(err) == "NoSuchPublicAccessBlockConfiguration":
+            return None
+        raise AwsCallFailed.from_error("s3:GetAccountPublicAccessBlock", err) from err
+    except BotoCoreError as err:
+        raise AwsCallFailed.from_error("s3:GetAccountPublicAccessBlock", err) from err
+    config = response.get("PublicAccessBlockConfiguration", {})
+    return {flag: bool(config.get(flag, False)) for flag in FLAGS}
+
+
+def _exempt_buckets(tag_key: str) -> list[str]:
+    """Buckets whose exemption an account-wide block would override."""
+    s3 = clients.client("s3")
+    buckets = _call("s3:ListAllMyBuckets", s3.list_buckets).get("Buckets", [])
+    exempt = []
+    for bucket in buckets:
+        try:
+            tags = read_bucket_tags(bucket["Name"])
+        except _Gone:
+            continue
+        if exemption_from_tags(tags, tag_key).active:
+            exempt.append(bucket["Name"])
+    return exempt
+
+
+# --- deciding ------------------------------------------------------------------------------------------
+
+
+def _config_args(config: Mapping[str, bool]) -> str:
+    return ",".join(f"{flag}={str(config[flag]).lower()}" for flag in FLAGS)
+
+
+def _undo_bucket(name: str, previous: Mapping[str, bool] | None) -> str:
+    bucket = shlex.quote(name)
+    if previous is None:
+        return f"aws s3api delete-public-access-block --bucket {bucket}"
+    return (
+        f"aws s3api put-public-access-block --bucket {bucket} "
+        f"--public-access-block-configuration {_config_args(previous)}"
+    )
+
+
+def _undo_account(account: str, previous: Mapping[str, bool] | None) -> str:
+    if previous is None:
+        return f"aws s3control delete-public-access-block --account-id {account}"
+    return (
+        f"aws s3control put-public-access-block --account-id {account} "
+        f"--public-access-block-configuration {_config_args(previous)}"
+    )
+
+
+def _exempt_hint(name: str, tag_key: str) -> str:
+    return (
+        f"add the tag {tag_key}=YYYY-MM-DD (expiry) or {tag_key}=true to bucket {name}, keeping its other tags "
+        "(PutBucketTagging replaces the whole set)"
+    )
+
+
+def _state(config: Mapping[str, bool] | None) -> dict[str, Any]:
+    return {"PublicAccessBlockConfiguration": dict(config) if config is not None else None}
+
+
+def block_public_access(event: Event, settings: Settings) -> Outcome:
+    target = target_of(event)
+    if isinstance(target, str):
+        return ignored(CHECK, event, target)
+    trigger = Trigger.of(event)
+    try:
+        if isinstance(target, BucketTarget):
+            return _block_bucket(target, trigger, settings)
+        return _block_account(target, trigger, settings)
+    except _Gone:
+        return ignored(CHECK, event, "the bucket no longer exists")
+    except AwsCallFailed as err:
+        resource = target.arn if isinstance(target, BucketTarget) else target.resource
+        return Outcome(
+            check=CHECK,
+            outcome=OutcomeKind.FAILED,
+            severity=Severity.HIGH,
+            reason=f"could not check or block public access: {err.explanation}",
+            trigger=trigger,
+            resource=resource,
+            error_code=err.code,
+            details={"failed_action": err.action},
+            cause=err,
+        )
+
+
+def _block_bucket(bucket: BucketTarget, trigger: Trigger, settings: Settings) -> Outcome:
+    block = _read_bucket_block(bucket.name)
+    if block == ALL_ON:
+        return Outcome(
+            check=CHECK,
+            outcome=OutcomeKind.COMPLIANT,
+            severity=Severity.INFORMATIONAL,
+            reason="all four public-access-block settings are already on",
+            trigger=trigger,
+            resource=bucket.arn,
+        )
+    current = block or dict.fromkeys(FLAGS, False)
+    tags = read_bucket_tags(bucket.name)
+    exemption: Exemption = exemption_from_tags(tags, settings.exempt_tag_key)
+    pii = tags is not None and tags.get(PII_TAG, "").strip().lower() == "true"
+    exposure = _read_exposure(bucket.name, current)
+    off = [flag for flag in FLAGS if not current[flag]]
+    details: dict[str, Any] = {
+        "public_via": list(exposure.public_via),
+        "settings_off": off,
+        "pii": pii,
+        "exemption": exemption.reason,
+    }
+    if exposure.unknown:
+        details["exposure_unknown"] = list(exposure.unknown)
+    if tags is None:
+        details["tags_unreadable"] = True
+
+    if exposure.public and pii:
+        severity, what = Severity.CRITICAL, f"bucket holding PII is public ({'; '.join(exposure.public_via)})"
+    elif exposure.public:
+        severity, what = Severity.HIGH, f"bucket is public ({'; '.join(exposure.public_via)})"
+    elif exposure.unknown:
+        severity, what = Severity.HIGH, "bucket's block is off and its exposure could not be read"
+    else:
+        severity, what = Severity.MEDIUM, "bucket has no public grant yet, but its block is off"
+    what = f"{what}; public-access block settings off: {', '.join(off)}"
+
+    common: dict[str, Any] = {
+        "check": CHECK,
+        "trigger": trigger,
+        "resource": bucket.arn,
+        "details": details,
+        "exempt_hint": _exempt_hint(bucket.name, settings.exempt_tag_key),
+    }
+    if exemption.active:
+        return Outcome(
+            outcome=OutcomeKind.EXEMPT,
+            severity=Severity.LOW,
+            reason=f"{what}; left as is: {exemption.reason}",
+            **common,
+        )
+    if not settings.enforce:
+        return Outcome(
+            outcome=OutcomeKind.WOULD_REMEDIATE,
+            severity=severity,
+            reason=f"{what}; dry run: would turn on all four settings",
+            previous_state=_state(block),
+            new_state=_state(ALL_ON),
+            **common,
+        )
+
+    s3 = clients.client("s3")
+    _call(
+        "s3:PutBucketPublicAccessBlock",
+        s3.put_public_access_block,
+        Bucket=bucket.name,
+        PublicAccessBlockConfiguration=ALL_ON,
+    )
+    after = _read_bucket_block(bucket.name)
+    if after != ALL_ON:
+        return Outcome(
+            outcome=OutcomeKind.FAILED,
+            severity=severity,
+            reason=f"{what}; the block was written but reads back as {after}",
+            actions=("s3:PutBucketPublicAccessBlock",),
+            previous_state=_state(block),
+            new_state=_state(after),
+            error_code="VerificationFailed",
+            **common,
+        )
+    return Outcome(
+        outcome=OutcomeKind.REMEDIATED,
+        severity=severity,
+        reason=f"{what}; all four settings turned on and verified",
+        actions=("s3:PutBucketPublicAccessBlock",),
+        previous_state=_state(block),
+        new_state=_state(ALL_ON),
+        undo=_undo_bucket(bucket.name, block),
+        **common,
+    )
+
+
+def _block_account(account: AccountTarget, trigger: Trigger, settings: Settings) -> Outcome:
+    block = _read_account_block(account.account_id)
+    common: dict[str, Any] = {"check": CHECK, "trigger": trigger, "resource": account.resource}
+    if block == ALL_ON:
+        return Outcome(
+            outcome=OutcomeKind.COMPLIANT,
+            severity=Severity.INFORMATIONAL,
+            reason="all four account-level public-access-block settings are already on",
+            **common,
+        )
+    off = [flag for flag in FLAGS if not (block or {}).get(flag)]
+    what = f"account-level public-access block settings off: {', '.join(off)}"
+    exempt = _exempt_buckets(settings.exempt_tag_key)
+    details: dict[str, Any] = {"settings_off": off, "exempt_buckets": exempt}
+    if exempt:
+        shown = ", ".join(exempt[:10]) + (f" and {len(exempt) - 10} more" if len(exempt) > 10 else "")
+        return Outcome(
+            outcome=OutcomeKind.FLAGGED,
+            severity=Severity.HIGH,
+            reason=(
+                f"{what}; not turned on because an account-wide block would override the exemption of "
+                f"{len(exempt)} bucket(s): {shown}. Each bucket's own block is still enforced."
+            ),
+            details=details,
+            **common,
+        )
+    if not settings.enforce:
+        return Outcome(
+            outcome=OutcomeKind.WOULD_REMEDIATE,
+            severity=Severity.HIGH,
+            reason=f"{what}; dry run: would turn on all four settings for the account",
+            previous_state=_state(block),
+            new_state=_state(ALL_ON),
+            details=details,
+            **common,
+        )
+    s3control = clients.client("s3control")
+    _call(
+        "s3:PutAccountPublicAccessBlock",
+        s3control.put_public_access_block,
+        AccountId=account.account_id,
+        PublicAccessBlockConfiguration=ALL_ON,
+    )
+    after = _read_account_block(account.account_id)
+    if after != ALL_ON:
+        return Outcome(
+            outcome=OutcomeKind.FAILED,
+            severity=Severity.HIGH,
+            reason=f"{what}; the account block was written but reads back as {after}",
+            actions=("s3:PutAccountPublicAccessBlock",),
+            previous_state=_state(block),
+            new_state=_state(after),
+            error_code="VerificationFailed",
+            details=details,
+            **common,
+        )
+    return Outcome(
+        outcome=OutcomeKind.REMEDIATED,
+        severity=Severity.HIGH,
+        reason=f"{what}; all four settings turned on for the account and verified",
+        actions=("s3:PutAccountPublicAccessBlock",),
+        previous_state=_state(block),
+        new_state=_state(ALL_ON),
+        undo=_undo_account(account.account_id, block),
+        details=details,
+        **common,
+    )

@@ -1,0 +1,79 @@
+"""Configuration read once at cold start, validated, typed.
+
+A missing or invalid value fails here with a message that names the variable and
+what it accepts, instead of failing on the first event.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+_TOPIC_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+# S3 tag keys: up to 128 characters from letters, digits, spaces and + - = . _ : / @
+_TAG_KEY = re.compile(r"^[\w\s+\-=.:/@]{1,128}$")
+
+
+class SettingsError(ValueError):
+    """A configuration variable is missing or invalid; the message names it."""
+
+
+class RemediationMode(StrEnum):
+    ENFORCE = "enforce"
+    DRY_RUN = "dry-run"
+
+
+@dataclass(frozen=True)
+class Settings:
+    alert_topic_arn: str
+    remediation_mode: RemediationMode
+    exempt_tag_key: str
+    # The function's own execution role: CloudTrail events made by it are our own fixes.
+    remediator_role_arn: str | None
+
+    @property
+    def enforce(self) -> bool:
+        return self.remediation_mode is RemediationMode.ENFORCE
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+
+    topic = env.get("ALERT_TOPIC_ARN", "").strip()
+    if not topic:
+        raise SettingsError("ALERT_TOPIC_ARN is required: the ARN of the SNS topic that receives alerts")
+    if not _TOPIC_ARN.match(topic):
+        raise SettingsError(
+            f"ALERT_TOPIC_ARN must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME), got {topic!r}"
+        )
+
+    mode_raw = env.get("REMEDIATION_MODE", RemediationMode.ENFORCE.value).strip() or RemediationMode.ENFORCE.value
+    try:
+        mode = RemediationMode(mode_raw)
+    except ValueError:
+        allowed = " | ".join(m.value for m in RemediationMode)
+        raise SettingsError(f"REMEDIATION_MODE must be one of {allowed}, got {mode_raw!r}") from None
+
+    tag_key = env.get("EXEMPT_TAG_KEY", "mlwarden:exempt").strip() or "mlwarden:exempt"
+    if not _TAG_KEY.match(tag_key) or tag_key.lower().startswith("aws:"):
+        raise SettingsError(
+            "EXEMPT_TAG_KEY must be a valid tag key (1-128 characters: letters, digits, spaces, + - = . _ : / @; "
+            f"not starting with aws:), got {tag_key!r}"
+        )
+
+    role = env.get("REMEDIATOR_ROLE_ARN", "").strip() or None
+    if role is not None and not _ROLE_ARN.match(role):
+        raise SettingsError(
+            f"REMEDIATOR_ROLE_ARN must be an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME), got {role!r}"
+        )
+
+    return Settings(
+        alert_topic_arn=topic,
+        remediation_mode=mode,
+        exempt_tag_key=tag_key,
+        remediator_role_arn=role,
+    )
