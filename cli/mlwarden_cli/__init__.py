@@ -1,0 +1,1 @@
+"""Developer tools for ML Warden: `mlwarden replay` and `mlwarden demo`. Never shipped to Lambda."""

@@ -25,7 +25,5 @@ def is_own_change(call: ApiCall, remediator_role_arn: str | None) -> bool:
     # Some records carry only the session ARN: arn:aws:sts::ACCOUNT:assumed-role/NAME/SESSION
     if actor.arn and ":assumed-role/" in actor.arn:
         session_role = actor.arn.split(":assumed-role/", 1)[1].split("/", 1)[0]
-        return session_role == _role_name(remediator_role_arn) and _account(actor.arn) == _account(
-            remediator_role_arn
-        )
+        return session_role == _role_name(remediator_role_arn) and _account(actor.arn) == _account(remediator_role_arn)
     return False

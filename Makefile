@@ -1,0 +1,63 @@
+# ML Warden. `make test` is the gate; `make demo` runs everything against a local AWS emulator.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+SAM_VENV := .venv-sam
+SAM_CLI_VERSION := 1.170.0
+# sam build needs a python3.13 interpreter on PATH; pyenv users can select one like this.
+PYENV_VERSION ?= 3.11.7:3.13.0
+export AWS_DEFAULT_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: help test lint typecheck unit validate build demo bench fuzz clean
+
+help:
+	@echo "make test      lint, type-check and the whole test suite (the gate)"
+	@echo "make demo      run ML Warden against a local AWS emulator (moto server)"
+	@echo "make validate  sam validate --lint and cfn-lint on template.yaml"
+	@echo "make build     sam build (needs python3.13 on PATH)"
+	@echo "make bench     cold start, per-event overhead and memory, as ratios"
+	@echo "make fuzz      long property-based fuzzing of the handlers"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+$(SAM_VENV)/.installed:
+	# aws-sam-cli pins boto3 exactly: it lives in its own virtualenv.
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet "aws-sam-cli==$(SAM_CLI_VERSION)"
+	touch $@
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check layers functions cli tests bench
+	$(VENV)/bin/ruff format --check layers functions cli tests bench
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+unit: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest
+
+test: lint typecheck unit
+
+validate: $(SAM_VENV)/.installed $(VENV)/.installed
+	$(SAM_VENV)/bin/sam validate --lint --template template.yaml
+	$(VENV)/bin/cfn-lint template.yaml
+
+build: $(SAM_VENV)/.installed
+	PYENV_VERSION=$(PYENV_VERSION) $(SAM_VENV)/bin/sam build
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/mlwarden demo
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python bench/run.py
+
+fuzz: $(VENV)/.installed
+	MLWARDEN_FUZZ_EXAMPLES=10000 $(VENV)/bin/python -m pytest -q -m fuzz tests
+
+clean:
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,263 @@
+"""`make demo`: ML Warden against a small vulnerable ML account in a local AWS emulator.
+
+Starts moto server, creates the account (buckets made public in different ways,
+an exempt bucket, a private one), replays the matching real-shaped events from
+events/ through the template's routing and the handlers, prints what was found,
+changed and alerted (the SNS alerts as an SQS subscriber receives them), verifies
+the final state and exits 0 only if everything is as expected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mlwarden_cli.emulator import FAKE_CREDENTIALS, EmulatorError, moto_server
+from mlwarden_cli.replay import Replayed, Replayer, format_table, read_events
+from mlwarden_cli.template import DEFAULT_ACCOUNT, Template
+
+ALL_ON = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
+PII_BUCKET_TAGS = {"team": "ml-research", "cost-center": "ml-1234", "mlwarden:pii": "true"}
+
+
+@dataclass(frozen=True)
+class Step:
+    file: str
+    expect_function: str | None
+    expect_outcome: str
+    story: str
+
+
+SCENARIO = (
+    Step(
+        "s3/put-bucket-acl-public.json",
+        "BlockPublicS3Function",
+        "remediated",
+        "a data scientist opens the PII training-data bucket with a public-read ACL",
+    ),
+    Step(
+        "s3/put-bucket-policy-public.json",
+        "BlockPublicS3Function",
+        "remediated",
+        "a pipeline role attaches a public bucket policy",
+    ),
+    Step(
+        "s3/delete-bucket-public-access-block.json",
+        "BlockPublicS3Function",
+        "remediated",
+        "someone deletes the feature store's public-access block",
+    ),
+    Step(
+        "s3/put-bucket-acl-exempt-bucket.json",
+        "BlockPublicS3Function",
+        "exempt",
+        "the public website bucket (tagged exempt) gets a public ACL",
+    ),
+    Step(
+        "s3/create-bucket.json",
+        "BlockPublicS3Function",
+        "compliant",
+        "a private model-artifacts bucket is created with its block on",
+    ),
+    Step(
+        "s3/put-bucket-public-access-block-by-mlwarden.json",
+        "BlockPublicS3Function",
+        "ignored",
+        "CloudTrail reports ML Warden's own fix (loop guard)",
+    ),
+    Step(
+        "s3/put-bucket-acl-public.json",
+        "BlockPublicS3Function",
+        "compliant",
+        "the first event is delivered again (at-least-once delivery)",
+    ),
+    Step(
+        "config/s3-bucket-public-read-prohibited-noncompliant.json",
+        "BlockPublicS3Function",
+        "compliant",
+        "AWS Config's periodic evaluation catches up with the fixed bucket",
+    ),
+    Step(
+        "macie/policy-s3-bucket-public.json",
+        "BlockPublicS3Function",
+        "compliant",
+        "Macie's policy finding for the (already fixed) policy bucket",
+    ),
+    Step(
+        "s3/delete-account-public-access-block.json",
+        "BlockPublicS3Function",
+        "flagged",
+        "the account-level block is deleted while an exempt public bucket exists",
+    ),
+    Step(
+        "s3/put-bucket-policy-failed.json",
+        None,
+        "unrouted",
+        "a PutBucketPolicy that AWS denied (the rule filters failed calls)",
+    ),
+    Step("unrelated/ec2-run-instances.json", None, "unrouted", "an unrelated EC2 call"),
+)
+
+
+def _heading(text: str) -> None:
+    print(f"\n== {text} " + "=" * max(0, 76 - len(text)))
+
+
+def _create_account(clients: Callable[[str], Any]) -> dict[str, str]:
+    s3, sns, sqs = clients("s3"), clients("sns"), clients("sqs")
+    topic_arn = sns.create_topic(Name="mlwarden-alerts")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName="security-team-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+
+    def bucket(name: str, tags: dict[str, str] | None = None) -> None:
+        s3.create_bucket(Bucket=name)
+        if tags:
+            s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
+
+    bucket("mlw-training-data-acl", PII_BUCKET_TAGS)
+    s3.put_bucket_acl(Bucket="mlw-training-data-acl", ACL="public-read")
+
+    bucket("mlw-training-data-policy", {"team": "ml-platform"})
+    public_read = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PublicRead",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": "arn:aws:s3:::mlw-training-data-policy/*",
+            }
+        ],
+    }
+    s3.put_bucket_policy(Bucket="mlw-training-data-policy", Policy=json.dumps(public_read))
+
+    bucket("mlw-feature-store")
+    s3.put_public_access_block(Bucket="mlw-feature-store", PublicAccessBlockConfiguration=ALL_ON)
+    s3.delete_public_access_block(Bucket="mlw-feature-store")
+
+    bucket("mlw-public-website", {"mlwarden:exempt": "2099-12-31", "purpose": "public model cards"})
+    s3.put_bucket_acl(Bucket="mlw-public-website", ACL="public-read")
+
+    bucket("mlw-model-artifacts", {"team": "ml-platform"})
+    s3.put_public_access_block(Bucket="mlw-model-artifacts", PublicAccessBlockConfiguration=ALL_ON)
+    return {"topic_arn": topic_arn, "queue_url": queue_url}
+
+
+def _received_alerts(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    alerts: list[dict[str, Any]] = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+            "Messages", []
+        )
+        if not messages:
+            return alerts
+        for message in messages:
+            alerts.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def _block_of(s3: Any, bucket: str) -> dict[str, bool] | None:
+    try:
+        return dict(s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"])
+    except s3.exceptions.ClientError as err:
+        if err.response["Error"]["Code"] == "NoSuchPublicAccessBlockConfiguration":
+            return None
+        raise
+
+
+def run_demo(template: Template) -> int:
+    events_dir = template.path.parent / "events"
+    try:
+        with moto_server() as endpoint:
+            os.environ.update(FAKE_CREDENTIALS)
+            os.environ["AWS_ENDPOINT_URL"] = endpoint
+            return _run(template, events_dir, endpoint)
+    except EmulatorError as err:
+        print(f"mlwarden demo: {err}")
+        return 2
+
+
+def _run(template: Template, events_dir: Any, endpoint: str) -> int:
+    from mlwarden import clients  # noqa: PLC0415 - after AWS_ENDPOINT_URL points at the emulator
+
+    _heading(f"A small vulnerable ML account in moto server at {endpoint}")
+    account = _create_account(clients.client)
+    os.environ["ALERT_TOPIC_ARN"] = account["topic_arn"]
+    print("buckets: mlw-training-data-acl (PII, public ACL), mlw-training-data-policy (public policy),")
+    print("         mlw-feature-store (block deleted), mlw-public-website (exempt, public ACL),")
+    print("         mlw-model-artifacts (private). Alerts go to SNS topic mlwarden-alerts,")
+    print("         subscribed by SQS queue security-team-inbox.")
+
+    _heading("Events replayed through the template's EventBridge rules")
+    replayer = Replayer(template)
+    results: list[Replayed] = []
+    checks: list[tuple[str, bool]] = []
+    for number, step in enumerate(SCENARIO, start=1):
+        print(f"{number:>2}. {step.story}")
+        for event in read_events(events_dir / step.file):
+            for result in replayer.replay(event, step.file):
+                results.append(result)
+                ok = result.function == step.expect_function and result.outcome == step.expect_outcome
+                checks.append((f"{step.file} -> {step.expect_function or 'no function'}: {step.expect_outcome}", ok))
+    print()
+    print(format_table(results))
+
+    s3, sqs = clients.client("s3"), clients.client("sqs")
+    alerts = _received_alerts(sqs, account["queue_url"])
+    _heading(f"Alerts received by the security team's SQS subscription ({len(alerts)})")
+    for alert in alerts:
+        attributes = {name: value["Value"] for name, value in alert.get("MessageAttributes", {}).items()}
+        print(f"\nSubject: {alert.get('Subject')}")
+        print("Attributes: " + ", ".join(f"{k}={v}" for k, v in sorted(attributes.items())))
+        body = alert.get("Message", "").split("\nOutcome (JSON):", 1)[0].rstrip()
+        print("\n".join("  " + line for line in body.splitlines()))
+
+    _heading("Final state")
+    expected_blocks = {
+        "mlw-training-data-acl": ALL_ON,
+        "mlw-training-data-policy": ALL_ON,
+        "mlw-feature-store": ALL_ON,
+        "mlw-public-website": None,
+        "mlw-model-artifacts": ALL_ON,
+    }
+    for bucket, expected in expected_blocks.items():
+        actual = _block_of(s3, bucket)
+        shown = "all four on" if actual == ALL_ON else ("no block" if actual is None else str(actual))
+        print(f"{bucket:<26} public-access block: {shown}")
+        checks.append((f"{bucket} block is {'all on' if expected else 'untouched (exempt)'}", actual == expected))
+    tags = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket="mlw-training-data-acl")["TagSet"]}
+    checks.append(("foreign tags on mlw-training-data-acl are untouched", tags == PII_BUCKET_TAGS))
+    try:
+        clients.client("s3control").get_public_access_block(AccountId=DEFAULT_ACCOUNT)
+        account_block_untouched = False
+    except clients.client("s3control").exceptions.NoSuchPublicAccessBlockConfiguration:
+        account_block_untouched = True
+    print(
+        f"{'account ' + DEFAULT_ACCOUNT:<26} public-access block: "
+        f"{'none (flagged, not forced over the exemption)' if account_block_untouched else 'set'}"
+    )
+    checks.append(("account block not forced over an exempt bucket", account_block_untouched))
+    alerting = [r for r in results if r.outcome not in ("compliant", "ignored", "unrouted")]
+    checks.append((f"one alert per outcome that needs a human ({len(alerting)})", len(alerts) == len(alerting)))
+    checks.append(
+        (
+            "every alert carries severity/check/outcome/account/region attributes",
+            all(
+                {"severity", "check", "outcome", "account", "region"} <= set(a.get("MessageAttributes", {}))
+                for a in alerts
+            ),
+        )
+    )
+    checks.append(("no handler raised", not any(r.raised for r in results)))
+
+    _heading("Checks")
+    for description, ok in checks:
+        print(f"[{'PASS' if ok else 'FAIL'}] {description}")
+    failed = [description for description, ok in checks if not ok]
+    print(f"\n{len(checks) - len(failed)}/{len(checks)} checks passed")
+    return 0 if not failed else 1
