@@ -24,6 +24,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -433,7 +434,7 @@ def warm(events: int, progress: Callable[[str], None]) -> dict[str, Any]:
         timer.recording = True
         one("remediated", keep=False)
         timer.recording = False
-        for index in range(events):
+        for _ in range(events):
             for name in cases:  # interleaved: remediated, compliant, remediated, ...
                 one(name, keep=True)
 
@@ -619,7 +620,9 @@ def table(f: dict[str, Any]) -> str:
         f"Powertools {env['aws-lambda-powertools']}, {env['cpus']} CPUs, {env['seconds']} s.",
         "Exit status 0: benchmarks inform, they do not gate.",
     ]
-    return "\n".join(lines + notes)
+    width = max(100, len(lines[0]))
+    wrapped = [textwrap.fill(note, width=width, break_on_hyphens=False) for note in notes]
+    return "\n".join(lines + wrapped)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -628,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15, help="fresh processes per side (default 15)")
     parser.add_argument("--events", type=int, default=2000, help="warm events of each kind (default 2000)")
     args = parser.parse_args(argv)
+    sys.dont_write_bytecode = True  # write no __pycache__ into the repository from this process
 
     def progress(message: str) -> None:
         print(f"bench: {message}", file=sys.stderr, flush=True)

@@ -176,6 +176,8 @@ def run_demo(template: Template) -> int:
         with moto_server() as endpoint:
             os.environ.update(FAKE_CREDENTIALS)
             os.environ["AWS_ENDPOINT_URL"] = endpoint
+            # The report shows every outcome; the handlers' INFO logs would repeat it.
+            os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
             return _run(template, events_dir, endpoint)
     except EmulatorError as err:
         print(f"mlwarden demo: {err}")

@@ -130,15 +130,21 @@ class Template:
         return None
 
 
-def load_template(path: Path) -> Template:
+def load_document(path: Path) -> dict[str, Any]:
+    """template.yaml as a plain dict, short-form tags turned into their long form."""
     try:
         document = yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
     except OSError as err:
         raise TemplateError(f"cannot read {path}: {err.strerror}") from err
     except yaml.YAMLError as err:
         raise TemplateError(f"{path} is not valid YAML: {err}") from err
-    if not isinstance(document, Mapping) or not isinstance(document.get("Resources"), Mapping):
+    if not isinstance(document, dict) or not isinstance(document.get("Resources"), dict):
         raise TemplateError(f"{path} has no Resources")
+    return document
+
+
+def load_template(path: Path) -> Template:
+    document = load_document(path)
     resources: Mapping[str, Any] = document["Resources"]
     globals_env = document.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}) or {}
     functions = []

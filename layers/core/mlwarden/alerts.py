@@ -52,7 +52,7 @@ def subject_for(outcome: Outcome) -> str:
 def _state_line(state: dict[str, Any] | None) -> str:
     if not state:
         return "(none recorded)"
-    return ", ".join(f"{key}={json.dumps(value)}" for key, value in state.items())
+    return ", ".join(f"{key}={'none' if value is None else json.dumps(value)}" for key, value in state.items())
 
 
 def render(outcome: Outcome) -> Alert:

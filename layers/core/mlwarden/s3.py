@@ -40,6 +40,21 @@ CONFIG_RULES = (
 )
 MACIE_FINDINGS = frozenset({"Policy:IAMUser/S3BucketPublic", "Policy:IAMUser/S3BlockPublicAccessDisabled"})
 
+# The IAM actions this module calls: template.yaml grants exactly these (tests/template checks it).
+BUCKET_PERMISSIONS = frozenset(
+    {
+        "s3:GetBucketPublicAccessBlock",
+        "s3:PutBucketPublicAccessBlock",
+        "s3:GetBucketTagging",
+        "s3:GetBucketAcl",
+        "s3:GetBucketPolicyStatus",
+    }
+)
+# Account-level actions have no resource type: IAM only accepts Resource "*" for them.
+ACCOUNT_PERMISSIONS = frozenset(
+    {"s3:GetAccountPublicAccessBlock", "s3:PutAccountPublicAccessBlock", "s3:ListAllMyBuckets"}
+)
+
 FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
 ALL_ON: dict[str, bool] = dict.fromkeys(FLAGS, True)
 PII_TAG = "mlwarden:pii"

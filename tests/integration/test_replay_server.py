@@ -1,0 +1,204 @@
+"""`mlwarden replay` as a user runs it: a separate process, against moto server over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from mlwarden_cli.emulator import FAKE_CREDENTIALS, moto_server
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
+MLWARDEN = Path(sys.executable).parent / "mlwarden"
+ALL_ON = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def account(endpoint: str) -> dict[str, Any]:
+    """A fresh account state in the shared server: reset, then a topic with an SQS subscriber."""
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=5)
+    s3, sns, sqs = (
+        boto3.client(
+            service,
+            region_name="us-east-1",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        for service in ("s3", "sns", "sqs")
+    )
+    topic = sns.create_topic(Name="mlwarden-alerts")["TopicArn"]
+    queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    s3.create_bucket(Bucket="mlw-training-data-acl")
+    s3.put_bucket_acl(Bucket="mlw-training-data-acl", ACL="public-read")
+    return {"s3": s3, "sqs": sqs, "queue": queue, "topic": topic, "endpoint": endpoint}
+
+
+def _replay(account: dict[str, Any], *args: str, topic: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        **FAKE_CREDENTIALS,
+        "AWS_ENDPOINT_URL": account["endpoint"],
+        "ALERT_TOPIC_ARN": topic or account["topic"],
+    }
+    return subprocess.run(
+        [str(MLWARDEN), "replay", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False
+    )
+
+
+def _lines(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def _alerts(account: dict[str, Any]) -> list[dict[str, Any]]:
+    messages = account["sqs"].receive_message(QueueUrl=account["queue"], MaxNumberOfMessages=10).get("Messages", [])
+    return [json.loads(m["Body"]) for m in messages]
+
+
+def _block(account: dict[str, Any]) -> dict[str, bool] | None:
+    try:
+        return account["s3"].get_public_access_block(Bucket="mlw-training-data-acl")["PublicAccessBlockConfiguration"]
+    except account["s3"].exceptions.ClientError:
+        return None
+
+
+def test_replay_remediates_over_http_and_reports_json_lines(account: dict[str, Any]) -> None:
+    result = _replay(account, "--json", str(EVENTS / "s3/put-bucket-acl-public.json"))
+
+    assert result.returncode == 0, result.stderr
+    (line,) = _lines(result)
+    assert set(line) >= {"event_id", "function", "outcome", "resource", "severity", "actions", "alerted", "reason"}
+    assert line["function"] == "BlockPublicS3Function"
+    assert line["outcome"] == "remediated"
+    assert line["actions"] == ["s3:PutBucketPublicAccessBlock"]
+    assert line["alerted"] is True
+    assert _block(account) == ALL_ON
+    (alert,) = _alerts(account)
+    assert alert["MessageAttributes"]["outcome"]["Value"] == "remediated"
+
+
+def test_replaying_the_same_event_twenty_times_changes_once_and_alerts_once(
+    account: dict[str, Any], tmp_path: Path
+) -> None:
+    event = json.loads((EVENTS / "s3/put-bucket-acl-public.json").read_text())
+    batch = tmp_path / "same-event.jsonl"
+    batch.write_text("\n".join(json.dumps(event) for _ in range(20)))
+
+    result = _replay(account, "--json", str(batch))
+
+    outcomes = [line["outcome"] for line in _lines(result)]
+    assert outcomes == ["remediated"] + ["compliant"] * 19
+    assert len(_alerts(account)) == 1
+    assert _block(account) == ALL_ON
+
+
+def test_dry_run_changes_nothing_and_says_what_it_would_do(account: dict[str, Any]) -> None:
+    result = _replay(account, "--json", "--mode", "dry-run", str(EVENTS / "s3/put-bucket-acl-public.json"))
+
+    assert result.returncode == 0, result.stderr
+    assert _lines(result)[0]["outcome"] == "would-remediate"
+    assert _lines(result)[0]["actions"] == []
+    assert _block(account) is None
+    (alert,) = _alerts(account)
+    assert "Would set:" in alert["Message"]
+
+
+def test_unrouted_and_table_output(account: dict[str, Any]) -> None:
+    result = _replay(account, str(EVENTS / "unrelated/ec2-run-instances.json"))
+
+    assert result.returncode == 0
+    assert "unrouted" in result.stdout
+    json_result = _replay(account, "--json", str(EVENTS / "unrelated/ec2-run-instances.json"))
+    assert _lines(json_result) == [
+        {
+            "event_id": json.loads((EVENTS / "unrelated/ec2-run-instances.json").read_text())["id"],
+            "function": None,
+            "outcome": "unrouted",
+            "resource": None,
+            "severity": None,
+            "actions": [],
+            "alerted": False,
+            "reason": "no rule in the template matches this event",
+            "source": str(EVENTS / "unrelated/ec2-run-instances.json"),
+        }
+    ]
+
+
+def test_exit_1_when_a_handler_raises_after_fixing(account: dict[str, Any]) -> None:
+    missing_topic = account["topic"].rsplit(":", 1)[0] + ":no-such-topic"
+    result = _replay(account, "--json", str(EVENTS / "s3/put-bucket-acl-public.json"), topic=missing_topic)
+
+    assert result.returncode == 1
+    assert _lines(result)[0]["outcome"] == "remediated"
+    assert _block(account) == ALL_ON  # the fix stands even though the alert could not be sent
+
+
+def test_exit_2_for_unreadable_or_invalid_files(account: dict[str, Any], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json\n")
+    for args, message in (
+        ([str(tmp_path / "missing.json")], "cannot read"),
+        ([str(bad)], "not a JSON object, a JSON array or JSON Lines"),
+    ):
+        result = _replay(account, *args)
+        assert result.returncode == 2
+        assert message in result.stderr
+    assert _block(account) is None
+
+
+def test_exit_2_names_the_variable_replay_cannot_resolve(account: dict[str, Any]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "ALERT_TOPIC_ARN"}
+    env.update(FAKE_CREDENTIALS, AWS_ENDPOINT_URL=account["endpoint"])
+    result = subprocess.run(
+        [str(MLWARDEN), "replay", str(EVENTS / "s3/put-bucket-acl-public.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "ALERT_TOPIC_ARN" in result.stderr
+
+
+def test_array_file_replays_every_event(account: dict[str, Any], tmp_path: Path) -> None:
+    events = [
+        json.loads((EVENTS / name).read_text())
+        for name in ("s3/put-bucket-acl-public.json", "unrelated/ec2-run-instances.json")
+    ]
+    batch = tmp_path / "batch.json"
+    batch.write_text(json.dumps(events))
+
+    result = _replay(account, "--json", str(batch))
+
+    assert [line["outcome"] for line in _lines(result)] == ["remediated", "unrouted"]
+    assert [line["source"] for line in _lines(result)] == [f"{batch}:1", f"{batch}:2"]
+
+
+def test_demo_runs_end_to_end() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    result = subprocess.run(
+        [str(MLWARDEN), "demo"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=180, check=False
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "checks passed" in result.stdout
+    assert "[FAIL]" not in result.stdout

@@ -1,0 +1,99 @@
+"""Every sample event reaches exactly the functions it is meant for, as EventBridge would route it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlwarden_cli.template import load_template
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = load_template(ROOT / "template.yaml")
+EVENTS = ROOT / "events"
+REAL = ROOT / "tests" / "fixtures" / "real"
+
+BLOCK = {"BlockPublicS3Function"}
+NOWHERE: set[str] = set()
+
+# One row per file in events/: a new sample must say where it goes.
+EXPECTED_ROUTES: dict[str, set[str]] = {
+    "s3/put-bucket-acl-public.json": BLOCK,
+    "s3/put-bucket-policy-public.json": BLOCK,
+    "s3/delete-bucket-public-access-block.json": BLOCK,
+    "s3/put-bucket-acl-exempt-bucket.json": BLOCK,
+    "s3/create-bucket.json": BLOCK,
+    "s3/put-bucket-public-access-block-partial.json": BLOCK,
+    "s3/put-bucket-public-access-block-by-mlwarden.json": BLOCK,
+    "s3/delete-account-public-access-block.json": BLOCK,
+    "s3/put-bucket-policy-null-parameters.json": BLOCK,
+    # The rule filters calls AWS refused (errorCode): nothing changed, nothing to do.
+    "s3/put-bucket-policy-failed.json": NOWHERE,
+    "config/s3-bucket-public-read-prohibited-noncompliant.json": BLOCK,
+    "config/s3-bucket-level-public-access-prohibited-noncompliant.json": BLOCK,
+    "config/s3-account-level-public-access-blocks-periodic-noncompliant.json": BLOCK,
+    "config/s3-bucket-public-read-prohibited-compliant.json": NOWHERE,
+    "config/cloudtrail-enabled-noncompliant.json": NOWHERE,
+    "macie/policy-s3-bucket-public.json": BLOCK,
+    "macie/policy-s3-block-public-access-disabled.json": BLOCK,
+    "macie/policy-s3-bucket-encryption-disabled.json": NOWHERE,
+    "macie/sensitive-data-personal.json": NOWHERE,
+    "unrelated/ec2-run-instances.json": NOWHERE,
+    "unrelated/s3-get-bucket-location.json": NOWHERE,
+    "unrelated/sagemaker-training-job-state-change.json": NOWHERE,
+}
+
+
+def _sample_files() -> list[str]:
+    return sorted(str(p.relative_to(EVENTS)) for p in EVENTS.rglob("*.json") if p.name != "env.json")
+
+
+def test_every_sample_has_an_expected_route() -> None:
+    assert _sample_files() == sorted(EXPECTED_ROUTES)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_ROUTES))
+def test_sample_routes_to_exactly_its_functions(name: str) -> None:
+    event = json.loads((EVENTS / name).read_text())
+    assert {f.logical_id for f in TEMPLATE.route(event)} == EXPECTED_ROUTES[name]
+
+
+def _wrap(record: dict[str, Any]) -> dict[str, Any]:
+    service = record["eventSource"].split(".", 1)[0]
+    return {
+        "version": "0",
+        "id": "00000000-0000-0000-0000-000000000000",
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": f"aws.{service}",
+        "account": "123456789012",
+        "time": "2024-01-15T10:45:23Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": record,
+    }
+
+
+def _real_records() -> list[Path]:
+    return sorted(p for p in REAL.rglob("*.json") if p.name.startswith(("AttachRolePolicy", "AttachUserPolicy")))
+
+
+@pytest.mark.parametrize("path", _real_records(), ids=lambda p: p.name)
+def test_real_unrelated_cloudtrail_records_route_nowhere(path: Path) -> None:
+    assert TEMPLATE.route(_wrap(json.loads(path.read_text()))) == []
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        None,
+        [],
+        "PutBucketAcl",
+        {},
+        {"source": "aws.s3"},
+        {"source": "aws.s3", "detail-type": "AWS API Call via CloudTrail", "detail": "PutBucketAcl"},
+        {"source": ["aws.s3"], "detail-type": "AWS API Call via CloudTrail", "detail": {"eventName": "PutBucketAcl"}},
+    ],
+)
+def test_malformed_events_route_nowhere(event: Any) -> None:
+    assert TEMPLATE.route(event) == []

@@ -1,0 +1,269 @@
+"""What template.yaml promises: one least-privilege role per function, rules that never lose an event."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlwarden import s3
+from mlwarden_cli.template import load_document
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = load_document(ROOT / "template.yaml")
+RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
+FUNCTIONS = {name: r for name, r in RESOURCES.items() if r["Type"] == "AWS::Serverless::Function"}
+
+# Actions IAM accepts only with Resource "*" (they have no resource type), and why we need them.
+ACTIONS_WITHOUT_RESOURCE_TYPE = {
+    "s3:GetAccountPublicAccessBlock": "account-level block, block_public_s3",
+    "s3:PutAccountPublicAccessBlock": "account-level block, block_public_s3",
+    "s3:ListAllMyBuckets": "find exempt buckets before an account-wide block",
+    "xray:PutTraceSegments": "tracing, only when EnableTracing=true",
+    "xray:PutTelemetryRecords": "tracing, only when EnableTracing=true",
+}
+# What every function needs besides its own check's actions.
+COMMON_ACTIONS = {
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+    "sns:Publish",
+    "kms:GenerateDataKey",
+    "kms:Decrypt",
+    "sqs:SendMessage",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+}
+# Each function's check module declares the actions its code calls.
+CHECK_ACTIONS = {"BlockPublicS3Function": s3.BUCKET_PERMISSIONS | s3.ACCOUNT_PERMISSIONS}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _statements(policy_document: dict[str, Any]) -> list[dict[str, Any]]:
+    statements = []
+    for statement in _as_list(policy_document["Statement"]):
+        if isinstance(statement, dict) and "Fn::If" in statement:
+            # conditional statements: check the statement of either branch that exists
+            statements += [s for s in statement["Fn::If"][1:] if isinstance(s, dict) and "Effect" in s]
+        else:
+            statements.append(statement)
+    return statements
+
+
+def _role_of(function: dict[str, Any]) -> str:
+    role = function["Properties"]["Role"]
+    assert "Fn::GetAtt" in role, "each function names its own role"
+    return role["Fn::GetAtt"][0]
+
+
+def _role_statements(role_name: str) -> list[dict[str, Any]]:
+    role = RESOURCES[role_name]
+    assert "ManagedPolicyArns" not in role["Properties"], "managed policies are broader than the code needs"
+    return [s for p in role["Properties"]["Policies"] for s in _statements(p["PolicyDocument"])]
+
+
+def _all_policy_statements() -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for name, resource in RESOURCES.items():
+        properties = resource.get("Properties", {})
+        for policy in properties.get("Policies", []):
+            found += [(name, s) for s in _statements(policy["PolicyDocument"])]
+        for key in ("PolicyDocument", "KeyPolicy", "AssumeRolePolicyDocument"):
+            if key in properties:
+                found += [(name, s) for s in _statements(properties[key])]
+    return found
+
+
+def test_every_function_has_its_own_role() -> None:
+    roles = [_role_of(f) for f in FUNCTIONS.values()]
+    assert len(roles) == len(set(roles))
+    for role in roles:
+        assert RESOURCES[role]["Type"] == "AWS::IAM::Role"
+        trust = RESOURCES[role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert [s["Principal"] for s in trust] == [{"Service": "lambda.amazonaws.com"}]
+
+
+def test_no_allow_statement_anywhere_has_a_wildcard_action() -> None:
+    for name, statement in _all_policy_statements():
+        if statement["Effect"] != "Allow":
+            continue
+        for action in _as_list(statement["Action"]):
+            assert "*" not in action, f"{name} allows wildcard action {action}"
+
+
+def test_resource_star_only_for_actions_without_resource_types() -> None:
+    for role in (_role_of(f) for f in FUNCTIONS.values()):
+        for statement in _role_statements(role):
+            if statement["Resource"] == "*":
+                for action in _as_list(statement["Action"]):
+                    assert action in ACTIONS_WITHOUT_RESOURCE_TYPE, f"{role}: {action} on * can be scoped"
+
+
+@pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
+def test_role_grants_exactly_what_the_code_calls(function_name: str) -> None:
+    granted = {
+        action
+        for statement in _role_statements(_role_of(FUNCTIONS[function_name]))
+        for action in _as_list(statement["Action"])
+    }
+    assert granted - COMMON_ACTIONS == CHECK_ACTIONS[function_name]
+
+
+def test_bucket_actions_are_scoped_to_bucket_arns() -> None:
+    for statement in _role_statements("BlockPublicS3Role"):
+        actions = set(_as_list(statement["Action"]))
+        if actions & s3.BUCKET_PERMISSIONS:
+            assert statement["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:s3:::*"}
+
+
+def test_sns_and_kms_are_scoped_to_the_alert_topic_and_its_key() -> None:
+    for statement in _role_statements("BlockPublicS3Role"):
+        actions = set(_as_list(statement["Action"]))
+        if "sns:Publish" in actions:
+            assert statement["Resource"] == {"Ref": "AlertTopic"}
+        if actions & {"kms:GenerateDataKey", "kms:Decrypt"}:
+            assert statement["Resource"] == {"Fn::GetAtt": ["AlertKey", "Arn"]}
+            assert "kms:ViaService" in statement["Condition"]["StringEquals"]
+
+
+def _rules() -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (function_name, event_name, event["Properties"])
+        for function_name, function in FUNCTIONS.items()
+        for event_name, event in function["Properties"]["Events"].items()
+        if event["Type"] == "EventBridgeRule"
+    ]
+
+
+def test_every_function_is_triggered_by_rules() -> None:
+    for function_name in FUNCTIONS:
+        assert any(rule[0] == function_name for rule in _rules())
+
+
+@pytest.mark.parametrize(("function_name", "event_name", "rule"), _rules())
+def test_every_rule_has_retries_and_an_encrypted_dead_letter_queue(
+    function_name: str, event_name: str, rule: dict[str, Any]
+) -> None:
+    assert rule["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+    assert rule["RetryPolicy"]["MaximumEventAgeInSeconds"] >= 3600
+    queue = rule["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+    queue_properties = RESOURCES[queue]["Properties"]
+    assert queue_properties.get("SqsManagedSseEnabled") or queue_properties.get("KmsMasterKeyId")
+    # EventBridge may only send to the queue if the queue policy names this rule.
+    policies = [r for r in RESOURCES.values() if r["Type"] == "AWS::SQS::QueuePolicy"]
+    allowed_rules = [
+        arn["Fn::GetAtt"][0]
+        for policy in policies
+        if {"Ref": queue} in policy["Properties"]["Queues"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Effect"] == "Allow" and statement["Principal"] == {"Service": "events.amazonaws.com"}
+        for arn in statement["Condition"]["ArnEquals"]["aws:SourceArn"]
+    ]
+    assert f"{function_name}{event_name}" in allowed_rules
+
+
+@pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
+def test_failed_invocations_go_to_the_dead_letter_queue(function_name: str) -> None:
+    config = FUNCTIONS[function_name]["Properties"]["EventInvokeConfig"]
+    assert config["MaximumRetryAttempts"] == 2
+    on_failure = config["DestinationConfig"]["OnFailure"]
+    assert on_failure["Type"] == "SQS"
+    queue = on_failure["Destination"]["Fn::GetAtt"][0]
+    rule_queues = {rule["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0] for fn, _, rule in _rules() if fn == function_name}
+    assert rule_queues == {queue}
+
+
+@pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
+def test_every_function_logs_to_a_log_group_with_retention(function_name: str) -> None:
+    group = FUNCTIONS[function_name]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+    assert RESOURCES[group]["Type"] == "AWS::Logs::LogGroup"
+    assert RESOURCES[group]["Properties"]["RetentionInDays"]
+
+
+def test_every_log_group_has_retention() -> None:
+    for name, resource in RESOURCES.items():
+        if resource["Type"] == "AWS::Logs::LogGroup":
+            assert resource["Properties"].get("RetentionInDays"), name
+
+
+@pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
+def test_alarms_on_errors_and_dead_letter_depth_notify_the_topic(function_name: str) -> None:
+    alarms = [r["Properties"] for r in RESOURCES.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    errors = [
+        a for a in alarms if a["MetricName"] == "Errors" and a["Dimensions"][0]["Value"] == {"Ref": function_name}
+    ]
+    queue = FUNCTIONS[function_name]["Properties"]["EventInvokeConfig"]["DestinationConfig"]["OnFailure"][
+        "Destination"
+    ]["Fn::GetAtt"][0]
+    depth = [
+        a
+        for a in alarms
+        if a["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        and a["Dimensions"][0]["Value"] == {"Fn::GetAtt": [queue, "QueueName"]}
+    ]
+    assert errors and depth
+    for alarm in errors + depth:
+        assert alarm["AlarmActions"] == [{"Ref": "AlertTopic"}]
+
+
+def test_alert_topic_is_encrypted_with_a_key_cloudwatch_can_use() -> None:
+    topic = RESOURCES["AlertTopic"]["Properties"]
+    assert topic["KmsMasterKeyId"] == {"Ref": "AlertKey"}
+    statements = RESOURCES["AlertKey"]["Properties"]["KeyPolicy"]["Statement"]
+    assert any(s["Principal"] == {"Service": "cloudwatch.amazonaws.com"} for s in statements)
+
+
+def test_parameters_and_defaults() -> None:
+    parameters = TEMPLATE["Parameters"]
+    assert parameters["RemediationMode"]["Default"] == "enforce"
+    assert parameters["RemediationMode"]["AllowedValues"] == ["enforce", "dry-run"]
+    assert parameters["AlertEmail"]["Default"] == ""
+    assert parameters["ExemptTagKey"]["Default"] == "mlwarden:exempt"
+    assert parameters["EnableTracing"]["Default"] == "false"
+    assert parameters["CreateCloudTrail"]["Default"] == "false"
+
+
+@pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
+def test_functions_get_their_settings_and_their_own_role_for_the_loop_guard(function_name: str) -> None:
+    env = {
+        **TEMPLATE["Globals"]["Function"]["Environment"]["Variables"],
+        **FUNCTIONS[function_name]["Properties"]["Environment"]["Variables"],
+    }
+    assert env["ALERT_TOPIC_ARN"] == {"Ref": "AlertTopic"}
+    assert env["REMEDIATION_MODE"] == {"Ref": "RemediationMode"}
+    assert env["EXEMPT_TAG_KEY"] == {"Ref": "ExemptTagKey"}
+    assert env["REMEDIATOR_ROLE_ARN"] == {"Fn::GetAtt": [_role_of(FUNCTIONS[function_name]), "Arn"]}
+    assert env["MLWARDEN_TRACING"] == {"Ref": "EnableTracing"}
+
+
+def test_tracing_is_off_by_default_and_its_permission_is_conditional() -> None:
+    assert TEMPLATE["Globals"]["Function"]["Tracing"] == {"Fn::If": ["TracingEnabled", "Active", "Disabled"]}
+    for function in FUNCTIONS.values():
+        raw = RESOURCES[_role_of(function)]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        tracing = [s for s in raw if "Fn::If" in s]
+        assert tracing and tracing[0]["Fn::If"][0] == "TracingEnabled"
+
+
+def test_layer_is_built_by_sam_for_the_lambda_runtime() -> None:
+    layer = RESOURCES["CoreLayer"]
+    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+    assert layer["Properties"]["ContentUri"] == "layers/core/"
+    assert TEMPLATE["Globals"]["Function"]["Runtime"] == "python3.13"
+    assert TEMPLATE["Globals"]["Function"]["Architectures"] == ["arm64"]
+
+
+@pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
+def test_sam_local_env_file_configures_every_function(function_name: str) -> None:
+    env_file = json.loads((ROOT / "events" / "env.json").read_text())
+    variables = env_file[function_name]
+    assert {"ALERT_TOPIC_ARN", "REMEDIATION_MODE", "EXEMPT_TAG_KEY", "REMEDIATOR_ROLE_ARN"} <= set(variables)
+    assert variables["AWS_ENDPOINT_URL"].startswith("http")
+
+
+def test_optional_trail_is_off_by_default_and_its_bucket_is_private() -> None:
+    assert RESOURCES["ManagementEventsTrail"]["Condition"] == "CreateTrail"
+    bucket = RESOURCES["TrailBucket"]["Properties"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
