@@ -74,13 +74,32 @@ def _wrap(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _real_records() -> list[Path]:
-    return sorted(p for p in REAL.rglob("*.json") if p.name.startswith(("AttachRolePolicy", "AttachUserPolicy")))
+PANTHER = REAL / "cloudtrail" / "raw_records" / "panther"
+# Real (Panther-sanitised) CloudTrail records, wrapped as EventBridge would deliver them.
+REAL_ROUTES: dict[str, set[str]] = {
+    "DeleteBucketPublicAccessBlock__aws-s3-deletepublicaccessblock__non-s3-event.json": NOWHERE,
+    "DeleteBucketPublicAccessBlock__aws-s3-deletepublicaccessblock__public-access-block-deleted-successfully.json": BLOCK,  # noqa: E501
+    "DeleteBucketPublicAccessBlock__aws-s3-deletepublicaccessblock__public-access-block-deletion-failed.json": NOWHERE,
+    "PutBucketAcl__aws-s3-bucketpolicymodified__s3-bucket-policy-modified-error-response.json": NOWHERE,
+    "PutBucketAcl__aws-s3-bucketpolicymodified__s3-bucket-policy-modified.json": BLOCK,
+    "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__all-restrictive-conditions-types-should-not-alert.json": BLOCK,
+    "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__invalid-json-policy-should-not-alert.json": BLOCK,
+    "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__null-request-parameters.json": BLOCK,
+    "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__s3-failed-to-make-publicly-accessible.json": NOWHERE,
+    "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__s3-made-publicly-accessible.json": BLOCK,
+    "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__s3-not-made-publicly-accessible.json": BLOCK,
+    "PutBucketPublicAccessBlock__aws-s3-deletepublicaccessblock__different-s3-event.json": BLOCK,
+}
 
 
-@pytest.mark.parametrize("path", _real_records(), ids=lambda p: p.name)
-def test_real_unrelated_cloudtrail_records_route_nowhere(path: Path) -> None:
-    assert TEMPLATE.route(_wrap(json.loads(path.read_text()))) == []
+def test_every_real_record_has_an_expected_route() -> None:
+    assert sorted(p.name for p in PANTHER.glob("*.json")) == sorted(REAL_ROUTES)
+
+
+@pytest.mark.parametrize("name", sorted(REAL_ROUTES))
+def test_real_cloudtrail_records_route_by_service_call_and_success(name: str) -> None:
+    record = json.loads((PANTHER / name).read_text())
+    assert {f.logical_id for f in TEMPLATE.route(_wrap(record))} == REAL_ROUTES[name]
 
 
 @pytest.mark.parametrize(

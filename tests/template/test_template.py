@@ -267,3 +267,8 @@ def test_optional_trail_is_off_by_default_and_its_bucket_is_private() -> None:
     assert RESOURCES["ManagementEventsTrail"]["Condition"] == "CreateTrail"
     bucket = RESOURCES["TrailBucket"]["Properties"]
     assert all(bucket["PublicAccessBlockConfiguration"].values())
+
+
+def test_endpoint_variable_is_declared_empty_so_sam_local_can_override_it() -> None:
+    # sam local invoke --env-vars only overrides variables the template declares.
+    assert TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]["AWS_ENDPOINT_URL"] == ""

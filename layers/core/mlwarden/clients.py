@@ -29,7 +29,12 @@ _CONFIG = Config(
 @functools.cache
 def client(service: str, region: str | None = None) -> Any:
     """A botocore client (typed Any: each service's methods are generated at run time)."""
-    aws_client = boto3.client(service, region_name=region, config=_CONFIG)
+    config = _CONFIG
+    if os.environ.get("AWS_ENDPOINT_URL") == "":
+        # template.yaml declares AWS_ENDPOINT_URL empty so `sam local invoke --env-vars` can set it;
+        # empty means "the real AWS endpoints" on every botocore version.
+        config = config.merge(Config(ignore_configured_endpoint_urls=True))
+    aws_client = boto3.client(service, region_name=region, config=config)
     if service == "s3control":
         _keep_custom_endpoint_host(aws_client)
     return aws_client
