@@ -395,33 +395,15 @@ def _block_bucket(bucket: BucketTarget, trigger: Trigger, settings: Settings) ->
         )
 
     s3 = clients.client("s3")
-    _call(
-        "s3:PutBucketPublicAccessBlock",
-        s3.put_public_access_block,
-        Bucket=bucket.name,
-        PublicAccessBlockConfiguration=ALL_ON,
-    )
-    after = _read_bucket_block(bucket.name)
-    if after != ALL_ON:
-        return Outcome(
-            outcome=OutcomeKind.FAILED,
-            severity=severity,
-            reason=f"{what}; the block was written but reads back as {after}",
-            actions=("s3:PutBucketPublicAccessBlock",),
-            previous_state=_state(block),
-            new_state=_state(after),
-            error_code="VerificationFailed",
-            **common,
-        )
-    return Outcome(
-        outcome=OutcomeKind.REMEDIATED,
+    return _turn_on_and_verify(
+        action="s3:PutBucketPublicAccessBlock",
+        write=lambda: s3.put_public_access_block(Bucket=bucket.name, PublicAccessBlockConfiguration=ALL_ON),
+        read_back=lambda: _read_bucket_block(bucket.name),
+        previous=block,
         severity=severity,
-        reason=f"{what}; all four settings turned on and verified",
-        actions=("s3:PutBucketPublicAccessBlock",),
-        previous_state=_state(block),
-        new_state=_state(ALL_ON),
+        what=what,
         undo=_undo_bucket(bucket.name, block),
-        **common,
+        common=common,
     )
 
 
@@ -462,33 +444,52 @@ def _block_account(account: AccountTarget, trigger: Trigger, settings: Settings)
             **common,
         )
     s3control = clients.client("s3control")
-    _call(
-        "s3:PutAccountPublicAccessBlock",
-        s3control.put_public_access_block,
-        AccountId=account.account_id,
-        PublicAccessBlockConfiguration=ALL_ON,
+    return _turn_on_and_verify(
+        action="s3:PutAccountPublicAccessBlock",
+        write=lambda: s3control.put_public_access_block(
+            AccountId=account.account_id, PublicAccessBlockConfiguration=ALL_ON
+        ),
+        read_back=lambda: _read_account_block(account.account_id),
+        previous=block,
+        severity=Severity.HIGH,
+        what=what,
+        undo=_undo_account(account.account_id, block),
+        common={**common, "details": details},
     )
-    after = _read_account_block(account.account_id)
+
+
+def _turn_on_and_verify(
+    *,
+    action: str,
+    write: Callable[[], Any],
+    read_back: Callable[[], dict[str, bool] | None],
+    previous: dict[str, bool] | None,
+    severity: Severity,
+    what: str,
+    undo: str,
+    common: dict[str, Any],
+) -> Outcome:
+    """Write all four settings, read them back: a block that does not read back is a failure."""
+    _call(action, write)
+    after = read_back()
     if after != ALL_ON:
         return Outcome(
             outcome=OutcomeKind.FAILED,
-            severity=Severity.HIGH,
-            reason=f"{what}; the account block was written but reads back as {after}",
-            actions=("s3:PutAccountPublicAccessBlock",),
-            previous_state=_state(block),
+            severity=severity,
+            reason=f"{what}; the block was written but reads back as {after}",
+            actions=(action,),
+            previous_state=_state(previous),
             new_state=_state(after),
             error_code="VerificationFailed",
-            details=details,
             **common,
         )
     return Outcome(
         outcome=OutcomeKind.REMEDIATED,
-        severity=Severity.HIGH,
-        reason=f"{what}; all four settings turned on for the account and verified",
-        actions=("s3:PutAccountPublicAccessBlock",),
-        previous_state=_state(block),
+        severity=severity,
+        reason=f"{what}; all four settings turned on and verified",
+        actions=(action,),
+        previous_state=_state(previous),
         new_state=_state(ALL_ON),
-        undo=_undo_account(account.account_id, block),
-        details=details,
+        undo=undo,
         **common,
     )
