@@ -318,7 +318,9 @@ def percentile(values: list[float], pct: float) -> float:
 def warm(events: int, progress: Callable[[str], None]) -> dict[str, Any]:
     os.environ.clear()
     os.environ.update(lambda_env(tracing=False))
-    from botocore.stub import ANY, Stubber  # noqa: PLC0415 - after the environment is set
+    from botocore import xform_name  # noqa: PLC0415 - after the environment is set
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+    from botocore.stub import ANY, Stubber  # noqa: PLC0415
     from mlwarden import clients  # noqa: PLC0415
 
     app = load_handler()
@@ -424,35 +426,40 @@ def warm(events: int, progress: Callable[[str], None]) -> dict[str, Any]:
             totals[name].append(total_ns / 1e6)
             own[name].append((total_ns - timer.spent_ns) / 1e6)
 
+    # Cross-check: the same 7 calls the handler makes (recorded once, same parameters), made directly
+    # on the stubbed clients with nothing of the handler around them.
+    calls: list[tuple[Callable[..., Any], dict[str, Any]]] = []
+    alone: list[float] = []
+
+    def calls_alone(keep: bool) -> None:
+        queue_remediated()
+        start = time.perf_counter_ns()
+        for method, params in calls:
+            with contextlib.suppress(ClientError):
+                method(**params)
+        elapsed = time.perf_counter_ns() - start
+        for stubber in stubs.values():
+            stubber.assert_no_pending_responses()
+        if keep:
+            alone.append(elapsed / 1e6)
+
     progress(f"warm: {events} events of each kind, output to /dev/null meanwhile")
     with quiet():
         # The first calls load botocore's service models, endpoint rules and Powertools' lazy parts.
         for _ in range(50):
             for name in cases:
                 one(name, keep=False)
-        # Record what the handler sends, to time the same calls alone below.
         timer.recording = True
         one("remediated", keep=False)
         timer.recording = False
+        calls.extend((getattr(client, xform_name(operation)), params) for client, operation, params in timer.log)
+        for _ in range(50):
+            calls_alone(keep=False)
         for _ in range(events):
-            for name in cases:  # interleaved: remediated, compliant, remediated, ...
+            # Interleaved, so that a busy moment on the machine hits all three alike.
+            for name in cases:
                 one(name, keep=True)
-
-        # Cross-check: the same 7 stubbed calls, made directly, with nothing of the handler around them.
-        from botocore import xform_name  # noqa: PLC0415
-
-        alone: list[float] = []
-        for index in range(events + 50):
-            queue_remediated()
-            start = time.perf_counter_ns()
-            for client, operation, params in timer.log:
-                with contextlib.suppress(client.exceptions.ClientError):
-                    getattr(client, xform_name(operation))(**params)
-            elapsed = time.perf_counter_ns() - start
-            for stubber in stubs.values():
-                stubber.assert_no_pending_responses()
-            if index >= 50:
-                alone.append(elapsed / 1e6)
+            calls_alone(keep=True)
 
     for stubber in stubs.values():
         stubber.deactivate()
