@@ -321,6 +321,7 @@ def warm(events: int, progress: Callable[[str], None]) -> dict[str, Any]:
     from botocore import xform_name  # noqa: PLC0415 - after the environment is set
     from botocore.exceptions import ClientError  # noqa: PLC0415
     from botocore.stub import ANY, Stubber  # noqa: PLC0415
+
     from mlwarden import clients  # noqa: PLC0415
 
     app = load_handler()

@@ -11,6 +11,7 @@ environment is set, so its settings are re-read).
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import itertools
 import json
@@ -29,6 +30,7 @@ from mlwarden import clients
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
+EVENTS = ROOT / "events"
 BLOCK_PUBLIC_S3_APP = ROOT / "functions" / "block_public_s3" / "app.py"
 
 ACCOUNT = "123456789012"
@@ -53,6 +55,7 @@ _UNSET = (
     "AWS_REGION",
     "AWS_MAX_ATTEMPTS",
     "AWS_RETRY_MODE",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
     "MLWARDEN_TRACING",
     "ALERT_TOPIC_ARN",
     "REMEDIATION_MODE",
@@ -286,6 +289,17 @@ def macie_event() -> Callable[..., dict[str, Any]]:
     return build_macie_event
 
 
+def load_sample(relative: str) -> dict[str, Any]:
+    """One EventBridge event from events/ (the samples `sam local invoke` and replay use)."""
+    event: dict[str, Any] = json.loads((EVENTS / relative).read_text(encoding="utf-8"))
+    return event
+
+
+@pytest.fixture
+def sample_event() -> Callable[[str], dict[str, Any]]:
+    return load_sample
+
+
 @pytest.fixture
 def real_record() -> Callable[..., dict[str, Any]]:
     """Load a raw CloudTrail record from tests/fixtures/real/ and wrap it in the EventBridge envelope.
@@ -337,19 +351,26 @@ def parse_notification(envelope: dict[str, Any]) -> ReceivedAlert:
     )
 
 
+@functools.cache
+def _test_client(service: str) -> Any:
+    """The tests' own clients, built once: moto answers every client created after it is imported, and
+    each `mock_aws()` context starts from empty state. (ML Warden's clients are rebuilt per test.)"""
+    return boto3.client(service, region_name=REGION)
+
+
 class AwsWorld:
     """moto state for a test: the alert topic, a queue subscribed to it, and S3 helpers."""
 
     def __init__(self) -> None:
-        self.s3 = boto3.client("s3", region_name=REGION)
-        self.s3control = boto3.client("s3control", region_name=REGION)
-        self.sns = boto3.client("sns", region_name=REGION)
-        self.sqs = boto3.client("sqs", region_name=REGION)
+        self.s3 = _test_client("s3")
+        self.s3control = _test_client("s3control")
+        self.sns = _test_client("sns")
+        self.sqs = _test_client("sqs")
         self.topic_arn = self.sns.create_topic(Name=TOPIC_NAME)["TopicArn"]
         self.queue_url = self.sqs.create_queue(QueueName="alerts-subscriber")["QueueUrl"]
-        queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
+        queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
         self.sns.subscribe(
             TopicArn=self.topic_arn,
             Protocol="sqs",
@@ -361,9 +382,9 @@ class AwsWorld:
     def alerts(self) -> list[ReceivedAlert]:
         """Every alert the subscriber has received so far, oldest first."""
         while True:
-            messages = self.sqs.receive_message(
-                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-            ).get("Messages", [])
+            messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+                "Messages", []
+            )
             if not messages:
                 return list(self._received)
             for message in messages:
@@ -485,11 +506,18 @@ def make_handler(aws: AwsWorld, monkeypatch: pytest.MonkeyPatch) -> Callable[...
         topic_arn: str | None = None,
         exempt_tag_key: str = "mlwarden:exempt",
         remediator_role_arn: str = REMEDIATOR_ROLE_ARN,
+        env: dict[str, str | None] | None = None,
     ) -> Handler:
+        """`env` sets further variables after the defaults; None unsets one."""
         monkeypatch.setenv("ALERT_TOPIC_ARN", topic_arn or aws.topic_arn)
         monkeypatch.setenv("REMEDIATION_MODE", mode)
         monkeypatch.setenv("EXEMPT_TAG_KEY", exempt_tag_key)
         monkeypatch.setenv("REMEDIATOR_ROLE_ARN", remediator_role_arn)
+        for name, value in (env or {}).items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
         return Handler(import_fresh(BLOCK_PUBLIC_S3_APP), FakeLambdaContext())
 
     return make

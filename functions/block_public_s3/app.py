@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from mlwarden import s3
 from mlwarden.checks import run_check
 from mlwarden.observability import logger, metrics, tracer

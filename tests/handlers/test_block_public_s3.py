@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from mlwarden import clients
+from mlwarden.settings import SettingsError
 
 ACCOUNT = "123456789012"
 ALL_ON = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
@@ -91,7 +92,12 @@ def test_deleted_block_on_a_private_bucket_is_restored_at_medium(aws: Any, handl
 def test_partial_block_is_completed_and_its_previous_state_kept_for_undo(
     aws: Any, handler: Any, cloudtrail_event: Any
 ) -> None:
-    partial = {"BlockPublicAcls": True, "IgnorePublicAcls": False, "BlockPublicPolicy": True, "RestrictPublicBuckets": False}
+    partial = {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": False,
+        "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": False,
+    }
     aws.bucket("eval-results", block=partial)
 
     handler(cloudtrail_event("PutBucketPublicAccessBlock", "eval-results"))
@@ -151,7 +157,9 @@ def test_bucket_acl_and_policy_are_not_changed(aws: Any, handler: Any, cloudtrai
 # --- nothing to do -------------------------------------------------------------------------------------
 
 
-def test_already_blocked_bucket_is_compliant_without_alert_or_write(aws: Any, handler: Any, cloudtrail_event: Any) -> None:
+def test_already_blocked_bucket_is_compliant_without_alert_or_write(
+    aws: Any, handler: Any, cloudtrail_event: Any
+) -> None:
     aws.bucket("training-data", acl="public-read", block=ALL_ON)
     # Rewriting the same four settings leaves no trace in moto's state, so count the write requests too.
     writes: list[str] = []
@@ -238,7 +246,9 @@ def test_custom_exempt_tag_key_is_honoured(aws: Any, make_handler: Any, cloudtra
 # --- dry run -------------------------------------------------------------------------------------------
 
 
-def test_dry_run_alerts_what_it_would_set_and_writes_nothing(aws: Any, make_handler: Any, cloudtrail_event: Any) -> None:
+def test_dry_run_alerts_what_it_would_set_and_writes_nothing(
+    aws: Any, make_handler: Any, cloudtrail_event: Any
+) -> None:
     handler = make_handler(mode="dry-run")
     aws.bucket("training-data", acl="public-read")
 
@@ -429,3 +439,21 @@ def test_macie_finding_of_another_type_changes_nothing(aws: Any, handler: Any, m
     assert result["outcome"] == "ignored"
     assert aws.block_of("training-data") is None
     assert aws.alerts() == []
+
+
+# --- cold start ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"ALERT_TOPIC_ARN": None}, "ALERT_TOPIC_ARN"),
+        ({"REMEDIATION_MODE": "audit"}, "REMEDIATION_MODE"),
+        ({"REMEDIATOR_ROLE_ARN": "BlockPublicS3Role"}, "REMEDIATOR_ROLE_ARN"),
+    ],
+)
+def test_bad_configuration_fails_at_cold_start_naming_the_variable(
+    make_handler: Any, env: dict[str, str | None], variable: str
+) -> None:
+    with pytest.raises(SettingsError, match=rf"^{variable}"):
+        make_handler(env=env)

@@ -16,7 +16,9 @@ def test_deleted_account_block_is_restored_when_no_bucket_is_exempt(
     aws.bucket("model-artifacts")
 
     # When someone deletes the account's block
-    result = handler(cloudtrail_event("DeleteAccountPublicAccessBlock", request_parameters={"host": ["s3-control.amazonaws.com"]}))
+    result = handler(
+        cloudtrail_event("DeleteAccountPublicAccessBlock", request_parameters={"host": ["s3-control.amazonaws.com"]})
+    )
 
     # Then it is back on, all four settings
     assert aws.account_block() == ALL_ON
@@ -39,7 +41,12 @@ def test_deleted_account_block_is_restored_when_no_bucket_is_exempt(
 
 
 def test_partial_account_block_is_completed_with_an_exact_undo(aws: Any, handler: Any, cloudtrail_event: Any) -> None:
-    partial = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": False, "RestrictPublicBuckets": False}
+    partial = {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": False,
+        "RestrictPublicBuckets": False,
+    }
     aws.s3control.put_public_access_block(AccountId=ACCOUNT, PublicAccessBlockConfiguration=partial)
 
     handler(cloudtrail_event("PutAccountPublicAccessBlock"))
@@ -93,7 +100,9 @@ def test_account_already_blocked_is_compliant(aws: Any, handler: Any, cloudtrail
 
 
 def test_config_account_rule_routes_to_the_account(aws: Any, handler: Any, config_event: Any) -> None:
-    event = config_event("securityhub-s3-account-level-public-access-blocks-periodic-3c4d5e", "AWS::::Account", ACCOUNT, "NON_COMPLIANT")
+    event = config_event(
+        "securityhub-s3-account-level-public-access-blocks-periodic-3c4d5e", "AWS::::Account", ACCOUNT, "NON_COMPLIANT"
+    )
 
     handler(event)
 

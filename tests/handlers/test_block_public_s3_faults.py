@@ -102,18 +102,15 @@ def test_access_denied_on_the_write_is_alerted_and_raised(aws: Any, handler: Any
     assert alert.outcome["undo"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DOUBTFUL s3.block_public_access: a failed write becomes a fixed-HIGH outcome built from the error only; "
-    "the exposure already read (public_via, pii, settings_off, previous_state) and a CRITICAL severity are lost",
-)
 def test_failed_write_on_a_public_pii_bucket_keeps_its_severity_and_exposure(
     aws: Any, handler: Any, cloudtrail_event: Any
 ) -> None:
     event = cloudtrail_event("PutBucketAcl", BUCKET)
     with Stubber(clients.client("s3")) as stub:
         stub_reads_of_a_public_bucket(stub, tags={"mlwarden:pii": "true"})
-        stub.add_client_error("put_public_access_block", "AccessDenied", "Access Denied", 403, expected_params=put_block())
+        stub.add_client_error(
+            "put_public_access_block", "AccessDenied", "Access Denied", 403, expected_params=put_block()
+        )
 
         with pytest.raises(RemediationFailed):
             handler(event)
@@ -146,7 +143,12 @@ def test_access_denied_on_the_first_read_is_alerted_and_raised(aws: Any, handler
 
 
 def test_block_that_reads_back_partial_is_a_failure(aws: Any, handler: Any, cloudtrail_event: Any) -> None:
-    partial = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": False, "RestrictPublicBuckets": False}
+    partial = {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": False,
+        "RestrictPublicBuckets": False,
+    }
     event = cloudtrail_event("PutBucketAcl", BUCKET)
     with Stubber(clients.client("s3")) as stub:
         stub_reads_of_a_public_bucket(stub)
@@ -165,6 +167,32 @@ def test_block_that_reads_back_partial_is_a_failure(aws: Any, handler: Any, clou
     assert alert.outcome["actions"] == ["s3:PutBucketPublicAccessBlock"]
     assert alert.outcome["new_state"] == {"PublicAccessBlockConfiguration": partial}
     assert alert.outcome["previous_state"] == {"PublicAccessBlockConfiguration": None}
+    assert alert.outcome["undo"] == "aws s3api delete-public-access-block --bucket training-data"
+
+
+def test_block_written_but_unreadable_keeps_the_action_and_the_undo(
+    aws: Any, handler: Any, cloudtrail_event: Any
+) -> None:
+    event = cloudtrail_event("PutBucketAcl", BUCKET)
+    with Stubber(clients.client("s3")) as stub:
+        stub_reads_of_a_public_bucket(stub)
+        stub.add_response("put_public_access_block", {}, put_block())
+        stub.add_client_error(
+            "get_public_access_block", "AccessDenied", "Access Denied", 403, expected_params={"Bucket": BUCKET}
+        )
+
+        with pytest.raises(RemediationFailed) as raised:
+            handler(event)
+
+        stub.assert_no_pending_responses()
+
+    assert isinstance(raised.value.__cause__, AwsCallFailed)
+    alert = aws.only_alert()
+    assert alert.outcome["outcome"] == "failed"
+    assert alert.outcome["actions"] == ["s3:PutBucketPublicAccessBlock"]
+    assert alert.outcome["undo"] == "aws s3api delete-public-access-block --bucket training-data"
+    assert alert.outcome["details"]["failed_action"] == "s3:GetBucketPublicAccessBlock"
+    assert "could not be read back" in alert.line("What")
 
 
 # --- SNS down after a successful fix -----------------------------------------------------------------------
@@ -223,9 +251,9 @@ def test_alert_to_a_topic_that_does_not_exist_raises_after_the_fix(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG checks.run_check: after AlertDeliveryFailed the retried event finds the bucket blocked, "
-    "decides 'compliant' and sends nothing, so the remediation is never alerted (the comment says the retry "
-    "re-sends the alert)",
+    reason="Known gap until outcomes are stored per event (idempotency store): after AlertDeliveryFailed the "
+    "retried event finds the bucket blocked and decides 'compliant', so only the error log and the AlertFailed "
+    "alarm record the remediation",
 )
 def test_retry_after_a_lost_alert_delivers_the_alert(aws: Any, handler: Any, cloudtrail_event: Any) -> None:
     aws.bucket(BUCKET, acl="public-read")
@@ -243,12 +271,6 @@ def test_retry_after_a_lost_alert_delivers_the_alert(aws: Any, handler: Any, clo
     assert [alert.attributes["outcome"] for alert in received] == ["remediated"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AlertDeliveryFailed,
-    reason="BUG settings accepts a .fifo ALERT_TOPIC_ARN, but alerts.publish sends no MessageGroupId, "
-    "so every publish to it fails",
-)
 def test_fifo_alert_topic_is_rejected_at_cold_start_or_receives_alerts(
     aws: Any, make_handler: Any, cloudtrail_event: Any
 ) -> None:
@@ -303,3 +325,119 @@ def test_throttled_read_is_retried_by_botocore(
     assert len(backoffs) == 1  # botocore backed off once, then the retry succeeded
     assert result["outcome"] == "remediated"
     assert aws.block_of(BUCKET) == ALL_ON
+
+
+# --- reads that fail without stopping the fix ----------------------------------------------------------------
+
+
+def test_unreadable_acl_still_blocks_and_says_exposure_is_unknown(
+    aws: Any, handler: Any, cloudtrail_event: Any
+) -> None:
+    bucket = {"Bucket": BUCKET}
+    event = cloudtrail_event("PutBucketAcl", BUCKET)
+    with Stubber(clients.client("s3")) as stub:
+        stub.add_client_error(
+            "get_public_access_block", "NoSuchPublicAccessBlockConfiguration", "not found", 404, expected_params=bucket
+        )
+        stub.add_client_error(
+            "get_bucket_tagging", "NoSuchTagSet", "The TagSet does not exist", 404, expected_params=bucket
+        )
+        stub.add_client_error("get_bucket_acl", "AccessDenied", "Access Denied", 403, expected_params=bucket)
+        stub.add_client_error("get_bucket_policy_status", "NoSuchBucketPolicy", "none", 404, expected_params=bucket)
+        stub.add_response("put_public_access_block", {}, put_block())
+        stub.add_response("get_public_access_block", {"PublicAccessBlockConfiguration": ALL_ON}, bucket)
+
+        result = handler(event)
+
+        stub.assert_no_pending_responses()
+
+    assert result["outcome"] == "remediated"
+    alert = aws.only_alert()
+    assert alert.attributes["severity"] == "HIGH"
+    assert alert.outcome["details"]["exposure_unknown"] == ["acl (AccessDenied)"]
+    assert "could not be read" in alert.outcome["reason"]
+
+
+def test_unreadable_tags_fail_closed_and_the_bucket_is_blocked(aws: Any, handler: Any, cloudtrail_event: Any) -> None:
+    # The bucket may carry an exemption tag, but it cannot be read: no exemption applies.
+    bucket = {"Bucket": BUCKET}
+    event = cloudtrail_event("PutBucketAcl", BUCKET)
+    with Stubber(clients.client("s3")) as stub:
+        stub.add_client_error(
+            "get_public_access_block", "NoSuchPublicAccessBlockConfiguration", "not found", 404, expected_params=bucket
+        )
+        stub.add_client_error("get_bucket_tagging", "AccessDenied", "Access Denied", 403, expected_params=bucket)
+        stub.add_response(
+            "get_bucket_acl",
+            {"Owner": OWNER, "Grants": [{"Grantee": {"Type": "Group", "URI": ALL_USERS}, "Permission": "READ"}]},
+            bucket,
+        )
+        stub.add_client_error("get_bucket_policy_status", "NoSuchBucketPolicy", "none", 404, expected_params=bucket)
+        stub.add_response("put_public_access_block", {}, put_block())
+        stub.add_response("get_public_access_block", {"PublicAccessBlockConfiguration": ALL_ON}, bucket)
+
+        result = handler(event)
+
+        stub.assert_no_pending_responses()
+
+    assert result["outcome"] == "remediated"
+    assert result["details"]["tags_unreadable"] is True
+    assert "fail closed" in result["details"]["exemption"]
+
+
+# --- account level -----------------------------------------------------------------------------------------
+
+ACCOUNT = {"AccountId": "123456789012"}
+
+
+def test_access_denied_on_the_account_write_is_alerted_and_raised(
+    aws: Any, handler: Any, cloudtrail_event: Any
+) -> None:
+    # S3 (ListBuckets, no buckets) stays in moto; S3 Control is stubbed.
+    event = cloudtrail_event("DeleteAccountPublicAccessBlock")
+    with Stubber(clients.client("s3control")) as stub:
+        stub.add_client_error(
+            "get_public_access_block", "NoSuchPublicAccessBlockConfiguration", "not found", 404, expected_params=ACCOUNT
+        )
+        stub.add_client_error(
+            "put_public_access_block",
+            "AccessDenied",
+            "Access Denied",
+            403,
+            expected_params={**ACCOUNT, "PublicAccessBlockConfiguration": ALL_ON},
+        )
+
+        with pytest.raises(RemediationFailed) as raised:
+            handler(event)
+
+        stub.assert_no_pending_responses()
+
+    cause = raised.value.__cause__
+    assert isinstance(cause, AwsCallFailed)
+    assert cause.action == "s3:PutAccountPublicAccessBlock"
+    assert isinstance(cause.__cause__, ClientError)
+    alert = aws.only_alert()
+    assert alert.attributes["outcome"] == "failed"
+    assert alert.outcome["resource"] == "AWS::::Account:123456789012"
+    assert "s3:PutAccountPublicAccessBlock" in alert.line("What")
+
+
+def test_account_block_that_reads_back_partial_is_a_failure(aws: Any, handler: Any, cloudtrail_event: Any) -> None:
+    partial = dict(ALL_ON, RestrictPublicBuckets=False)
+    event = cloudtrail_event("DeleteAccountPublicAccessBlock")
+    with Stubber(clients.client("s3control")) as stub:
+        stub.add_client_error(
+            "get_public_access_block", "NoSuchPublicAccessBlockConfiguration", "not found", 404, expected_params=ACCOUNT
+        )
+        stub.add_response("put_public_access_block", {}, {**ACCOUNT, "PublicAccessBlockConfiguration": ALL_ON})
+        stub.add_response("get_public_access_block", {"PublicAccessBlockConfiguration": partial}, ACCOUNT)
+
+        with pytest.raises(RemediationFailed) as raised:
+            handler(event)
+
+        stub.assert_no_pending_responses()
+
+    assert raised.value.outcome.error_code == "VerificationFailed"
+    alert = aws.only_alert()
+    assert alert.outcome["new_state"] == {"PublicAccessBlockConfiguration": partial}
+    assert alert.outcome["actions"] == ["s3:PutAccountPublicAccessBlock"]

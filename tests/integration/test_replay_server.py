@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+
 from mlwarden_cli.emulator import FAKE_CREDENTIALS, moto_server
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from mlwarden_cli.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from mlwarden import s3
 from mlwarden_cli.template import load_document
 
@@ -207,6 +208,16 @@ def test_alarms_on_errors_and_dead_letter_depth_notify_the_topic(function_name: 
     assert errors and depth
     for alarm in errors + depth:
         assert alarm["AlarmActions"] == [{"Ref": "AlertTopic"}]
+
+
+def test_lost_alerts_are_alarmed_per_check() -> None:
+    alarms = [r["Properties"] for r in RESOURCES.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    lost = {
+        next(d["Value"] for d in a["Dimensions"] if d["Name"] == "check")
+        for a in alarms
+        if a["Namespace"] == "MLWarden" and a["MetricName"] == "AlertFailed"
+    }
+    assert lost == {s3.CHECK}
 
 
 def test_alert_topic_is_encrypted_with_a_key_cloudwatch_can_use() -> None:

@@ -87,7 +87,9 @@ def test_subject_fits_sns_limit_with_the_longest_bucket_name(kind: OutcomeKind, 
 
 
 def test_long_subject_is_cut_with_an_ellipsis() -> None:
-    subject = subject_for(remediated(f"arn:aws:s3:::{BUCKET_63}", outcome=OutcomeKind.WOULD_REMEDIATE, severity=Severity.CRITICAL))
+    subject = subject_for(
+        remediated(f"arn:aws:s3:::{BUCKET_63}", outcome=OutcomeKind.WOULD_REMEDIATE, severity=Severity.CRITICAL)
+    )
 
     assert len(subject) == SUBJECT_LIMIT
     assert subject.endswith("...")

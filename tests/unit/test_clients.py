@@ -108,3 +108,22 @@ def test_s3control_on_aws_keeps_the_account_host_prefix() -> None:
     assert [request.url for request in sent] == [
         "https://123456789012.s3-control.us-east-1.amazonaws.com/v20180820/configuration/publicAccessBlock"
     ]
+
+
+def test_empty_custom_endpoint_means_the_real_aws_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    # template.yaml declares AWS_ENDPOINT_URL as "" so that `sam local invoke --env-vars` can override it.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "")
+
+    assert clients.client("s3", "eu-west-1").meta.endpoint_url == "https://s3.eu-west-1.amazonaws.com"
+    assert clients.client("sns", "us-east-1").meta.endpoint_url == "https://sns.us-east-1.amazonaws.com"
+    assert clients.endpoint_url() is None
+
+
+def test_empty_custom_endpoint_keeps_the_account_host_prefix_for_s3control(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "")
+    s3control = clients.client("s3control")
+    sent = capture_s3control_requests(s3control)
+
+    s3control.get_public_access_block(AccountId="123456789012")
+
+    assert sent[0].url.startswith("https://123456789012.s3-control.us-east-1.amazonaws.com/")

@@ -51,7 +51,11 @@ def test_non_eventbridge_input_is_unrecognised_without_envelope(raw: Any, reason
 
 @pytest.mark.parametrize(
     "detail",
-    [pytest.param(None, id="detail-null"), pytest.param("text", id="detail-string"), pytest.param([], id="detail-list")],
+    [
+        pytest.param(None, id="detail-null"),
+        pytest.param("text", id="detail-string"),
+        pytest.param([], id="detail-list"),
+    ],
 )
 def test_detail_that_is_not_an_object_is_unrecognised_with_envelope(detail: Any) -> None:
     raw: dict[str, Any] = {"id": "e-1", "source": "aws.s3", "detail-type": "AWS API Call via CloudTrail"}
@@ -160,7 +164,9 @@ def test_service_actor_is_shown_by_invoked_by(cloudtrail_event: EventBuilder) ->
 
 
 @pytest.mark.parametrize("identity", [None, "root", [], {}])
-def test_missing_or_malformed_user_identity_gives_an_unknown_actor(cloudtrail_event: EventBuilder, identity: Any) -> None:
+def test_missing_or_malformed_user_identity_gives_an_unknown_actor(
+    cloudtrail_event: EventBuilder, identity: Any
+) -> None:
     event = parse_event(cloudtrail_event("PutBucketAcl", "bucket-a", user_identity=identity))
 
     assert isinstance(event, ApiCall)
@@ -237,7 +243,9 @@ def test_config_compliance_change_is_parsed(config_event: EventBuilder) -> None:
 
 
 def test_config_fields_fall_back_to_the_evaluation_qualifier(config_event: EventBuilder) -> None:
-    raw = config_event("s3-bucket-public-read-prohibited", "AWS::S3::Bucket", "training-data", "NON_COMPLIANT", previous=None)
+    raw = config_event(
+        "s3-bucket-public-read-prohibited", "AWS::S3::Bucket", "training-data", "NON_COMPLIANT", previous=None
+    )
     for key in ("configRuleName", "resourceType", "resourceId"):
         del raw["detail"][key]
 
@@ -363,8 +371,13 @@ def test_undecodable_policy_document_is_none(value: Any) -> None:
 
 def _big_policy() -> dict[str, Any]:
     statements = [
-        {"Sid": f"Reader{i}", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::1234567890{i:02d}:root"},
-         "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}
+        {
+            "Sid": f"Reader{i}",
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::1234567890{i:02d}:root"},
+            "Action": "s3:GetObject",
+            "Resource": "arn:aws:s3:::b/*",
+        }
         for i in range(30)
     ]
     return {"Version": "2012-10-17", "Statement": statements}
@@ -377,11 +390,6 @@ def test_long_policy_document_as_a_string_is_decoded() -> None:
     assert decode_policy_document(text) == _big_policy()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG events.decode_policy_document: a one-element list goes through scalar(), which cuts text "
-    "to 2048 characters, so a policy longer than that decodes to None",
-)
 def test_long_policy_document_in_a_one_element_list_is_decoded() -> None:
     text = json.dumps(_big_policy())
 

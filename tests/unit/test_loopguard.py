@@ -57,7 +57,10 @@ def call(cloudtrail_event: Callable[..., dict[str, Any]], identity: dict[str, An
             id="session-arn-only-role-with-path",  # assumed-role ARNs drop the path
         ),
         pytest.param(
-            assumed_role("arn:aws:sts::123456789012:assumed-role/DataScientist/alice", "arn:aws:iam::123456789012:role/DataScientist"),
+            assumed_role(
+                "arn:aws:sts::123456789012:assumed-role/DataScientist/alice",
+                "arn:aws:iam::123456789012:role/DataScientist",
+            ),
             ROLE,
             False,
             id="other-role",
@@ -84,7 +87,10 @@ def call(cloudtrail_event: Callable[..., dict[str, Any]], identity: dict[str, An
             id="same-role-name-other-account-issuer",
         ),
         pytest.param(
-            assumed_role("arn:aws:sts::123456789012:assumed-role/BlockPublicS3Role/fn-session", "arn:aws:iam::123456789012:role/Other"),
+            assumed_role(
+                "arn:aws:sts::123456789012:assumed-role/BlockPublicS3Role/fn-session",
+                "arn:aws:iam::123456789012:role/Other",
+            ),
             ROLE,
             False,
             id="issuer-wins-over-session-name",

@@ -108,11 +108,15 @@ def test_other_s3_calls_are_not_targets(cloudtrail_event: EventBuilder, event_na
         pytest.param({}, "PutBucketAcl names no bucket", id="no-bucketName"),
         pytest.param({"bucketName": ""}, "PutBucketAcl names no bucket", id="empty"),  # AWS docs PutBucketAcl sample
         pytest.param({"bucketName": [""]}, "PutBucketAcl names no bucket", id="list-of-empty"),
-        pytest.param({"bucketName": "-leading-dash"}, "PutBucketAcl names an invalid bucket '-leading-dash'", id="dash"),
+        pytest.param(
+            {"bucketName": "-leading-dash"}, "PutBucketAcl names an invalid bucket '-leading-dash'", id="dash"
+        ),
         pytest.param({"bucketName": "a"}, "PutBucketAcl names an invalid bucket 'a'", id="one-character"),
         pytest.param({"bucketName": "has space"}, "PutBucketAcl names an invalid bucket 'has space'", id="space"),
         pytest.param({"bucketName": "a/b"}, "PutBucketAcl names an invalid bucket 'a/b'", id="slash"),
-        pytest.param({"bucketName": "b" * 256}, "PutBucketAcl names an invalid bucket '" + "b" * 80 + "'", id="too-long"),
+        pytest.param(
+            {"bucketName": "b" * 256}, "PutBucketAcl names an invalid bucket '" + "b" * 80 + "'", id="too-long"
+        ),
     ],
 )
 def test_missing_or_invalid_bucket_names_are_not_targets(
@@ -210,7 +214,9 @@ def test_config_rule_with_an_invalid_bucket_is_not_a_target(config_event: EventB
 # --- Macie ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("finding_type", ["Policy:IAMUser/S3BucketPublic", "Policy:IAMUser/S3BlockPublicAccessDisabled"])
+@pytest.mark.parametrize(
+    "finding_type", ["Policy:IAMUser/S3BucketPublic", "Policy:IAMUser/S3BlockPublicAccessDisabled"]
+)
 def test_macie_public_bucket_findings_name_the_bucket(macie_event: EventBuilder, finding_type: str) -> None:
     assert target_of(parse_event(macie_event(finding_type, "training-data"))) == BucketTarget("training-data", "aws")
 

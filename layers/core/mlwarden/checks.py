@@ -33,8 +33,18 @@ def run_check(name: str, check: Check, raw_event: Any, settings: Settings) -> Ou
         try:
             alerts.publish(outcome, settings.alert_topic_arn)
         except AwsCallFailed as err:
-            # The fix (if any) stands; the retry will find it in place and only re-send the alert.
-            logger.error("alert not delivered", check=name, outcome=outcome.outcome.value, error=err.code)
+            # The fix (if any) stands and is logged above with its previous state. Raising lets Lambda
+            # retry, but a retry finds the fix in place and decides `compliant`: until outcomes are
+            # stored per event, this log line and the AlertFailed metric (alarmed) are the record.
+            logger.error(
+                "alert not delivered",
+                check=name,
+                outcome=outcome.outcome.value,
+                severity=outcome.severity.value,
+                resource=outcome.resource,
+                event_id=outcome.trigger.event_id,
+                error=err.code,
+            )
             metrics.add_metric(name="AlertFailed", unit=MetricUnit.Count, value=1)
             raise AlertDeliveryFailed(outcome) from err
         outcome = outcome.with_alerted()

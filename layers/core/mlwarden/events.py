@@ -233,7 +233,9 @@ def decode_policy_document(value: Any) -> Mapping[str, Any] | None:
     """
     if isinstance(value, Mapping):
         return value
-    text = scalar(value) if not isinstance(value, str) else value.strip()
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]  # S3-style one-element list; not scalar(): policies are longer than log text
+    text = value.strip() if isinstance(value, str) else None
     if not text:
         return None
     for candidate in (text, unquote(text)):

@@ -12,7 +12,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_DATE = re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)")
+# Anything else that looks like a date (2027-1-31, 31/01/2027, 20270131) is refused rather than read
+# as a note: a misspelt expiry must not become an exemption without end.
+_DATE_LIKE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}|(?<!\d)\d{8}(?!\d)")
 _NEGATIVE = frozenset({"", "false", "no", "0", "off", "none"})
 
 
@@ -37,6 +40,10 @@ def exemption_from_tags(tags: Mapping[str, str] | None, tag_key: str, today: dt.
         return Exemption(active=False, reason=f"tag {tag_key} is set to {value!r}, which does not exempt")
     match = _DATE.search(value)
     if match is None:
+        if _DATE_LIKE.search(value):
+            return Exemption(
+                active=False, reason=f"tag {tag_key} has an expiry not written as YYYY-MM-DD (fail closed)"
+            )
         return Exemption(active=True, reason=f"tagged {tag_key}, no expiry")
     try:
         expires = dt.date(int(match[1]), int(match[2]), int(match[3]))

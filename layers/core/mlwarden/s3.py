@@ -63,7 +63,7 @@ _PUBLIC_GROUPS = {
     "http://acs.amazonaws.com/groups/global/AuthenticatedUsers": "AuthenticatedUsers",
 }
 # Bucket names: today's rules plus the uppercase/underscore names legacy us-east-1 buckets may have.
-_BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
+_BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
 
 
 @dataclass(frozen=True)
@@ -363,7 +363,8 @@ def _block_bucket(bucket: BucketTarget, trigger: Trigger, settings: Settings) ->
     if exposure.public and pii:
         severity, what = Severity.CRITICAL, f"bucket holding PII is public ({'; '.join(exposure.public_via)})"
     elif exposure.public:
-        severity, what = Severity.HIGH, f"bucket is public ({'; '.join(exposure.public_via)})"
+        unknown_pii = " (whether it holds PII is unknown: its tags could not be read)" if tags is None else ""
+        severity, what = Severity.HIGH, f"bucket is public ({'; '.join(exposure.public_via)}){unknown_pii}"
     elif exposure.unknown:
         severity, what = Severity.HIGH, "bucket's block is off and its exposure could not be read"
     else:
@@ -469,20 +470,39 @@ def _turn_on_and_verify(
     undo: str,
     common: dict[str, Any],
 ) -> Outcome:
-    """Write all four settings, read them back: a block that does not read back is a failure."""
-    _call(action, write)
-    after = read_back()
-    if after != ALL_ON:
+    """Write all four settings, read them back: a block that does not read back is a failure.
+
+    A failure keeps everything already known (severity, exposure, previous state), and once the
+    write went through it also keeps the action and the undo command.
+    """
+
+    def failed(reason: str, err: AwsCallFailed | None, written: bool, after: dict[str, bool] | None) -> Outcome:
+        details = dict(common.get("details") or {})
+        if err is not None:
+            details["failed_action"] = err.action
         return Outcome(
             outcome=OutcomeKind.FAILED,
             severity=severity,
-            reason=f"{what}; the block was written but reads back as {after}",
-            actions=(action,),
+            reason=f"{what}; {reason}",
+            actions=(action,) if written else (),
             previous_state=_state(previous),
-            new_state=_state(after),
-            error_code="VerificationFailed",
-            **common,
+            new_state=_state(after) if written else None,
+            undo=undo if written else None,
+            error_code=err.code if err is not None else "VerificationFailed",
+            cause=err,
+            **{**common, "details": details},
         )
+
+    try:
+        _call(action, write)
+    except AwsCallFailed as err:
+        return failed(f"could not turn the block on: {err.explanation}", err, written=False, after=previous)
+    try:
+        after = read_back()
+    except AwsCallFailed as err:
+        return failed(f"the block was written but could not be read back: {err.explanation}", err, True, None)
+    if after != ALL_ON:
+        return failed(f"the block was written but reads back as {after}", None, written=True, after=after)
     return Outcome(
         outcome=OutcomeKind.REMEDIATED,
         severity=severity,

@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-_TOPIC_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
+# Standard topics only: FIFO topics need a message group id and cannot deliver to e-mail.
+_TOPIC_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 # S3 tag keys: up to 128 characters from letters, digits, spaces and + - = . _ : / @
-_TAG_KEY = re.compile(r"^[\w\s+\-=.:/@]{1,128}$")
+_TAG_KEY = re.compile(r"^[\w +\-=.:/@]{1,128}$")
 
 
 class SettingsError(ValueError):
@@ -46,6 +47,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     topic = env.get("ALERT_TOPIC_ARN", "").strip()
     if not topic:
         raise SettingsError("ALERT_TOPIC_ARN is required: the ARN of the SNS topic that receives alerts")
+    if topic.endswith(".fifo"):
+        raise SettingsError(f"ALERT_TOPIC_ARN must be a standard SNS topic, not a FIFO topic, got {topic!r}")
     if not _TOPIC_ARN.match(topic):
         raise SettingsError(
             f"ALERT_TOPIC_ARN must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME), got {topic!r}"

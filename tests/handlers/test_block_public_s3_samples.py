@@ -1,0 +1,227 @@
+"""The shipped sample events (events/) and the real records they derive from (tests/fixtures/real/),
+each run through block_public_s3 against the state the demo sets up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ACCOUNT = "123456789012"
+ALL_ON = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
+
+ALERTED = {"remediated", "would-remediate", "flagged", "exempt", "failed"}
+
+
+def demo_state(aws: Any) -> None:
+    """The buckets of events/README.md, in the state the demo gives them."""
+    aws.bucket("mlw-training-data-acl", acl="public-read")
+    aws.bucket("mlw-training-data-policy", public_policy=True)
+    aws.bucket("mlw-feature-store")
+    aws.bucket("mlw-public-website", acl="public-read", tags={"mlwarden:exempt": "true"})
+    aws.bucket("mlw-model-artifacts", block=ALL_ON)
+
+
+# sample -> (outcome, bucket whose block is then all on, or None)
+SAMPLES: dict[str, tuple[str, str | None]] = {
+    "s3/put-bucket-acl-public.json": ("remediated", "mlw-training-data-acl"),
+    "s3/put-bucket-policy-public.json": ("remediated", "mlw-training-data-policy"),
+    "s3/delete-bucket-public-access-block.json": ("remediated", "mlw-feature-store"),
+    "s3/put-bucket-public-access-block-partial.json": ("remediated", "mlw-feature-store"),
+    "s3/put-bucket-acl-exempt-bucket.json": ("exempt", None),
+    "s3/create-bucket.json": ("compliant", "mlw-model-artifacts"),
+    "s3/put-bucket-public-access-block-by-mlwarden.json": ("ignored", None),
+    # the exempt website holds the account-wide block back
+    "s3/delete-account-public-access-block.json": ("flagged", None),
+    "s3/put-bucket-policy-failed.json": ("ignored", None),
+    "s3/put-bucket-policy-null-parameters.json": ("ignored", None),
+    "config/s3-bucket-public-read-prohibited-noncompliant.json": ("remediated", "mlw-training-data-acl"),
+    "config/s3-bucket-level-public-access-prohibited-noncompliant.json": ("remediated", "mlw-feature-store"),
+    "config/s3-account-level-public-access-blocks-periodic-noncompliant.json": ("flagged", None),
+    "config/s3-bucket-public-read-prohibited-compliant.json": ("ignored", None),
+    "config/cloudtrail-enabled-noncompliant.json": ("ignored", None),
+    "macie/policy-s3-bucket-public.json": ("remediated", "mlw-training-data-policy"),
+    "macie/policy-s3-block-public-access-disabled.json": ("remediated", "mlw-feature-store"),
+    "macie/policy-s3-bucket-encryption-disabled.json": ("ignored", None),
+    "macie/sensitive-data-personal.json": ("ignored", None),
+    "unrelated/ec2-run-instances.json": ("ignored", None),
+    "unrelated/s3-get-bucket-location.json": ("ignored", None),
+    "unrelated/sagemaker-training-job-state-change.json": ("ignored", None),
+}
+
+
+def test_every_sample_says_what_the_handler_does_with_it() -> None:
+    samples = sorted(
+        str(path.relative_to(ROOT / "events")) for path in (ROOT / "events").rglob("*.json") if path.name != "env.json"
+    )
+
+    assert samples == sorted(SAMPLES)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_sample_event(aws: Any, handler: Any, sample_event: Any, name: str) -> None:
+    outcome, blocked = SAMPLES[name]
+    demo_state(aws)
+    untouched = {"mlw-public-website", "mlw-training-data-acl", "mlw-training-data-policy", "mlw-feature-store"} - {
+        blocked
+    }
+
+    result = handler(sample_event(name))
+
+    assert result["outcome"] == outcome, result["reason"]
+    if blocked:
+        assert aws.block_of(blocked) == ALL_ON
+    for bucket in untouched:
+        assert aws.block_of(bucket) is None, f"{bucket} was changed"
+    assert aws.account_block() is None
+    received = aws.alerts()
+    assert len(received) == (1 if outcome in ALERTED else 0)
+    if received:
+        assert received[0].outcome["event_id"] == sample_event(name)["id"]
+
+
+def test_account_sample_restores_the_account_block_when_nothing_is_exempt(
+    aws: Any, handler: Any, sample_event: Any
+) -> None:
+    aws.bucket("mlw-training-data-acl")
+
+    result = handler(sample_event("s3/delete-account-public-access-block.json"))
+
+    assert result["outcome"] == "remediated"
+    assert aws.account_block() == ALL_ON
+
+
+# --- real records (Panther's detection fixtures, Apache-2.0), see tests/fixtures/real/NOTICE.md ----------
+
+PANTHER = "cloudtrail/raw_records/panther/"
+
+
+@pytest.mark.parametrize(
+    ("record", "setup", "outcome", "reason"),
+    [
+        pytest.param(
+            "PutBucketAcl__aws-s3-bucketpolicymodified__s3-bucket-policy-modified.json",
+            {"name": "bucket", "acl": "public-read"},
+            "remediated",
+            None,
+            id="put-bucket-acl",
+        ),
+        pytest.param(
+            "PutBucketAcl__aws-s3-bucketpolicymodified__s3-bucket-policy-modified-error-response.json",
+            {"name": "bucket", "acl": "public-read"},
+            "ignored",
+            "PutBucketAcl failed with AccessDenied: nothing changed",
+            id="put-bucket-acl-access-denied",
+        ),
+        pytest.param(
+            "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__s3-made-publicly-accessible.json",
+            {"name": "example-bucket", "public_policy": True},
+            "remediated",
+            None,
+            id="put-bucket-policy-public",
+        ),
+        pytest.param(
+            "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__s3-not-made-publicly-accessible.json",
+            {"name": "example-bucket"},
+            "remediated",  # the policy is not public, but the bucket has no block: MEDIUM
+            None,
+            id="put-bucket-policy-service-principal",
+        ),
+        pytest.param(
+            "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__s3-failed-to-make-publicly-accessible.json",
+            {"name": "example-bucket", "public_policy": True},
+            "ignored",
+            "PutBucketPolicy failed with AccessDenied: nothing changed",
+            id="put-bucket-policy-failed",
+        ),
+        pytest.param(
+            "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__null-request-parameters.json",
+            None,
+            "ignored",
+            "PutBucketPolicy names no bucket",
+            id="null-request-parameters",
+        ),
+        pytest.param(
+            "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__invalid-json-policy-should-not-alert.json",
+            None,
+            "ignored",
+            "PutBucketPolicy names no bucket",
+            id="invalid-json-policy-no-bucket",
+        ),
+        pytest.param(
+            "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__all-restrictive-conditions-types-should-not-alert.json",
+            None,
+            "ignored",
+            "PutBucketPolicy names no bucket",
+            id="conditions-no-bucket",
+        ),
+        pytest.param(
+            "DeleteBucketPublicAccessBlock__aws-s3-deletepublicaccessblock__public-access-block-deleted-successfully.json",
+            {"name": "corporate-documents"},
+            "remediated",
+            None,
+            id="delete-bucket-block",
+        ),
+        pytest.param(
+            "DeleteBucketPublicAccessBlock__aws-s3-deletepublicaccessblock__public-access-block-deletion-failed.json",
+            {"name": "corporate-documents"},
+            "ignored",
+            "DeleteBucketPublicAccessBlock failed with AccessDenied: nothing changed",
+            id="delete-bucket-block-failed",
+        ),
+        pytest.param(
+            "DeleteBucketPublicAccessBlock__aws-s3-deletepublicaccessblock__non-s3-event.json",
+            {"name": "corporate-documents"},
+            "ignored",
+            "ec2.amazonaws.com DeleteBucketPublicAccessBlock is not an S3 call",
+            id="non-s3-event-source",
+        ),
+        pytest.param(
+            "PutBucketPublicAccessBlock__aws-s3-deletepublicaccessblock__different-s3-event.json",
+            {"name": "corporate-documents", "block": ALL_ON},
+            "compliant",
+            None,
+            id="put-bucket-block-already-on",
+        ),
+    ],
+)
+def test_real_record(
+    aws: Any,
+    handler: Any,
+    real_record: Any,
+    record: str,
+    setup: dict[str, Any] | None,
+    outcome: str,
+    reason: str | None,
+) -> None:
+    if setup:
+        aws.bucket(**setup)
+    before = aws.block_of(setup["name"]) if setup else None
+
+    result = handler(real_record(PANTHER + record))
+
+    assert result["outcome"] == outcome, result["reason"]
+    if reason is not None:
+        assert result["reason"] == reason
+    if setup:
+        assert aws.block_of(setup["name"]) == (ALL_ON if outcome == "remediated" else before)
+    assert len(aws.alerts()) == (1 if outcome in ALERTED else 0)
+
+
+def test_real_record_alert_reports_the_event_account_and_actor(aws: Any, handler: Any, real_record: Any) -> None:
+    # Panther's record is from account 111111111111 by an assumed role whose session name is 140 characters.
+    aws.bucket("corporate-documents")
+
+    record = (
+        "DeleteBucketPublicAccessBlock__aws-s3-deletepublicaccessblock__public-access-block-deleted-successfully.json"
+    )
+
+    handler(real_record(PANTHER + record))
+
+    alert = aws.only_alert()
+    assert alert.attributes["account"] == "111111111111"
+    assert alert.attributes["severity"] == "MEDIUM"
+    assert alert.line("Who").startswith("arn:aws:sts::111111111111:assumed-role/sample-role-dreamy-yonath/")
+    assert len(alert.subject) < 100
