@@ -132,6 +132,26 @@ def test_private_bucket_tagged_pii_is_not_critical(aws: Any, handler: Any, cloud
     assert aws.only_alert().attributes["severity"] == "MEDIUM"
 
 
+def test_public_grant_held_back_only_by_the_account_block_is_medium_and_still_blocked(
+    aws: Any, handler: Any, cloudtrail_event: Any
+) -> None:
+    # The account ignores public ACLs, so the grant has no effect today: one account change from public.
+    aws.s3control.put_public_access_block(
+        AccountId="123456789012",
+        PublicAccessBlockConfiguration={**dict.fromkeys(ALL_ON, False), "IgnorePublicAcls": True},
+    )
+    aws.bucket("patient-notes", acl="public-read", tags={"mlwarden:pii": "true"})
+
+    handler(cloudtrail_event("PutBucketAcl", "patient-notes"))
+
+    assert aws.block_of("patient-notes") == ALL_ON
+    alert = aws.only_alert()
+    assert alert.attributes["severity"] == "MEDIUM"
+    assert alert.outcome["details"]["public_via"] == []
+    assert alert.outcome["details"]["held_back_by_account_block"] == ["ACL grants READ to AllUsers"]
+    assert "only the account-level block holds back" in alert.line("What")
+
+
 def test_foreign_tags_are_left_untouched(aws: Any, handler: Any, cloudtrail_event: Any) -> None:
     tags = {"team": "ml-platform", "cost-center": "4711", "mlwarden:pii": "false"}
     aws.bucket("training-data", acl="public-read", tags=tags)

@@ -205,6 +205,8 @@ def read_bucket_tags(name: str) -> dict[str, str] | None:
 @dataclass(frozen=True)
 class Exposure:
     public_via: tuple[str, ...]
+    # Public grants that only the account-level block neutralises: one account change from public.
+    held_back: tuple[str, ...]
     unknown: tuple[str, ...]
 
     @property
@@ -212,33 +214,47 @@ class Exposure:
         return bool(self.public_via)
 
 
-def _read_exposure(name: str, block: Mapping[str, bool]) -> Exposure:
-    """Is the bucket public right now through its ACL or its policy, given its own block?"""
+def _read_exposure(name: str, block: Mapping[str, bool], account_block: Mapping[str, bool] | None) -> Exposure:
+    """Is the bucket public right now through its ACL or its policy, given its own and the account's block?"""
     s3 = clients.client("s3")
+    account = account_block or {}
     public_via: list[str] = []
+    held_back: list[str] = []
     unknown: list[str] = []
+
+    def found(grant: str, bucket_flag: str) -> None:
+        if block.get(bucket_flag):
+            return
+        (held_back if account.get(bucket_flag) else public_via).append(grant)
+
     try:
         grants = s3.get_bucket_acl(Bucket=name).get("Grants", [])
     except (ClientError, BotoCoreError) as err:
         unknown.append(f"acl ({error_code(err) if isinstance(err, ClientError) else type(err).__name__})")
         grants = []
-    if not block.get("IgnorePublicAcls"):
-        for grant in grants:
-            group = _PUBLIC_GROUPS.get(str(grant.get("Grantee", {}).get("URI", "")))
-            if group:
-                public_via.append(f"ACL grants {grant.get('Permission', '?')} to {group}")
+    for grant in grants:
+        group = _PUBLIC_GROUPS.get(str(grant.get("Grantee", {}).get("URI", "")))
+        if group:
+            found(f"ACL grants {grant.get('Permission', '?')} to {group}", "IgnorePublicAcls")
     try:
-        policy_public = bool(s3.get_bucket_policy_status(Bucket=name)["PolicyStatus"]["IsPublic"])
+        if s3.get_bucket_policy_status(Bucket=name)["PolicyStatus"]["IsPublic"]:
+            found("bucket policy is public", "RestrictPublicBuckets")
     except ClientError as err:
         if error_code(err) != "NoSuchBucketPolicy":
             unknown.append(f"policy ({error_code(err)})")
-        policy_public = False
     except BotoCoreError as err:
         unknown.append(f"policy ({type(err).__name__})")
-        policy_public = False
-    if policy_public and not block.get("RestrictPublicBuckets"):
-        public_via.append("bucket policy is public")
-    return Exposure(tuple(public_via), tuple(unknown))
+    return Exposure(tuple(public_via), tuple(held_back), tuple(unknown))
+
+
+def _account_block_if_readable(account: str | None) -> dict[str, bool] | None:
+    """The account-level block, only to grade severity: unreadable counts as none."""
+    if account is None:
+        return None
+    try:
+        return _read_account_block(account)
+    except AwsCallFailed:
+        return None
 
 
 def _read_account_block(account: str) -> dict[str, bool] | None:
@@ -347,10 +363,11 @@ def _block_bucket(bucket: BucketTarget, trigger: Trigger, settings: Settings) ->
     tags = read_bucket_tags(bucket.name)
     exemption: Exemption = exemption_from_tags(tags, settings.exempt_tag_key)
     pii = tags is not None and tags.get(PII_TAG, "").strip().lower() == "true"
-    exposure = _read_exposure(bucket.name, current)
+    exposure = _read_exposure(bucket.name, current, _account_block_if_readable(trigger.account))
     off = [flag for flag in FLAGS if not current[flag]]
     details: dict[str, Any] = {
         "public_via": list(exposure.public_via),
+        "held_back_by_account_block": list(exposure.held_back),
         "settings_off": off,
         "pii": pii,
         "exemption": exemption.reason,
@@ -367,6 +384,12 @@ def _block_bucket(bucket: BucketTarget, trigger: Trigger, settings: Settings) ->
         severity, what = Severity.HIGH, f"bucket is public ({'; '.join(exposure.public_via)}){unknown_pii}"
     elif exposure.unknown:
         severity, what = Severity.HIGH, "bucket's block is off and its exposure could not be read"
+    elif exposure.held_back:
+        severity, what = (
+            Severity.MEDIUM,
+            f"bucket grants public access ({'; '.join(exposure.held_back)}) that only the account-level block "
+            "holds back",
+        )
     else:
         severity, what = Severity.MEDIUM, "bucket has no public grant yet, but its block is off"
     what = f"{what}; public-access block settings off: {', '.join(off)}"
