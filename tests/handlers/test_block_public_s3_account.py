@@ -79,6 +79,18 @@ def test_account_block_is_not_forced_over_an_exempt_bucket(aws: Any, handler: An
     assert aws.block_of("public-demo-site") is None
 
 
+def test_exempt_bucket_with_its_own_block_on_does_not_hold_back_the_account_block(
+    aws: Any, handler: Any, cloudtrail_event: Any
+) -> None:
+    # Exempt, but not relying on public access: the account block cannot break it.
+    aws.bucket("exempt-but-private", tags={"mlwarden:exempt": "true"}, block=ALL_ON)
+
+    result = handler(cloudtrail_event("DeleteAccountPublicAccessBlock"))
+
+    assert result["outcome"] == "remediated"
+    assert aws.account_block() == ALL_ON
+
+
 def test_expired_bucket_exemption_does_not_hold_back_the_account_block(
     aws: Any, handler: Any, cloudtrail_event: Any
 ) -> None:

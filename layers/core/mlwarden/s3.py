@@ -271,17 +271,25 @@ def _read_account_block(account: str) -> dict[str, bool] | None:
 
 
 def _exempt_buckets(tag_key: str) -> list[str]:
-    """Buckets whose exemption an account-wide block would override."""
+    """Exempt buckets that an account-wide block would override.
+
+    An exempt bucket whose own block is fully on does not rely on public access, so the account
+    block cannot hurt it; one whose block cannot be read is counted (the safe side is to ask).
+    """
     s3 = clients.client("s3")
     buckets = _call("s3:ListAllMyBuckets", s3.list_buckets).get("Buckets", [])
     exempt = []
     for bucket in buckets:
         try:
-            tags = read_bucket_tags(bucket["Name"])
+            if not exemption_from_tags(read_bucket_tags(bucket["Name"]), tag_key).active:
+                continue
+            if _read_bucket_block(bucket["Name"]) == ALL_ON:
+                continue
         except _Gone:
             continue
-        if exemption_from_tags(tags, tag_key).active:
-            exempt.append(bucket["Name"])
+        except AwsCallFailed:
+            pass
+        exempt.append(bucket["Name"])
     return exempt
 
 
