@@ -61,23 +61,16 @@ class Trigger:
                 account=event.recipient_account,
                 region=event.aws_region,
             )
-        if isinstance(event, ComplianceChange):
+        if isinstance(event, ComplianceChange | MacieFinding):
+            if isinstance(event, ComplianceChange):
+                kind, name = "config", f"{event.rule_name} {event.compliance}"
+            else:
+                kind, name = "macie", event.finding_type
             return cls(
                 event_id=event.envelope.id,
                 source=event.envelope.source,
-                kind="config",
-                name=f"{event.rule_name} {event.compliance}",
-                actor=None,
-                time=event.envelope.time,
-                account=event.account,
-                region=event.aws_region,
-            )
-        if isinstance(event, MacieFinding):
-            return cls(
-                event_id=event.envelope.id,
-                source=event.envelope.source,
-                kind="macie",
-                name=event.finding_type,
+                kind=kind,
+                name=name,
                 actor=None,
                 time=event.envelope.time,
                 account=event.account,

@@ -151,10 +151,7 @@ def _macie_target(event: MacieFinding) -> Target | str:
 
 # --- reading and writing S3 ---------------------------------------------------------------------------
 
-_T = Any
-
-
-def _call(action: str, func: Callable[..., _T], **kwargs: Any) -> _T:
+def _call(action: str, func: Callable[..., Any], **kwargs: Any) -> Any:
     """Call AWS; errors not handled by the caller become AwsCallFailed (from the original)."""
     try:
         return func(**kwargs)
