@@ -151,6 +151,7 @@ def _macie_target(event: MacieFinding) -> Target | str:
 
 # --- reading and writing S3 ---------------------------------------------------------------------------
 
+
 def _call(action: str, func: Callable[..., Any], **kwargs: Any) -> Any:
     """Call AWS; errors not handled by the caller become AwsCallFailed (from the original)."""
     try:
