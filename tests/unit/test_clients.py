@@ -63,15 +63,10 @@ def test_clients_identify_ml_warden_in_the_user_agent() -> None:
     assert clients.client("s3").meta.config.user_agent_extra == f"mlwarden/{__version__}"
 
 
-def test_custom_endpoint_is_honoured_and_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_custom_endpoint_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
 
     assert clients.client("s3").meta.endpoint_url == "http://127.0.0.1:5000"
-    assert clients.endpoint_url() == "http://127.0.0.1:5000"
-
-
-def test_no_custom_endpoint_is_reported_as_none() -> None:
-    assert clients.endpoint_url() is None
 
 
 def test_s3control_against_a_custom_endpoint_has_no_account_host_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,7 +111,6 @@ def test_empty_custom_endpoint_means_the_real_aws_endpoints(monkeypatch: pytest.
 
     assert clients.client("s3", "eu-west-1").meta.endpoint_url == "https://s3.eu-west-1.amazonaws.com"
     assert clients.client("sns", "us-east-1").meta.endpoint_url == "https://sns.us-east-1.amazonaws.com"
-    assert clients.endpoint_url() is None
 
 
 def test_empty_custom_endpoint_keeps_the_account_host_prefix_for_s3control(monkeypatch: pytest.MonkeyPatch) -> None:

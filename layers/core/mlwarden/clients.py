@@ -59,8 +59,3 @@ def _keep_custom_endpoint_host(s3control: BaseClient) -> None:
             request.url = urlunsplit(parts._replace(netloc=custom_netloc))
 
     s3control.meta.events.register("before-sign.s3-control", strip_account_prefix)
-
-
-def endpoint_url() -> str | None:
-    """The custom endpoint in use, if any (shown in replay and demo output)."""
-    return os.environ.get("AWS_ENDPOINT_URL") or None

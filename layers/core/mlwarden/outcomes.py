@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, Unrecognised
+from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding
 
 
 class OutcomeKind(StrEnum):
@@ -29,10 +29,6 @@ class Severity(StrEnum):
     MEDIUM = "MEDIUM"
     LOW = "LOW"
     INFORMATIONAL = "INFORMATIONAL"
-
-    @property
-    def rank(self) -> int:
-        return list(Severity).index(self)
 
 
 @dataclass(frozen=True)
@@ -152,7 +148,3 @@ def ignored(check: str, event: Event, reason: str) -> Outcome:
         reason=reason,
         trigger=Trigger.of(event),
     )
-
-
-def unrecognised(check: str, event: Unrecognised) -> Outcome:
-    return ignored(check, event, event.reason)
