@@ -4,7 +4,7 @@ Every test gets fake AWS credentials, region us-east-1, no custom endpoint and a
 `mlwarden.clients.client` cache (a client cached inside one `mock_aws` context must not
 leak into the next). Handler tests use `aws` (moto with the alert topic and an SQS
 queue subscribed to it, so alerts are read as a subscriber receives them) and
-`handler` / `make_handler` (functions/block_public_s3/app.py imported fresh after the
+`handler` / `make_handler` (functions/<app>/app.py, block_public_s3 by default, imported fresh after the
 environment is set, so its settings are re-read).
 """
 
@@ -31,7 +31,7 @@ from mlwarden import clients
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 EVENTS = ROOT / "events"
-BLOCK_PUBLIC_S3_APP = ROOT / "functions" / "block_public_s3" / "app.py"
+FUNCTIONS = ROOT / "functions"
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -498,10 +498,14 @@ class Handler:
 
 @pytest.fixture
 def make_handler(aws: AwsWorld, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Handler]:
-    """Set the function's environment and import block_public_s3 fresh. Defaults match the template."""
+    """Set the function's environment and import its handler (functions/<app>/app.py) fresh.
+
+    Defaults match the template.
+    """
 
     def make(
         *,
+        app: str = "block_public_s3",
         mode: str = "enforce",
         topic_arn: str | None = None,
         exempt_tag_key: str = "mlwarden:exempt",
@@ -518,7 +522,7 @@ def make_handler(aws: AwsWorld, monkeypatch: pytest.MonkeyPatch) -> Callable[...
                 monkeypatch.delenv(name, raising=False)
             else:
                 monkeypatch.setenv(name, value)
-        return Handler(import_fresh(BLOCK_PUBLIC_S3_APP), FakeLambdaContext())
+        return Handler(import_fresh(FUNCTIONS / app / "app.py"), FakeLambdaContext())
 
     return make
 
