@@ -27,6 +27,7 @@ import pytest
 from moto import mock_aws
 
 from mlwarden import clients
+from mlwarden_cli.emulator import create_outcome_table
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -61,6 +62,9 @@ _UNSET = (
     "REMEDIATION_MODE",
     "EXEMPT_TAG_KEY",
     "REMEDIATOR_ROLE_ARN",
+    "OUTCOME_TABLE",
+    "FLAP_THRESHOLD",
+    "AWS_LAMBDA_FUNCTION_NAME",
 )
 
 
@@ -359,9 +363,11 @@ def _test_client(service: str) -> Any:
 
 
 class AwsWorld:
-    """moto state for a test: the alert topic, a queue subscribed to it, and S3 helpers."""
+    """moto state for a test: the alert topic, a queue subscribed to it, the outcome table, and S3 helpers."""
 
     def __init__(self) -> None:
+        self.dynamodb = _test_client("dynamodb")
+        self.outcome_table = create_outcome_table(self.dynamodb)
         self.s3 = _test_client("s3")
         self.s3control = _test_client("s3control")
         self.sns = _test_client("sns")
@@ -390,6 +396,11 @@ class AwsWorld:
             for message in messages:
                 self._received.append(parse_notification(json.loads(message["Body"])))
                 self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def outcome_records(self) -> dict[str, dict[str, Any]]:
+        """The outcome table's items by id, attribute values unwrapped."""
+        items = self.dynamodb.scan(TableName=self.outcome_table)["Items"]
+        return {item["id"]["S"]: {k: next(iter(v.values())) for k, v in item.items()} for item in items}
 
     def only_alert(self) -> ReceivedAlert:
         received = self.alerts()
@@ -517,6 +528,7 @@ def make_handler(aws: AwsWorld, monkeypatch: pytest.MonkeyPatch) -> Callable[...
         monkeypatch.setenv("REMEDIATION_MODE", mode)
         monkeypatch.setenv("EXEMPT_TAG_KEY", exempt_tag_key)
         monkeypatch.setenv("REMEDIATOR_ROLE_ARN", remediator_role_arn)
+        monkeypatch.setenv("OUTCOME_TABLE", aws.outcome_table)
         for name, value in (env or {}).items():
             if value is None:
                 monkeypatch.delenv(name, raising=False)

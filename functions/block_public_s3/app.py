@@ -19,4 +19,4 @@ SETTINGS = load_settings()
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return run_check(s3.CHECK, s3.block_public_access, event, SETTINGS).as_dict()
+    return run_check(s3.CHECK, s3.block_public_access, event, SETTINGS, context).as_dict()

@@ -8,6 +8,7 @@ moto. `make test` runs a few hundred examples; `make fuzz` runs MLWARDEN_FUZZ_EX
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 from collections.abc import Callable
@@ -109,6 +110,9 @@ def test_damaged_events_end_in_an_outcome_and_touch_aws_only_when_genuine(
     event: Any, aws: Any, make_handler: Callable[..., Any]
 ) -> None:
     handler = _handler(aws, make_handler)
+    if isinstance(event, dict) and isinstance(event.get("id"), str):
+        # Examples share one moto world: a distinct id keeps one example from being another's redelivery.
+        event["id"] += f"-{next(_EXAMPLE_IDS)}"
     calls: list[str] = []
     for service in ("s3", "s3control"):
         clients.client(service).meta.events.register(
@@ -127,6 +131,7 @@ def test_damaged_events_end_in_an_outcome_and_touch_aws_only_when_genuine(
 
 
 _HANDLERS: dict[int, Any] = {}
+_EXAMPLE_IDS = itertools.count()
 
 
 def _handler(aws: Any, make_handler: Callable[..., Any]) -> Any:

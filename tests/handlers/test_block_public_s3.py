@@ -196,9 +196,30 @@ def test_already_blocked_bucket_is_compliant_without_alert_or_write(
     assert writes == []
 
 
-def test_replayed_event_is_compliant_the_second_time_with_one_alert_in_total(
+def test_redelivered_event_gets_its_stored_outcome_with_one_write_and_one_alert(
     aws: Any, handler: Any, cloudtrail_event: Any
 ) -> None:
+    aws.bucket("training-data", acl="public-read")
+    event = cloudtrail_event("PutBucketAcl", "training-data")
+    writes: list[str] = []
+    clients.client("s3").meta.events.register(
+        "before-call.s3.PutPublicAccessBlock", lambda model, **_: writes.append(model.name)
+    )
+
+    first = handler(event)
+    second = handler(event)
+
+    assert first["outcome"] == second["outcome"] == "remediated"
+    assert second["previous_state"] == first["previous_state"]
+    assert writes == ["PutPublicAccessBlock"]
+    assert aws.block_of("training-data") == ALL_ON
+    assert len(aws.alerts()) == 1
+
+
+def test_without_an_outcome_table_a_replayed_event_is_compliant_the_second_time(
+    aws: Any, make_handler: Any, cloudtrail_event: Any
+) -> None:
+    handler = make_handler(env={"OUTCOME_TABLE": None})
     aws.bucket("training-data", acl="public-read")
     event = cloudtrail_event("PutBucketAcl", "training-data")
 
@@ -208,6 +229,7 @@ def test_replayed_event_is_compliant_the_second_time_with_one_alert_in_total(
     assert (first["outcome"], second["outcome"]) == ("remediated", "compliant")
     assert aws.block_of("training-data") == ALL_ON
     assert len(aws.alerts()) == 1
+    assert aws.outcome_records() == {}
 
 
 # --- exemptions ----------------------------------------------------------------------------------------

@@ -249,12 +249,6 @@ def test_alert_to_a_topic_that_does_not_exist_raises_after_the_fix(
     assert raised.value.__cause__.action == "sns:Publish"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Known gap until outcomes are stored per event (idempotency store): after AlertDeliveryFailed the "
-    "retried event finds the bucket blocked and decides 'compliant', so only the error log and the AlertFailed "
-    "alarm record the remediation",
-)
 def test_retry_after_a_lost_alert_delivers_the_alert(aws: Any, handler: Any, cloudtrail_event: Any) -> None:
     aws.bucket(BUCKET, acl="public-read")
     event = cloudtrail_event("PutBucketAcl", BUCKET)
@@ -264,11 +258,13 @@ def test_retry_after_a_lost_alert_delivers_the_alert(aws: Any, handler: Any, clo
             handler(event)
         sns_stub.assert_no_pending_responses()
 
-    # EventBridge retries the same event once SNS is back
-    handler(event)
+    # EventBridge retries the same event once SNS is back: the stored outcome is alerted, nothing is re-done.
+    retried = handler(event)
 
+    assert (retried["outcome"], retried["alerted"]) == ("remediated", True)
     received = aws.alerts()
     assert [alert.attributes["outcome"] for alert in received] == ["remediated"]
+    assert "Before:    PublicAccessBlockConfiguration=none" in received[0].body
 
 
 def test_fifo_alert_topic_is_rejected_at_cold_start_or_receives_alerts(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mlwarden import s3
+from mlwarden import flapguard, outcome_store, s3
 from mlwarden_cli.template import load_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ COMMON_ACTIONS = {
     "sqs:SendMessage",
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
-}
+} | outcome_store.PERMISSIONS
 # Each function's check module declares the actions its code calls.
 CHECK_ACTIONS = {"BlockPublicS3Function": s3.BUCKET_PERMISSIONS | s3.ACCOUNT_PERMISSIONS}
 
@@ -234,6 +234,7 @@ def test_parameters_and_defaults() -> None:
     assert parameters["ExemptTagKey"]["Default"] == "mlwarden:exempt"
     assert parameters["EnableTracing"]["Default"] == "false"
     assert parameters["CreateCloudTrail"]["Default"] == "false"
+    assert parameters["FlapThreshold"]["Default"] == 3
 
 
 @pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
@@ -247,6 +248,30 @@ def test_functions_get_their_settings_and_their_own_role_for_the_loop_guard(func
     assert env["EXEMPT_TAG_KEY"] == {"Ref": "ExemptTagKey"}
     assert env["REMEDIATOR_ROLE_ARN"] == {"Fn::GetAtt": [_role_of(FUNCTIONS[function_name]), "Arn"]}
     assert env["MLWARDEN_TRACING"] == {"Ref": "EnableTracing"}
+    assert env["OUTCOME_TABLE"] == {"Ref": "OutcomeTable"}
+    assert env["FLAP_THRESHOLD"] == {"Ref": "FlapThreshold"}
+
+
+def test_outcome_table_is_on_demand_encrypted_and_expires_its_records() -> None:
+    table = RESOURCES["OutcomeTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    # Powertools' idempotency records and the flap guard's counts both expire through this attribute.
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    assert table["SSESpecification"]["SSEEnabled"] is True
+
+
+@pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
+def test_outcome_table_actions_are_item_actions_on_that_table_alone(function_name: str) -> None:
+    assert flapguard.PERMISSIONS <= outcome_store.PERMISSIONS
+    dynamodb = [
+        s
+        for s in _role_statements(_role_of(FUNCTIONS[function_name]))
+        if any(a.startswith("dynamodb:") for a in _as_list(s["Action"]))
+    ]
+    assert len(dynamodb) == 1
+    assert set(_as_list(dynamodb[0]["Action"])) == outcome_store.PERMISSIONS
+    assert dynamodb[0]["Resource"] == {"Fn::GetAtt": ["OutcomeTable", "Arn"]}
 
 
 def test_tracing_is_off_by_default_and_its_permission_is_conditional() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -103,12 +104,14 @@ class Outcome:
     details: dict[str, Any] = field(default_factory=dict)
     error_code: str | None = None
     alerted: bool = False
+    # Why this outcome sends no alert although its kind would (say, the one alert for it was already sent).
+    alert_suppressed: str | None = None
     # The AWS error behind a `failed` outcome; re-raised from by the handler.
     cause: BaseException | None = field(default=None, compare=False, repr=False)
 
     @property
     def needs_alert(self) -> bool:
-        return self.outcome not in (OutcomeKind.COMPLIANT, OutcomeKind.IGNORED)
+        return self.outcome not in (OutcomeKind.COMPLIANT, OutcomeKind.IGNORED) and self.alert_suppressed is None
 
     def with_alerted(self) -> Outcome:
         return replace(self, alerted=True)
@@ -124,9 +127,11 @@ class Outcome:
             "previous_state": self.previous_state,
             "new_state": self.new_state,
             "undo": self.undo,
+            "exempt_hint": self.exempt_hint,
             "details": self.details,
             "error_code": self.error_code,
             "alerted": self.alerted,
+            "alert_suppressed": self.alert_suppressed,
             "event_id": self.trigger.event_id,
             "trigger": {
                 "source": self.trigger.source,
@@ -138,6 +143,40 @@ class Outcome:
                 "region": self.trigger.region,
             },
         }
+
+
+def outcome_from_dict(data: Mapping[str, Any]) -> Outcome:
+    """Rebuild an outcome from `Outcome.as_dict()`, as the outcome store keeps it; ValueError if it is not one."""
+    try:
+        trigger = data["trigger"]
+        return Outcome(
+            check=str(data["check"]),
+            outcome=OutcomeKind(data["outcome"]),
+            severity=Severity(data["severity"]),
+            reason=str(data["reason"]),
+            trigger=Trigger(
+                event_id=str(data["event_id"]),
+                source=str(trigger["source"]),
+                kind=str(trigger["kind"]),
+                name=str(trigger["name"]),
+                actor=trigger.get("actor"),
+                time=trigger.get("time"),
+                account=trigger.get("account"),
+                region=trigger.get("region"),
+            ),
+            resource=data.get("resource"),
+            actions=tuple(data.get("actions") or ()),
+            previous_state=data.get("previous_state"),
+            new_state=data.get("new_state"),
+            undo=data.get("undo"),
+            exempt_hint=data.get("exempt_hint"),
+            details=dict(data.get("details") or {}),
+            error_code=data.get("error_code"),
+            alerted=bool(data.get("alerted")),
+            alert_suppressed=data.get("alert_suppressed"),
+        )
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"not a recorded outcome: {err!r}") from err
 
 
 def ignored(check: str, event: Event, reason: str) -> Outcome:

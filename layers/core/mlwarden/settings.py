@@ -17,6 +17,8 @@ _TOPIC_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]
 _ROLE_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 # S3 tag keys: up to 128 characters from letters, digits, spaces and + - = . _ : / @
 _TAG_KEY = re.compile(r"^[\w +\-=.:/@]{1,128}$")
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+FLAP_THRESHOLD_RANGE = range(1, 101)
 
 
 class SettingsError(ValueError):
@@ -35,6 +37,10 @@ class Settings:
     exempt_tag_key: str
     # The function's own execution role: CloudTrail events made by it are our own fixes.
     remediator_role_arn: str | None
+    # DynamoDB table of per-event outcomes and per-resource fix counts; None runs without them.
+    outcome_table: str | None = None
+    # More fixes of one resource than this within an hour: stop re-fixing it and raise one CRITICAL alert.
+    flap_threshold: int = 3
 
     @property
     def enforce(self) -> bool:
@@ -74,9 +80,28 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"REMEDIATOR_ROLE_ARN must be an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME), got {role!r}"
         )
 
+    table = env.get("OUTCOME_TABLE", "").strip() or None
+    if table is not None and not _TABLE_NAME.match(table):
+        raise SettingsError(
+            f"OUTCOME_TABLE must be a DynamoDB table name (3-255 characters: letters, digits, _ . -), got {table!r}"
+        )
+
+    threshold_raw = env.get("FLAP_THRESHOLD", "").strip() or "3"
+    try:
+        threshold = int(threshold_raw)
+    except ValueError:
+        threshold = 0
+    if threshold not in FLAP_THRESHOLD_RANGE:
+        raise SettingsError(
+            f"FLAP_THRESHOLD must be a whole number from {FLAP_THRESHOLD_RANGE.start} to "
+            f"{FLAP_THRESHOLD_RANGE.stop - 1}, got {threshold_raw!r}"
+        )
+
     return Settings(
         alert_topic_arn=topic,
         remediation_mode=mode,
         exempt_tag_key=tag_key,
         remediator_role_arn=role,
+        outcome_table=table,
+        flap_threshold=threshold,
     )
