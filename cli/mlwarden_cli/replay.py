@@ -43,6 +43,8 @@ class Replayed:
     alerted: bool
     reason: str
     raised: bool = False
+    # An earlier delivery of the same event decided this; nothing was done again.
+    redelivered: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +57,7 @@ class Replayed:
             "alerted": self.alerted,
             "reason": self.reason,
             "source": self.source,
+            "redelivered": self.redelivered,
         }
 
 
@@ -229,6 +232,7 @@ class Replayer:
             alerted=bool(outcome.get("alerted")),
             reason=reason,
             raised=raised,
+            redelivered=bool(outcome.get("redelivered")),
         )
 
 
@@ -238,7 +242,7 @@ def format_table(results: list[Replayed]) -> str:
         (
             r.source,
             r.function or "-",
-            r.outcome + (" (raised)" if r.raised else ""),
+            r.outcome + (" (redelivered)" if r.redelivered else "") + (" (raised)" if r.raised else ""),
             r.severity or "-",
             (r.resource or "-").removeprefix("arn:aws:s3:::"),
             "sent" if r.alerted else "-",

@@ -14,6 +14,7 @@ after a lost alert sends only the alert.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -44,6 +45,7 @@ def run_check(name: str, check: Check, raw_event: Any, settings: Settings, lambd
     if decided.first_delivery:
         _record(outcome)
     else:
+        outcome = replace(outcome, redelivered=True)
         _record_redelivery(outcome)
     if outcome.needs_alert:
         outcome = _alert(outcome, settings, store)

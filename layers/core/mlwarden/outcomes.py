@@ -106,6 +106,8 @@ class Outcome:
     alerted: bool = False
     # Why this outcome sends no alert although its kind would (say, the one alert for it was already sent).
     alert_suppressed: str | None = None
+    # True when an earlier delivery of the same event decided this outcome (and made any change).
+    redelivered: bool = False
     # The AWS error behind a `failed` outcome; re-raised from by the handler.
     cause: BaseException | None = field(default=None, compare=False, repr=False)
 
@@ -132,6 +134,7 @@ class Outcome:
             "error_code": self.error_code,
             "alerted": self.alerted,
             "alert_suppressed": self.alert_suppressed,
+            "redelivered": self.redelivered,
             "event_id": self.trigger.event_id,
             "trigger": {
                 "source": self.trigger.source,
