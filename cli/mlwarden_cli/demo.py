@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mlwarden_cli.emulator import FAKE_CREDENTIALS, EmulatorError, moto_server
+from mlwarden_cli.emulator import FAKE_CREDENTIALS, OUTCOME_TABLE, EmulatorError, create_outcome_table, moto_server
 from mlwarden_cli.replay import Replayed, Replayer, format_table, read_events
 from mlwarden_cli.template import DEFAULT_ACCOUNT, Template
 
@@ -71,8 +71,8 @@ SCENARIO = (
     Step(
         "s3/put-bucket-acl-public.json",
         "BlockPublicS3Function",
-        "compliant",
-        "the first event is delivered again (at-least-once delivery)",
+        "remediated",
+        "the first event is delivered again (at-least-once delivery): its stored outcome, nothing re-done",
     ),
     Step(
         "config/s3-bucket-public-read-prohibited-noncompliant.json",
@@ -108,6 +108,7 @@ def _heading(text: str) -> None:
 
 def _create_account(clients: Callable[[str], Any]) -> dict[str, str]:
     s3, sns, sqs = clients("s3"), clients("sns"), clients("sqs")
+    create_outcome_table(clients("dynamodb"))
     topic_arn = sns.create_topic(Name="mlwarden-alerts")["TopicArn"]
     queue_url = sqs.create_queue(QueueName="security-team-inbox")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -190,6 +191,7 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:
     _heading(f"A small vulnerable ML account in moto server at {endpoint}")
     account = _create_account(clients.client)
     os.environ["ALERT_TOPIC_ARN"] = account["topic_arn"]
+    os.environ["OUTCOME_TABLE"] = OUTCOME_TABLE
     print("buckets: mlw-training-data-acl (PII, public ACL), mlw-training-data-policy (public policy),")
     print("         mlw-feature-store (block deleted), mlw-public-website (exempt, public ACL),")
     print("         mlw-model-artifacts (private). Alerts go to SNS topic mlwarden-alerts,")
@@ -244,7 +246,7 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:
         f"{'none (flagged, not forced over the exemption)' if account_block_untouched else 'set'}"
     )
     checks.append(("account block not forced over an exempt bucket", account_block_untouched))
-    alerting = [r for r in results if r.outcome not in ("compliant", "ignored", "unrouted")]
+    alerting = [r for r in results if r.outcome not in ("compliant", "ignored", "unrouted") and not r.redelivered]
     checks.append((f"one alert per outcome that needs a human ({len(alerting)})", len(alerts) == len(alerting)))
     checks.append(
         (
@@ -255,6 +257,7 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:
             ),
         )
     )
+    checks.append(("the redelivered event was not acted on again", any(r.redelivered for r in results)))
     checks.append(("no handler raised", not any(r.raised for r in results)))
 
     _heading("Checks")

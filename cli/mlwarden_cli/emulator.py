@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -53,10 +54,13 @@ def free_port() -> int:
 def moto_server(timeout: float = 30.0) -> Iterator[str]:
     """Start moto server, yield its endpoint URL, stop it on exit."""
     port = free_port()
+    # moto server logs every request to stderr: a file, not a pipe, because nobody reads a pipe while the
+    # server runs, and once its buffer is full the server blocks on its next log line and stops answering.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         env={**os.environ, **FAKE_CREDENTIALS},
     )
     url = f"http://127.0.0.1:{port}"
@@ -64,7 +68,8 @@ def moto_server(timeout: float = 30.0) -> Iterator[str]:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                log.seek(0)
+                stderr = log.read().decode(errors="replace")
                 raise EmulatorError(f"moto server exited with {process.returncode}: {stderr[-500:]}")
             try:
                 with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1):  # noqa: S310 - local http
@@ -81,5 +86,4 @@ def moto_server(timeout: float = 30.0) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stderr:
-            process.stderr.close()
+        log.close()
