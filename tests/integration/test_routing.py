@@ -16,6 +16,7 @@ EVENTS = ROOT / "events"
 REAL = ROOT / "tests" / "fixtures" / "real"
 
 BLOCK = {"BlockPublicS3Function"}
+TAG_PII = {"TagPiiBucketFunction"}
 NOWHERE: set[str] = set()
 
 # One row per file in events/: a new sample must say where it goes.
@@ -39,7 +40,11 @@ EXPECTED_ROUTES: dict[str, set[str]] = {
     "macie/policy-s3-bucket-public.json": BLOCK,
     "macie/policy-s3-block-public-access-disabled.json": BLOCK,
     "macie/policy-s3-bucket-encryption-disabled.json": NOWHERE,
-    "macie/sensitive-data-personal.json": NOWHERE,
+    "macie/sensitive-data-personal.json": TAG_PII,
+    "macie/sensitive-data-multiple.json": TAG_PII,
+    "macie/sensitive-data-custom-identifier.json": TAG_PII,
+    "macie/sensitive-data-financial.json": TAG_PII,
+    "macie/sensitive-data-credentials.json": TAG_PII,
     "unrelated/ec2-run-instances.json": NOWHERE,
     "unrelated/s3-get-bucket-location.json": NOWHERE,
     "unrelated/sagemaker-training-job-state-change.json": NOWHERE,
