@@ -531,7 +531,8 @@ def _decide(plan: TagPlan, public: Outcome, settings: Settings, done: _Progress)
     previous = {"Tags": plan.previous_own}
     new = {"Tags": plan.own}
     if public.outcome is OutcomeKind.COMPLIANT:  # block_public_s3: all four block settings are on
-        severity = _OUTCOME_SEVERITY.get(done.finding.severity or "", Severity.MEDIUM)
+        # The bucket's severity (never lowered), not only this finding's.
+        severity = _OUTCOME_SEVERITY.get(plan.own.get(SEVERITY_TAG) or done.finding.severity or "", Severity.MEDIUM)
         if not plan.changed and PII_TAG in plan.dropped_keys:
             return Outcome(
                 outcome=OutcomeKind.FLAGGED,
