@@ -383,6 +383,55 @@ def test_exempt_public_bucket_is_tagged_but_never_locked(aws: Any, tagger: Any, 
     assert alert.line("Done") == "s3:PutBucketTagging"
 
 
+@pytest.mark.parametrize(
+    ("bucket", "sample", "env"),
+    [
+        ("mlw-public-website", "credentials", {}),
+        (PUBLIC_BUCKET, "financial", {"LOCK_PUBLIC_PII_BUCKETS": "false"}),
+    ],
+    ids=["exempt", "locking-off"],
+)
+def test_replayed_finding_on_a_bucket_left_public_is_not_alerted_twice(
+    aws: Any, tagger: Any, sample_event: Any, bucket: str, sample: str, env: dict[str, str]
+) -> None:
+    aws.bucket(bucket, acl="public-read", tags={"mlwarden:exempt": "true"} if bucket == "mlw-public-website" else None)
+    handler = tagger(env=env)
+    handler(sample_event(f"macie/sensitive-data-{sample}.json"))
+    tags = aws.tags_of(bucket)
+
+    result = handler(sample_event(f"macie/sensitive-data-{sample}.json"))
+
+    assert result["outcome"] == "compliant"
+    assert "left unlocked" in result["reason"]
+    assert aws.tags_of(bucket) == tags
+    assert aws.block_of(bucket) is None
+    assert len(aws.alerts()) == 1
+
+
+def test_a_new_finding_on_an_exempt_public_bucket_is_alerted_again(aws: Any, tagger: Any, sample_event: Any) -> None:
+    aws.bucket("mlw-public-website", acl="public-read", tags={"mlwarden:exempt": "true"})
+    handler = tagger()
+    handler(sample_event("macie/sensitive-data-credentials.json"))
+
+    result = handler(finding(sample_event, "credentials", id="another-finding", updatedAt="2025-07-01T00:00:00Z"))
+
+    assert result["outcome"] == "exempt"
+    assert len(aws.alerts()) == 2
+
+
+def test_dry_run_with_locking_off_says_it_would_not_lock(aws: Any, tagger: Any, sample_event: Any) -> None:
+    aws.bucket(PUBLIC_BUCKET, acl="public-read")
+
+    result = tagger(mode="dry-run", env={"LOCK_PUBLIC_PII_BUCKETS": "false"})(
+        sample_event("macie/sensitive-data-financial.json")
+    )
+
+    assert result["outcome"] == "would-remediate"
+    assert "not locked: locking is off" in result["reason"]
+    assert aws.tags_of(PUBLIC_BUCKET) == {}
+    assert aws.block_of(PUBLIC_BUCKET) is None
+
+
 def test_locking_can_be_turned_off(aws: Any, tagger: Any, sample_event: Any) -> None:
     aws.bucket(PUBLIC_BUCKET, acl="public-read")
 
@@ -589,3 +638,33 @@ def test_tag_write_refused_is_a_failure(aws: Any, tagger: Any, sample_event: Any
     assert raised.value.outcome.details["failed_action"] == "s3:PutBucketTagging"
     assert raised.value.outcome.actions == ()
     assert aws.only_alert().attributes["outcome"] == "failed"
+
+
+# --- what each outcome costs in AWS calls ------------------------------------------------------------------
+
+
+def test_calls_per_outcome_read_before_write_and_verify(aws: Any, tagger: Any, sample_event: Any) -> None:
+    aws.bucket(PII_BUCKET, tags=FOREIGN, block=ALL_ON)
+    aws.bucket(PUBLIC_BUCKET, acl="public-read")
+    handler = tagger()
+    calls: list[str] = []
+    for service in ("s3", "s3control"):
+        clients.client(service).meta.events.register(
+            "before-call.*.*", lambda model, **_: calls.append(model.name), unique_id=f"count-{service}"
+        )
+
+    handler(sample_event("macie/sensitive-data-personal.json"))
+    tagged, calls[:] = list(calls), []
+    handler(sample_event("macie/sensitive-data-personal.json"))
+    replayed, calls[:] = list(calls), []
+    handler(sample_event("macie/sensitive-data-financial.json"))
+    escalated = list(calls)
+
+    assert tagged == ["GetBucketTagging", "PutBucketTagging", "GetBucketTagging", "GetPublicAccessBlock"]
+    assert replayed == ["GetBucketTagging", "GetPublicAccessBlock"]
+    assert escalated == [
+        *("GetBucketTagging", "PutBucketTagging", "GetBucketTagging"),  # merge, write, read back
+        # block_public_s3's path: bucket block, tags (exemption, PII), account block (grading), ACL, policy status
+        *("GetPublicAccessBlock", "GetBucketTagging", "GetPublicAccessBlock", "GetBucketAcl", "GetBucketPolicyStatus"),
+        *("PutPublicAccessBlock", "GetPublicAccessBlock"),  # lock, verify
+    ]

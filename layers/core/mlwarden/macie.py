@@ -261,9 +261,9 @@ class TagPlan:
 
 
 def _is_newer(seen_at: str | None, recorded: str | None) -> bool:
-    if seen_at is None:
-        return recorded is None
-    return recorded is None or timestamp(recorded) is None or seen_at >= (timestamp(recorded) or "")
+    """Is a finding seen at `seen_at` at least as recent as the one the tags record?"""
+    recorded_at = timestamp(recorded)
+    return recorded_at is None or (seen_at is not None and seen_at >= recorded_at)
 
 
 def plan_tags(current: Mapping[str, str], finding: PiiFinding, keys: tuple[str, ...], limit: int) -> TagPlan:
@@ -508,7 +508,7 @@ def _classify(finding: PiiFinding, trigger: Trigger, resource: str, settings: Se
         return done.failed(f"could not check public access: {err.explanation}", err)
     if public is None:
         return done.failed("the bucket disappeared during the check")
-    return _decide(plan, public, settings, done)
+    return _decide(plan, public, settings, options, done)
 
 
 def _tag_object(finding: PiiFinding, settings: Settings, actions: list[str]) -> dict[str, Any]:
@@ -526,7 +526,7 @@ def _tag_object(finding: PiiFinding, settings: Settings, actions: list[str]) -> 
     return result
 
 
-def _decide(plan: TagPlan, public: Outcome, settings: Settings, done: _Progress) -> Outcome:
+def _decide(plan: TagPlan, public: Outcome, settings: Settings, options: PiiOptions, done: _Progress) -> Outcome:
     tags_what = _tag_summary(plan)
     previous = {"Tags": plan.previous_own}
     new = {"Tags": plan.own}
@@ -585,11 +585,25 @@ def _decide(plan: TagPlan, public: Outcome, settings: Settings, done: _Progress)
     kind = public.outcome
     if kind is OutcomeKind.WOULD_REMEDIATE and settings.enforce:
         kind = OutcomeKind.FLAGGED  # enforce, but locking is off: block_public_s3 only read
+    if kind in (OutcomeKind.EXEMPT, OutcomeKind.FLAGGED) and settings.enforce and not plan.changed:
+        # The tags already record this very finding, so its alert went out when they were written.
+        return Outcome(
+            outcome=OutcomeKind.COMPLIANT,
+            severity=Severity.INFORMATIONAL,
+            reason=(
+                "PII in a public bucket, left unlocked "
+                f"({'exempt' if kind is OutcomeKind.EXEMPT else 'locking is off'}); "
+                f"unchanged since this finding was tagged and alerted ({tags_what})"
+            ),
+            **{**done.common, "details": details},
+        )
     exposure = "; ".join(public.details.get("public_via") or []) or "no public grant yet"
     settings_off = ", ".join(public.details.get("settings_off") or [])
     lock = {
         OutcomeKind.REMEDIATED: "public-access block turned on and verified",
-        OutcomeKind.WOULD_REMEDIATE: "dry run: would turn the public-access block on",
+        OutcomeKind.WOULD_REMEDIATE: "dry run: would turn the public-access block on"
+        if options.lock_public_buckets
+        else "dry run; not locked: locking is off (LOCK_PUBLIC_PII_BUCKETS=false)",
         OutcomeKind.FLAGGED: "not locked: locking is off (LOCK_PUBLIC_PII_BUCKETS=false)",
         OutcomeKind.EXEMPT: f"bucket is exempt, not locked ({public.details.get('exemption')})",
     }.get(kind, public.reason)
