@@ -668,3 +668,40 @@ def test_calls_per_outcome_read_before_write_and_verify(aws: Any, tagger: Any, s
         *("GetPublicAccessBlock", "GetBucketTagging", "GetPublicAccessBlock", "GetBucketAcl", "GetBucketPolicyStatus"),
         *("PutPublicAccessBlock", "GetPublicAccessBlock"),  # lock, verify
     ]
+
+
+# --- the shipped samples (events/), in the state the demo gives their buckets ----------------------------
+
+# sample -> outcome of tag_pii_bucket; every other sample is ignored
+SAMPLE_OUTCOMES = {
+    "macie/sensitive-data-personal.json": "remediated",
+    "macie/sensitive-data-multiple.json": "remediated",
+    "macie/sensitive-data-custom-identifier.json": "remediated",
+    "macie/sensitive-data-financial.json": "remediated",  # public: CRITICAL and locked
+    "macie/sensitive-data-credentials.json": "exempt",
+}
+SAMPLE_FILES = sorted(
+    str(path.relative_to(ROOT / "events")) for path in (ROOT / "events").rglob("*.json") if path.name != "env.json"
+)
+
+
+@pytest.mark.parametrize("name", SAMPLE_FILES)
+def test_sample_event(aws: Any, tagger: Any, sample_event: Any, name: str) -> None:
+    aws.bucket(PII_BUCKET, tags={"team": "ml-research", "mlwarden:pii": "true"}, block=ALL_ON)
+    aws.bucket(PUBLIC_BUCKET, acl="public-read", tags={"team": "analytics"})
+    aws.bucket("mlw-public-website", acl="public-read", tags={"mlwarden:exempt": "2099-12-31"})
+    for bucket in ("mlw-training-data-policy", "mlw-feature-store", "mlw-model-artifacts"):
+        aws.bucket(bucket)
+    expected = SAMPLE_OUTCOMES.get(name, "ignored")
+
+    result = tagger()(sample_event(name))
+
+    assert result["outcome"] == expected, result["reason"]
+    assert len(aws.alerts()) == (0 if expected == "ignored" else 1)
+    if name == "macie/sensitive-data-financial.json":
+        assert result["severity"] == "CRITICAL"
+        assert aws.block_of(PUBLIC_BUCKET) == ALL_ON
+    else:
+        assert aws.block_of(PUBLIC_BUCKET) is None
+    if expected == "ignored":
+        assert "mlwarden:pii-types" not in aws.tags_of(PII_BUCKET)
