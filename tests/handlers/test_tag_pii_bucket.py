@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 
 from mlwarden import clients
@@ -24,6 +25,14 @@ PII_BUCKET = "mlw-training-data-acl"
 PUBLIC_BUCKET = "mlw-shared-datasets"
 FOREIGN = {"team": "ml-research", "cost-center": "ml-1234", "owner": "data-platform"}
 PERSONAL_TYPES = "ADDRESS DATE_OF_BIRTH NAME PHONE_NUMBER USA_SOCIAL_SECURITY_NUMBER"
+# What events/macie/sensitive-data-personal.json writes on a bucket without PII tags.
+PERSONAL_TAGS = {
+    "mlwarden:pii": "true",
+    "mlwarden:pii-severity": "High",
+    "mlwarden:pii-types": PERSONAL_TYPES,
+    "mlwarden:pii-last-finding": "7b3d5f9a1c2e4a6b8d0f2a4c6e8b0d1f",
+    "mlwarden:pii-last-seen": "2025-06-03T13:05:11Z",
+}
 _TAG_VALUE = re.compile(r"^[A-Za-z0-9 +\-=._:/@]{0,256}$")
 
 
@@ -79,14 +88,7 @@ def test_personal_finding_tags_a_private_bucket_and_keeps_its_tags(aws: Any, tag
 
     assert result["outcome"] == "remediated"
     assert result["severity"] == "HIGH"
-    assert aws.tags_of(PII_BUCKET) == {
-        **FOREIGN,
-        "mlwarden:pii": "true",
-        "mlwarden:pii-severity": "High",
-        "mlwarden:pii-types": PERSONAL_TYPES,
-        "mlwarden:pii-last-finding": "7b3d5f9a1c2e4a6b8d0f2a4c6e8b0d1f",
-        "mlwarden:pii-last-seen": "2025-06-03T13:05:11Z",
-    }
+    assert aws.tags_of(PII_BUCKET) == {**FOREIGN, **PERSONAL_TAGS}
     assert aws.block_of(PII_BUCKET) == ALL_ON
     alert = aws.only_alert()
     assert alert.attributes["check"] == "tag_pii_bucket"
@@ -149,19 +151,31 @@ def test_a_higher_severity_raises_the_tag(aws: Any, tagger: Any, sample_event: A
     assert aws.tags_of(PII_BUCKET)["mlwarden:pii-severity"] == "High"
 
 
+@pytest.mark.parametrize(
+    ("setup", "sample"),
+    [
+        pytest.param(lambda aws: aws.bucket(PII_BUCKET, tags=FOREIGN, block=ALL_ON), "multiple", id="tagged"),
+        pytest.param(
+            lambda aws: aws.bucket(PII_BUCKET, tags={f"t{i}": "v" for i in range(48)}, block=ALL_ON),
+            "personal",
+            id="truncated",
+        ),
+        pytest.param(lambda aws: aws.bucket(PUBLIC_BUCKET, acl="public-read"), "financial", id="locked"),
+    ],
+)
 def test_replaying_the_same_finding_changes_nothing_and_sends_no_second_alert(
-    aws: Any, tagger: Any, sample_event: Any
+    aws: Any, tagger: Any, sample_event: Any, setup: Callable[[Any], str], sample: str
 ) -> None:
-    aws.bucket(PII_BUCKET, tags=FOREIGN, block=ALL_ON)
+    bucket = setup(aws)
     handler = tagger()
-    handler(sample_event("macie/sensitive-data-multiple.json"))
-    after_first = aws.tags_of(PII_BUCKET)
+    handler(sample_event(f"macie/sensitive-data-{sample}.json"))
+    tags, block = aws.tags_of(bucket), aws.block_of(bucket)
 
-    result = handler(sample_event("macie/sensitive-data-multiple.json"))
+    result = handler(sample_event(f"macie/sensitive-data-{sample}.json"))
 
     assert result["outcome"] == "compliant"
     assert result["actions"] == []
-    assert aws.tags_of(PII_BUCKET) == after_first
+    assert (aws.tags_of(bucket), aws.block_of(bucket)) == (tags, block)
     assert len(aws.alerts()) == 1
 
 
@@ -231,17 +245,6 @@ def test_fifty_tag_limit_keeps_foreign_tags_writes_what_fits_and_alerts(
     assert set(own_tags(tags)) == {"mlwarden:pii", "mlwarden:pii-severity", "mlwarden:pii-types"}
     assert result["details"]["tags"]["dropped_keys"] == ["mlwarden:pii-last-finding", "mlwarden:pii-last-seen"]
     assert "TRUNCATED" in aws.only_alert().line("What")
-
-
-def test_truncated_tag_set_replayed_is_not_alerted_again(aws: Any, tagger: Any, sample_event: Any) -> None:
-    aws.bucket(PII_BUCKET, tags={f"t{i}": "v" for i in range(48)}, block=ALL_ON)
-    handler = tagger()
-    handler(sample_event("macie/sensitive-data-personal.json"))
-
-    result = handler(sample_event("macie/sensitive-data-personal.json"))
-
-    assert result["outcome"] == "compliant"
-    assert len(aws.alerts()) == 1
 
 
 def test_full_tag_set_cannot_be_tagged_and_is_flagged(aws: Any, tagger: Any, sample_event: Any) -> None:
@@ -444,17 +447,6 @@ def test_locking_can_be_turned_off(aws: Any, tagger: Any, sample_event: Any) -> 
     assert "LOCK_PUBLIC_PII_BUCKETS=false" in aws.only_alert().line("What")
 
 
-def test_replay_after_the_lock_is_compliant(aws: Any, tagger: Any, sample_event: Any) -> None:
-    aws.bucket(PUBLIC_BUCKET, acl="public-read")
-    handler = tagger()
-    handler(sample_event("macie/sensitive-data-financial.json"))
-
-    result = handler(sample_event("macie/sensitive-data-financial.json"))
-
-    assert result["outcome"] == "compliant"
-    assert len(aws.alerts()) == 1
-
-
 # --- dry-run ---------------------------------------------------------------------------------------------
 
 
@@ -630,7 +622,15 @@ def test_tag_write_refused_is_a_failure(aws: Any, tagger: Any, sample_event: Any
             {"TagSet": [{"Key": k, "Value": v} for k, v in FOREIGN.items()]},
             expected_params={"Bucket": PII_BUCKET},
         )
-        stub.add_client_error("put_bucket_tagging", service_error_code="AccessDenied", http_status_code=403)
+        stub.add_client_error(
+            "put_bucket_tagging",
+            service_error_code="AccessDenied",
+            http_status_code=403,
+            expected_params={
+                "Bucket": PII_BUCKET,
+                "Tagging": {"TagSet": [{"Key": k, "Value": v} for k, v in {**FOREIGN, **PERSONAL_TAGS}.items()]},
+            },
+        )
         with pytest.raises(RemediationFailed) as raised:
             handler(sample_event("macie/sensitive-data-personal.json"))
         stub.assert_no_pending_responses()
@@ -705,3 +705,31 @@ def test_sample_event(aws: Any, tagger: Any, sample_event: Any, name: str) -> No
         assert aws.block_of(PUBLIC_BUCKET) is None
     if expected == "ignored":
         assert "mlwarden:pii-types" not in aws.tags_of(PII_BUCKET)
+
+
+def test_lock_refused_after_tagging_fails_with_the_tag_undo(aws: Any, tagger: Any, sample_event: Any) -> None:
+    aws.bucket(PUBLIC_BUCKET, acl="public-read")
+    handler = tagger()
+    refused: list[str] = []
+
+    def refuse_lock(params: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        refused.append(params["url"])
+        error = {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}, "ResponseMetadata": {}}
+        return AWSResponse(params["url"], 403, {}, None), error
+
+    clients.client("s3").meta.events.register("before-call.s3.PutPublicAccessBlock", refuse_lock)
+
+    with pytest.raises(RemediationFailed) as raised:
+        handler(sample_event("macie/sensitive-data-financial.json"))
+
+    assert len(refused) == 1
+    assert PUBLIC_BUCKET in refused[0]  # the lock was attempted on this bucket
+    outcome = raised.value.outcome
+    assert outcome.severity.value == "CRITICAL"
+    assert outcome.actions == ("s3:PutBucketTagging",)
+    assert outcome.undo == f"aws s3api delete-bucket-tagging --bucket {PUBLIC_BUCKET}"
+    assert aws.tags_of(PUBLIC_BUCKET)["mlwarden:pii"] == "true"
+    assert aws.block_of(PUBLIC_BUCKET) is None
+    alert = aws.only_alert()
+    assert alert.attributes["outcome"] == "failed"
+    assert "permission s3:PutBucketPublicAccessBlock is missing" in alert.line("What")
