@@ -21,6 +21,7 @@ from mlwarden_cli.template import DEFAULT_ACCOUNT, Template
 
 ALL_ON = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
 PII_BUCKET_TAGS = {"team": "ml-research", "cost-center": "ml-1234", "mlwarden:pii": "true"}
+SHARED_DATASETS_TAGS = {"team": "analytics"}
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,42 @@ SCENARIO = (
         "a PutBucketPolicy that AWS denied (the rule filters failed calls)",
     ),
     Step("unrelated/ec2-run-instances.json", None, "unrouted", "an unrelated EC2 call"),
+    Step(
+        "macie/sensitive-data-personal.json",
+        "TagPiiBucketFunction",
+        "remediated",
+        "Macie finds customer PII in the training-data bucket: tagged, the team's own tags kept",
+    ),
+    Step(
+        "macie/sensitive-data-multiple.json",
+        "TagPiiBucketFunction",
+        "remediated",
+        "a later Macie finding adds card numbers: the bucket's PII types grow",
+    ),
+    Step(
+        "macie/sensitive-data-custom-identifier.json",
+        "TagPiiBucketFunction",
+        "remediated",
+        "a Medium custom-identifier finding: its type is added, the severity stays High",
+    ),
+    Step(
+        "macie/sensitive-data-personal-republished.json",
+        "TagPiiBucketFunction",
+        "compliant",
+        "Macie publishes the first finding again a week later: only its last-seen tag moves, no second alert",
+    ),
+    Step(
+        "macie/sensitive-data-financial.json",
+        "TagPiiBucketFunction",
+        "remediated",
+        "card numbers in the public shared-datasets bucket: CRITICAL, tagged and locked",
+    ),
+    Step(
+        "macie/sensitive-data-credentials.json",
+        "TagPiiBucketFunction",
+        "exempt",
+        "credentials in the exempt public website bucket: tagged, never locked",
+    ),
 )
 
 
@@ -146,6 +183,9 @@ def _create_account(clients: Callable[[str], Any]) -> dict[str, str]:
 
     bucket("mlw-model-artifacts", {"team": "ml-platform"})
     s3.put_public_access_block(Bucket="mlw-model-artifacts", PublicAccessBlockConfiguration=ALL_ON)
+
+    bucket("mlw-shared-datasets", SHARED_DATASETS_TAGS)
+    s3.put_bucket_acl(Bucket="mlw-shared-datasets", ACL="public-read")
     return {"topic_arn": topic_arn, "queue_url": queue_url}
 
 
@@ -171,6 +211,43 @@ def _block_of(s3: Any, bucket: str) -> dict[str, bool] | None:
         raise
 
 
+def _tags_of(s3: Any, bucket: str) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=bucket)["TagSet"]}
+
+
+def _pii_tag_checks(s3: Any) -> list[tuple[str, bool]]:
+    training = _tags_of(s3, "mlw-training-data-acl")
+    shared = _tags_of(s3, "mlw-shared-datasets")
+    website = _tags_of(s3, "mlw-public-website")
+    for bucket, tags in (("mlw-training-data-acl", training), ("mlw-shared-datasets", shared)):
+        print(
+            f"{bucket:<26} PII tags: " + ", ".join(f"{k}={v}" for k, v in tags.items() if k.startswith("mlwarden:pii"))
+        )
+    types = training.get("mlwarden:pii-types", "").split()
+    return [
+        (
+            "foreign tags on mlw-training-data-acl survive the PII tags",
+            all(training.get(k) == v for k, v in PII_BUCKET_TAGS.items()),
+        ),
+        (
+            "mlw-training-data-acl severity stays High after a Medium finding",
+            training.get("mlwarden:pii-severity") == "High",
+        ),
+        (
+            "mlw-training-data-acl PII types merge all three findings",
+            {"USA_SOCIAL_SECURITY_NUMBER", "CREDIT_CARD_NUMBER", "custom:email_check"} <= set(types),
+        ),
+        (
+            "mlw-shared-datasets is tagged and keeps its own tags",
+            shared.get("mlwarden:pii") == "true" and shared.get("team") == SHARED_DATASETS_TAGS["team"],
+        ),
+        (
+            "exempt mlw-public-website is tagged (classification) but not locked",
+            website.get("mlwarden:pii") == "true" and website.get("mlwarden:exempt") == "2099-12-31",
+        ),
+    ]
+
+
 def run_demo(template: Template) -> int:
     events_dir = template.path.parent / "events"
     try:
@@ -185,7 +262,7 @@ def run_demo(template: Template) -> int:
         return 2
 
 
-def _run(template: Template, events_dir: Any, endpoint: str) -> int:
+def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PLR0915 - one linear story
     from mlwarden import clients  # noqa: PLC0415 - after AWS_ENDPOINT_URL points at the emulator
 
     _heading(f"A small vulnerable ML account in moto server at {endpoint}")
@@ -194,7 +271,8 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:
     os.environ["OUTCOME_TABLE"] = OUTCOME_TABLE
     print("buckets: mlw-training-data-acl (PII, public ACL), mlw-training-data-policy (public policy),")
     print("         mlw-feature-store (block deleted), mlw-public-website (exempt, public ACL),")
-    print("         mlw-model-artifacts (private). Alerts go to SNS topic mlwarden-alerts,")
+    print("         mlw-model-artifacts (private), mlw-shared-datasets (public ACL, Macie finds card")
+    print("         numbers in it later). Alerts go to SNS topic mlwarden-alerts,")
     print("         subscribed by SQS queue security-team-inbox.")
 
     _heading("Events replayed through the template's EventBridge rules")
@@ -228,14 +306,14 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:
         "mlw-feature-store": ALL_ON,
         "mlw-public-website": None,
         "mlw-model-artifacts": ALL_ON,
+        "mlw-shared-datasets": ALL_ON,
     }
     for bucket, expected in expected_blocks.items():
         actual = _block_of(s3, bucket)
         shown = "all four on" if actual == ALL_ON else ("no block" if actual is None else str(actual))
         print(f"{bucket:<26} public-access block: {shown}")
         checks.append((f"{bucket} block is {'all on' if expected else 'untouched (exempt)'}", actual == expected))
-    tags = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket="mlw-training-data-acl")["TagSet"]}
-    checks.append(("foreign tags on mlw-training-data-acl are untouched", tags == PII_BUCKET_TAGS))
+    checks += _pii_tag_checks(s3)
     try:
         clients.client("s3control").get_public_access_block(AccountId=DEFAULT_ACCOUNT)
         account_block_untouched = False

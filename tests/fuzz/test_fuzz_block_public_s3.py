@@ -7,8 +7,6 @@ moto. `make test` runs a few hundred examples; `make fuzz` runs MLWARDEN_FUZZ_EX
 
 from __future__ import annotations
 
-import copy
-import itertools
 import json
 import os
 from collections.abc import Callable
@@ -17,7 +15,7 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from mutations import damaged_events, distinct_id
 
 from mlwarden import clients, s3
 from mlwarden.errors import AlertDeliveryFailed, RemediationFailed
@@ -35,63 +33,6 @@ OUTCOMES = {"remediated", "would-remediate", "flagged", "compliant", "exempt", "
 WRITES = {"PutPublicAccessBlock", "DeletePublicAccessBlock", "PutBucketTagging", "PutBucketAcl", "PutBucketPolicy"}
 REMEDIATOR = "arn:aws:iam::123456789012:role/BlockPublicS3Role"
 
-DAMAGE: list[Any] = [
-    None,
-    "",
-    0,
-    -1,
-    True,
-    1.5,
-    [],
-    {},
-    "x" * 100_000,
-    "ü\u202e\U0001f512\x00",
-    "arn:aws:s3:::",
-    ["mlw-training-data-acl", "other"],
-    {"nested": {"deeper": {"deepest": [{"k": None}]}}},
-]
-
-
-def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix] if prefix else []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            found += _paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            found += _paths(value, (*prefix, index))
-    return found
-
-
-def _apply(event: dict[str, Any], path: tuple[Any, ...], action: str, value: Any) -> None:
-    parent: Any = event
-    for step in path[:-1]:
-        parent = parent[step]
-    last = path[-1]
-    if action == "drop" and isinstance(parent, dict):
-        del parent[last]
-    elif action == "wrap":
-        parent[last] = [parent[last]]
-    elif action == "nest":
-        parent[last] = {"a": {"b": {"c": parent[last]}}}
-    else:
-        parent[last] = value
-
-
-@st.composite
-def damaged_events(draw: st.DrawFn) -> Any:
-    event = copy.deepcopy(draw(st.sampled_from(SAMPLES)))
-    if draw(st.integers(0, 30)) == 0:
-        return draw(st.sampled_from([None, [], "event", 42, [event]]))
-    for _ in range(draw(st.integers(1, 4))):
-        paths = _paths(event)
-        if not paths:
-            break
-        path = draw(st.sampled_from(paths))
-        action = draw(st.sampled_from(["drop", "replace", "wrap", "nest"]))
-        _apply(event, path, action, copy.deepcopy(draw(st.sampled_from(DAMAGE))))
-    return event
-
 
 def _genuine_trigger(event: Any) -> bool:
     parsed = parse_event(event)
@@ -105,14 +46,12 @@ def _genuine_trigger(event: Any) -> bool:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(event=damaged_events())
+@given(event=damaged_events(SAMPLES))
 def test_damaged_events_end_in_an_outcome_and_touch_aws_only_when_genuine(
     event: Any, aws: Any, make_handler: Callable[..., Any]
 ) -> None:
     handler = _handler(aws, make_handler)
-    if isinstance(event, dict) and isinstance(event.get("id"), str):
-        # Examples share one moto world: a distinct id keeps one example from being another's redelivery.
-        event["id"] += f"-{next(_EXAMPLE_IDS)}"
+    distinct_id(event)
     calls: list[str] = []
     for service in ("s3", "s3control"):
         clients.client(service).meta.events.register(
@@ -131,7 +70,6 @@ def test_damaged_events_end_in_an_outcome_and_touch_aws_only_when_genuine(
 
 
 _HANDLERS: dict[int, Any] = {}
-_EXAMPLE_IDS = itertools.count()
 
 
 def _handler(aws: Any, make_handler: Callable[..., Any]) -> Any:

@@ -16,6 +16,7 @@ EVENTS = ROOT / "events"
 REAL = ROOT / "tests" / "fixtures" / "real"
 
 BLOCK = {"BlockPublicS3Function"}
+TAG_PII = {"TagPiiBucketFunction"}
 NOWHERE: set[str] = set()
 
 # One row per file in events/: a new sample must say where it goes.
@@ -39,7 +40,12 @@ EXPECTED_ROUTES: dict[str, set[str]] = {
     "macie/policy-s3-bucket-public.json": BLOCK,
     "macie/policy-s3-block-public-access-disabled.json": BLOCK,
     "macie/policy-s3-bucket-encryption-disabled.json": NOWHERE,
-    "macie/sensitive-data-personal.json": NOWHERE,
+    "macie/sensitive-data-personal.json": TAG_PII,
+    "macie/sensitive-data-personal-republished.json": TAG_PII,
+    "macie/sensitive-data-multiple.json": TAG_PII,
+    "macie/sensitive-data-custom-identifier.json": TAG_PII,
+    "macie/sensitive-data-financial.json": TAG_PII,
+    "macie/sensitive-data-credentials.json": TAG_PII,
     "unrelated/ec2-run-instances.json": NOWHERE,
     "unrelated/s3-get-bucket-location.json": NOWHERE,
     "unrelated/sagemaker-training-job-state-change.json": NOWHERE,
@@ -119,3 +125,38 @@ def test_real_cloudtrail_records_route_by_service_call_and_success(name: str) ->
 )
 def test_malformed_events_route_nowhere(event: Any) -> None:
     assert TEMPLATE.route(event) == []
+
+
+MACIE_REAL = REAL / "macie" / "finding_detail_only"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in MACIE_REAL.glob("*.json")))
+def test_recorded_macie_sensitive_data_findings_route_only_to_tag_pii_bucket(name: str) -> None:
+    detail = json.loads((MACIE_REAL / name).read_text())
+    event = {
+        "version": "0",
+        "id": "00000000-0000-0000-0000-000000000001",
+        "detail-type": "Macie Finding",
+        "source": "aws.macie",
+        "account": "123456789012",
+        "time": "2024-01-15T10:45:23Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": detail,
+    }
+    assert {f.logical_id for f in TEMPLATE.route(event)} == TAG_PII
+
+
+@pytest.mark.parametrize(
+    "finding_type",
+    [
+        "Policy:IAMUser/S3BucketPublic",
+        "Policy:IAMUser/S3BucketSharedExternally",
+        "sensitivedata:S3Object/Personal",  # prefix matching is case-sensitive, as Macie's types are
+        "S3Object/SensitiveData:Personal",
+    ],
+)
+def test_macie_findings_that_are_not_sensitive_data_never_reach_tag_pii_bucket(finding_type: str) -> None:
+    event = json.loads((EVENTS / "macie" / "sensitive-data-personal.json").read_text())
+    event["detail"]["type"] = finding_type
+    assert "TagPiiBucketFunction" not in {f.logical_id for f in TEMPLATE.route(event)}

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mlwarden import flapguard, outcome_store, s3
+from mlwarden import flapguard, macie, outcome_store, s3
 from mlwarden_cli.template import load_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +18,7 @@ FUNCTIONS = {name: r for name, r in RESOURCES.items() if r["Type"] == "AWS::Serv
 
 # Actions IAM accepts only with Resource "*" (they have no resource type), and why we need them.
 ACTIONS_WITHOUT_RESOURCE_TYPE = {
-    "s3:GetAccountPublicAccessBlock": "account-level block, block_public_s3",
+    "s3:GetAccountPublicAccessBlock": "account-level block, block_public_s3 (and tag_pii_bucket's public check)",
     "s3:PutAccountPublicAccessBlock": "account-level block, block_public_s3",
     "s3:ListAllMyBuckets": "find exempt buckets before an account-wide block",
     "xray:PutTraceSegments": "tracing, only when EnableTracing=true",
@@ -36,7 +36,10 @@ COMMON_ACTIONS = {
     "xray:PutTelemetryRecords",
 } | outcome_store.PERMISSIONS
 # Each function's check module declares the actions its code calls.
-CHECK_ACTIONS = {"BlockPublicS3Function": s3.BUCKET_PERMISSIONS | s3.ACCOUNT_PERMISSIONS}
+CHECK_ACTIONS = {
+    "BlockPublicS3Function": s3.BUCKET_PERMISSIONS | s3.ACCOUNT_PERMISSIONS,
+    "TagPiiBucketFunction": macie.PERMISSIONS,
+}
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -216,7 +219,7 @@ def test_lost_alerts_are_alarmed_per_check() -> None:
         for a in alarms
         if a["Namespace"] == "MLWarden" and a["MetricName"] == "AlertFailed"
     }
-    assert lost == {s3.CHECK}
+    assert lost == {s3.CHECK, macie.CHECK}
 
 
 def test_alert_topic_is_encrypted_with_a_key_cloudwatch_can_use() -> None:
@@ -235,6 +238,9 @@ def test_parameters_and_defaults() -> None:
     assert parameters["EnableTracing"]["Default"] == "false"
     assert parameters["CreateCloudTrail"]["Default"] == "false"
     assert parameters["FlapThreshold"]["Default"] == 3
+    assert parameters["TagPiiObjects"]["Default"] == "false"
+    # The issue wants a public bucket holding PII locked in enforce mode; RemediationMode=dry-run still rules.
+    assert parameters["LockPublicPiiBuckets"]["Default"] == "true"
 
 
 @pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
@@ -302,6 +308,41 @@ def test_optional_trail_is_off_by_default_and_its_bucket_is_private() -> None:
     assert RESOURCES["ManagementEventsTrail"]["Condition"] == "CreateTrail"
     bucket = RESOURCES["TrailBucket"]["Properties"]
     assert all(bucket["PublicAccessBlockConfiguration"].values())
+
+
+def _conditional_statements(role_name: str) -> dict[str, dict[str, Any]]:
+    raw = RESOURCES[role_name]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    return {s["Fn::If"][0]: s["Fn::If"][1] for s in raw if "Fn::If" in s}
+
+
+def test_tag_pii_bucket_optional_writes_are_granted_only_under_their_parameter() -> None:
+    conditions = TEMPLATE["Conditions"]
+    assert conditions["LockPublicPiiBucketsEnabled"] == {"Fn::Equals": [{"Ref": "LockPublicPiiBuckets"}, "true"]}
+    assert conditions["TagPiiObjectsEnabled"] == {"Fn::Equals": [{"Ref": "TagPiiObjects"}, "true"]}
+    conditional = _conditional_statements("TagPiiBucketRole")
+    assert set(_as_list(conditional["LockPublicPiiBucketsEnabled"]["Action"])) == macie.LOCK_PERMISSIONS
+    assert set(_as_list(conditional["TagPiiObjectsEnabled"]["Action"])) == macie.OBJECT_PERMISSIONS
+    assert conditional["TagPiiObjectsEnabled"]["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:s3:::*/*"}
+    unconditional = {
+        action
+        for statement in RESOURCES["TagPiiBucketRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        if "Fn::If" not in statement
+        for action in _as_list(statement["Action"])
+    }
+    assert not unconditional & (macie.LOCK_PERMISSIONS | macie.OBJECT_PERMISSIONS)
+
+
+def test_tag_pii_bucket_switches_reach_the_function() -> None:
+    env = FUNCTIONS["TagPiiBucketFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["TAG_PII_OBJECTS"] == {"Ref": "TagPiiObjects"}
+    assert env["LOCK_PUBLIC_PII_BUCKETS"] == {"Ref": "LockPublicPiiBuckets"}
+
+
+def test_tag_pii_bucket_bucket_actions_are_scoped_to_bucket_arns() -> None:
+    for statement in _role_statements("TagPiiBucketRole"):
+        actions = set(_as_list(statement["Action"]))
+        if actions & (macie.TAG_PERMISSIONS | macie.LOCK_PERMISSIONS):
+            assert statement["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:s3:::*"}
 
 
 def test_endpoint_variable_is_declared_empty_so_sam_local_can_override_it() -> None:

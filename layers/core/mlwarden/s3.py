@@ -355,6 +355,18 @@ def block_public_access(event: Event, settings: Settings) -> Outcome:
         )
 
 
+def block_bucket(name: str, trigger: Trigger, settings: Settings) -> Outcome | None:
+    """This check's decision and fix for one named bucket, for checks that escalate to it (tag_pii_bucket).
+
+    The same code path as an event about the bucket: live state, exemption, dry-run, write and verify.
+    None when the bucket no longer exists; AwsCallFailed from the first read propagates.
+    """
+    try:
+        return _block_bucket(BucketTarget(name=name, partition=partition_of(trigger.region)), trigger, settings)
+    except _Gone:
+        return None
+
+
 def _block_bucket(bucket: BucketTarget, trigger: Trigger, settings: Settings) -> Outcome:
     block = _read_bucket_block(bucket.name)
     if block == ALL_ON:
