@@ -290,7 +290,8 @@ def _describe(target: Target) -> _Description | None:
     try:
         data = _call(target.describe, "sagemaker", **{target.describe.parameter: target.name})
     except AwsCallFailed as err:
-        if target.from_event:
+        # The event's copy is only worth deciding on when it says more than the resource's name.
+        if target.from_event and len(target.from_event) > 1:
             return _Description(
                 target.from_event, f"{target.event_copy}, because {target.describe.action} failed ({err.code})", False
             )
