@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -463,5 +464,5 @@ def test_unusable_events_are_ignored_without_aws_calls(
 def test_invalid_stop_setting_fails_at_cold_start_naming_the_variable(
     make_handler: Callable[..., Any], value: str
 ) -> None:
-    with pytest.raises(SettingsError, match="STOP_UNENCRYPTED_JOBS must be one of true | false"):
+    with pytest.raises(SettingsError, match=re.escape("STOP_UNENCRYPTED_JOBS must be one of true | false")):
         make_handler(app=APP, env={"STOP_UNENCRYPTED_JOBS": value})
