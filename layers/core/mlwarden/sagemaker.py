@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mlwarden import clients
 from mlwarden.errors import AwsCallFailed, error_code
-from mlwarden.events import ApiCall, ComplianceChange, Event, StateChange, Unrecognised
+from mlwarden.events import ApiCall, ComplianceChange, Event, StateChange, Unrecognised, scalar
 from mlwarden.exemptions import exemption_from_tags
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, ignored
 from mlwarden.s3 import PII_TAG, partition_of
@@ -220,8 +220,8 @@ def _state_change_target(event: StateChange) -> Target | str:
     detail = event.detail
     arn = detail.get("TrainingJobArn")
     name = _last_segment(arn) or _last_segment(event.resources[0] if event.resources else None)
-    if name is None and isinstance(detail.get("TrainingJobName"), str):
-        name = detail["TrainingJobName"]
+    if name is None:
+        name = scalar(detail.get("TrainingJobName"))
     return _target(
         Kind.TRAINING_JOB,
         name,
