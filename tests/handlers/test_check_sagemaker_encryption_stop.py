@@ -191,3 +191,23 @@ def test_describe_denied_without_event_copy_fails_for_retry(
 
     stub.assert_no_pending_responses()
     assert aws.only_alert().outcome["error_code"] == "AccessDeniedException"
+
+
+def test_stop_that_does_not_read_back_is_a_failed_outcome(
+    aws: Any, stub: Stubber, event: dict[str, Any], make_handler: Callable[..., Any]
+) -> None:
+    check = stopping(make_handler)
+    expect_describe(stub)
+    expect_tags(stub, {})
+    stub.add_response("stop_training_job", {}, expected_params={"TrainingJobName": JOB})
+    expect_describe(stub, "InProgress")
+
+    with pytest.raises(RemediationFailed):
+        check(event)
+
+    stub.assert_no_pending_responses()
+    alert = aws.only_alert()
+    assert alert.outcome["outcome"] == "failed"
+    assert alert.outcome["error_code"] == "VerificationFailed"
+    assert alert.outcome["actions"] == ["sagemaker:StopTrainingJob"]
+    assert alert.outcome["new_state"] == {"TrainingJobStatus": "InProgress"}

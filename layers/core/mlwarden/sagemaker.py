@@ -467,30 +467,23 @@ def _stop(
             **common,
         )
     after = _call(target.describe, "sagemaker", **{target.describe.parameter: target.name}).get(status_field)
+    stopped: dict[str, Any] = {
+        "severity": severity,
+        "actions": (action,),
+        "previous_state": previous,
+        "new_state": {status_field: after},
+        "undo": undo,
+        "details": details,
+        **common,
+    }
     if after not in ("Stopping", "Stopped"):
         return Outcome(
             outcome=OutcomeKind.FAILED,
-            severity=severity,
             reason=f"{what}; stop was requested but the job reads back as {after}",
-            actions=(action,),
-            previous_state=previous,
-            new_state={status_field: after},
-            undo=undo,
             error_code="VerificationFailed",
-            details=details,
-            **common,
+            **stopped,
         )
-    return Outcome(
-        outcome=OutcomeKind.REMEDIATED,
-        severity=severity,
-        reason=f"{what}; job stopped (StopUnencryptedJobs=true)",
-        actions=(action,),
-        previous_state=previous,
-        new_state={status_field: after},
-        undo=undo,
-        details=details,
-        **common,
-    )
+    return Outcome(outcome=OutcomeKind.REMEDIATED, reason=f"{what}; job stopped (StopUnencryptedJobs=true)", **stopped)
 
 
 def _job_tags(target: Target) -> dict[str, str] | None:
