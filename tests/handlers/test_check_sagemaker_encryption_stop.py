@@ -211,3 +211,106 @@ def test_stop_that_does_not_read_back_is_a_failed_outcome(
     assert alert.outcome["error_code"] == "VerificationFailed"
     assert alert.outcome["actions"] == ["sagemaker:StopTrainingJob"]
     assert alert.outcome["new_state"] == {"TrainingJobStatus": "InProgress"}
+
+
+NOW = datetime.datetime(2026, 1, 12, 9, 11, 7, tzinfo=datetime.UTC)
+OTHER_JOBS: list[tuple[str, str, str, str, dict[str, Any]]] = [
+    (
+        "processing-job",
+        "describe_processing_job",
+        "stop_processing_job",
+        "ProcessingJobName",
+        {
+            "ProcessingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:processing-job/job",
+            "ProcessingJobStatus": "InProgress",
+            "ProcessingResources": {
+                "ClusterConfig": {"InstanceCount": 2, "InstanceType": "ml.m5.xlarge", "VolumeSizeInGB": 30}
+            },
+            "AppSpecification": {"ImageUri": "sklearn:1.2"},
+            "NetworkConfig": {"EnableNetworkIsolation": True},
+            "CreationTime": NOW,
+        },
+    ),
+    (
+        "transform-job",
+        "describe_transform_job",
+        "stop_transform_job",
+        "TransformJobName",
+        {
+            "TransformJobArn": "arn:aws:sagemaker:us-east-1:123456789012:transform-job/job",
+            "TransformJobStatus": "InProgress",
+            "ModelName": "churn-model",
+            "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/in"}}},
+            "TransformOutput": {"S3OutputPath": "s3://b/out"},
+            "TransformResources": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1},
+            "CreationTime": NOW,
+        },
+    ),
+    (
+        "hyper-parameter-tuning-job",
+        "describe_hyper_parameter_tuning_job",
+        "stop_hyper_parameter_tuning_job",
+        "HyperParameterTuningJobName",
+        {
+            "HyperParameterTuningJobArn": "arn:aws:sagemaker:us-east-1:123456789012:hyper-parameter-tuning-job/job",
+            "HyperParameterTuningJobStatus": "InProgress",
+            "HyperParameterTuningJobConfig": {
+                "Strategy": "Bayesian",
+                "ResourceLimits": {"MaxNumberOfTrainingJobs": 4, "MaxParallelTrainingJobs": 1},
+            },
+            "TrainingJobDefinition": {
+                "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": "xgboost:1.7"},
+                "RoleArn": "arn:aws:iam::123456789012:role/SageMakerExecution",
+                "OutputDataConfig": {"S3OutputPath": "s3://b/o"},
+                "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+                "EnableNetworkIsolation": True,
+            },
+            "CreationTime": NOW,
+            "TrainingJobStatusCounters": {},
+            "ObjectiveStatusCounters": {},
+        },
+    ),
+]
+CREATE_CALLS = {
+    "processing-job": ("CreateProcessingJob", "processingJobName"),
+    "transform-job": ("CreateTransformJob", "transformJobName"),
+    "hyper-parameter-tuning-job": ("CreateHyperParameterTuningJob", "hyperParameterTuningJobName"),
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "describe", "stop", "parameter", "description"), OTHER_JOBS, ids=[row[0] for row in OTHER_JOBS]
+)
+def test_every_stoppable_job_type_is_stopped_with_its_own_call(
+    aws: Any,
+    stub: Stubber,
+    make_handler: Callable[..., Any],
+    cloudtrail_event: Any,
+    kind: str,
+    describe: str,
+    stop: str,
+    parameter: str,
+    description: dict[str, Any],
+) -> None:
+    check = stopping(make_handler)
+    running = {parameter: "job", **description}
+    status_field = next(key for key in description if key.endswith("Status"))
+    stub.add_response(describe, running, expected_params={parameter: "job"})
+    stub.add_response(
+        "list_tags",
+        {"Tags": []},
+        expected_params={"ResourceArn": f"arn:aws:sagemaker:us-east-1:123456789012:{kind}/job"},
+    )
+    stub.add_response(stop, {}, expected_params={parameter: "job"})
+    stub.add_response(describe, {**running, status_field: "Stopping"}, expected_params={parameter: "job"})
+    event_name, request_parameter = CREATE_CALLS[kind]
+
+    result = check(
+        cloudtrail_event(
+            event_name, request_parameters={request_parameter: "job"}, event_source="sagemaker.amazonaws.com"
+        )
+    )
+
+    stub.assert_no_pending_responses()
+    assert result["outcome"] == "remediated"
+    assert result["new_state"] == {status_field: "Stopping"}
