@@ -32,8 +32,8 @@ $(SAM_VENV)/.installed:
 	touch $@
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check layers functions cli tests bench
-	$(VENV)/bin/ruff format --check layers functions cli tests bench
+	$(VENV)/bin/ruff check layers functions cli tests bench tools
+	$(VENV)/bin/ruff format --check layers functions cli tests bench tools
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
@@ -53,7 +53,7 @@ build: $(SAM_VENV)/.installed
 	# Ship bytecode for the runtime's Python; unchecked-hash because zip keeps mtimes only to 2 s.
 	PYENV_VERSION=$(PYENV_VERSION) python3.13 -m compileall -q -f --invalidation-mode unchecked-hash \
 		.aws-sam/build/CoreLayer/python .aws-sam/build/BlockPublicS3Function \
-		.aws-sam/build/TagPiiBucketFunction
+		.aws-sam/build/TagPiiBucketFunction .aws-sam/build/CheckSageMakerEncryptionFunction
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/mlwarden demo

@@ -136,7 +136,29 @@ SCENARIO = (
         "exempt",
         "credentials in the exempt public website bucket: tagged, never locked",
     ),
+    Step(
+        "sagemaker/create-training-job-unencrypted.json",
+        "CheckSageMakerEncryptionFunction",
+        "flagged",
+        "a data scientist trains on the patient-records bucket (PII) without KMS keys, outside a VPC",
+    ),
+    Step(
+        "sagemaker/create-training-job-encrypted.json",
+        "CheckSageMakerEncryptionFunction",
+        "compliant",
+        "the same training with KMS keys, in a VPC, network-isolated",
+    ),
+    Step(
+        "sagemaker/create-training-job-failed.json",
+        None,
+        "unrouted",
+        "a CreateTrainingJob that AWS denied (the rule filters failed calls)",
+    ),
 )
+SAGEMAKER_ROLE = "arn:aws:iam::123456789012:role/service-role/AmazonSageMaker-ExecutionRole-MLW"
+SAGEMAKER_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+UNENCRYPTED_JOB = "mlw-churn-xgb-unencrypted"
+ENCRYPTED_JOB = "mlw-churn-xgb-encrypted"
 
 
 def _heading(text: str) -> None:
@@ -186,7 +208,42 @@ def _create_account(clients: Callable[[str], Any]) -> dict[str, str]:
 
     bucket("mlw-shared-datasets", SHARED_DATASETS_TAGS)
     s3.put_bucket_acl(Bucket="mlw-shared-datasets", ACL="public-read")
+    bucket("mlw-patient-records", PII_BUCKET_TAGS)
+    s3.put_public_access_block(Bucket="mlw-patient-records", PublicAccessBlockConfiguration=ALL_ON)
+    _training_job(clients("sagemaker"), UNENCRYPTED_JOB, encrypted=False)
+    _training_job(clients("sagemaker"), ENCRYPTED_JOB, encrypted=True)
     return {"topic_arn": topic_arn, "queue_url": queue_url}
+
+
+def _training_job(sagemaker: Any, name: str, *, encrypted: bool) -> None:
+    """The jobs the CreateTrainingJob samples report, as SageMaker would describe them."""
+    resources: dict[str, Any] = {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}
+    output: dict[str, Any] = {"S3OutputPath": "s3://mlw-model-artifacts/churn/"}
+    secure: dict[str, Any] = {}
+    if encrypted:
+        resources["VolumeKmsKeyId"] = output["KmsKeyId"] = SAGEMAKER_KEY
+        secure = {
+            "VpcConfig": {"SecurityGroupIds": ["sg-0a1b2c3d4e5f60718"], "Subnets": ["subnet-0a1b2c3d4e5f60718"]},
+            "EnableNetworkIsolation": True,
+            "EnableInterContainerTrafficEncryption": True,
+        }
+    sagemaker.create_training_job(
+        TrainingJobName=name,
+        AlgorithmSpecification={"TrainingImage": "xgboost:1.7-1", "TrainingInputMode": "File"},
+        RoleArn=SAGEMAKER_ROLE,
+        InputDataConfig=[
+            {
+                "ChannelName": "train",
+                "DataSource": {
+                    "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://mlw-patient-records/churn/train/"}
+                },
+            }
+        ],
+        OutputDataConfig=output,
+        ResourceConfig=resources,
+        StoppingCondition={"MaxRuntimeInSeconds": 86400},
+        **secure,
+    )
 
 
 def _received_alerts(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
@@ -248,6 +305,24 @@ def _pii_tag_checks(s3: Any) -> list[tuple[str, bool]]:
     ]
 
 
+def _sagemaker_checks(alerts: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+    def about(job: str) -> list[dict[str, Any]]:
+        return [a for a in alerts if str(a.get("Subject", "")).endswith(f"training-job/{job}")]
+
+    unencrypted = about(UNENCRYPTED_JOB)
+    body = unencrypted[0].get("Message", "") if len(unencrypted) == 1 else ""
+    severity = unencrypted[0].get("MessageAttributes", {}).get("severity", {}).get("Value") if unencrypted else None
+    return [
+        (f"one alert for {UNENCRYPTED_JOB}, listing every failed rule", len(unencrypted) == 1),
+        (f"{UNENCRYPTED_JOB} on PII data is HIGH", severity == "HIGH"),
+        (
+            "the alert names the missing keys (ResourceConfig.VolumeKmsKeyId, OutputDataConfig.KmsKeyId)",
+            "ResourceConfig.VolumeKmsKeyId" in body and "OutputDataConfig.KmsKeyId" in body,
+        ),
+        (f"the compliant {ENCRYPTED_JOB} stays quiet", about(ENCRYPTED_JOB) == []),
+    ]
+
+
 def run_demo(template: Template) -> int:
     events_dir = template.path.parent / "events"
     try:
@@ -274,6 +349,10 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
     print("         mlw-model-artifacts (private), mlw-shared-datasets (public ACL, Macie finds card")
     print("         numbers in it later). Alerts go to SNS topic mlwarden-alerts,")
     print("         subscribed by SQS queue security-team-inbox.")
+    print(
+        f"training jobs: {UNENCRYPTED_JOB} (no KMS keys, no VPC, reads mlw-patient-records: PII),\n"
+        f"         {ENCRYPTED_JOB} (KMS keys, VPC, network isolation)."
+    )
 
     _heading("Events replayed through the template's EventBridge rules")
     replayer = Replayer(template)
@@ -324,6 +403,7 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
         f"{'none (flagged, not forced over the exemption)' if account_block_untouched else 'set'}"
     )
     checks.append(("account block not forced over an exempt bucket", account_block_untouched))
+    checks += _sagemaker_checks(alerts)
     alerting = [r for r in results if r.outcome not in ("compliant", "ignored", "unrouted") and not r.redelivered]
     checks.append((f"one alert per outcome that needs a human ({len(alerting)})", len(alerts) == len(alerting)))
     checks.append(

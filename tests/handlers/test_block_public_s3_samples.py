@@ -53,7 +53,15 @@ SAMPLES: dict[str, tuple[str, str | None]] = {
     "macie/sensitive-data-credentials.json": ("ignored", None),
     "unrelated/ec2-run-instances.json": ("ignored", None),
     "unrelated/s3-get-bucket-location.json": ("ignored", None),
-    "unrelated/sagemaker-training-job-state-change.json": ("ignored", None),
+    "sagemaker/training-job-state-change.json": ("ignored", None),
+    "sagemaker/create-training-job-unencrypted.json": ("ignored", None),
+    "sagemaker/create-training-job-encrypted.json": ("ignored", None),
+    "sagemaker/create-training-job-distributed.json": ("ignored", None),
+    "sagemaker/create-training-job-failed.json": ("ignored", None),
+    "sagemaker/create-processing-job.json": ("ignored", None),
+    "sagemaker/create-transform-job.json": ("ignored", None),
+    "sagemaker/create-notebook-instance-internet.json": ("ignored", None),
+    "sagemaker/create-endpoint-config-no-key.json": ("ignored", None),
 }
 
 

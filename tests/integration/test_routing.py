@@ -17,6 +17,7 @@ REAL = ROOT / "tests" / "fixtures" / "real"
 
 BLOCK = {"BlockPublicS3Function"}
 TAG_PII = {"TagPiiBucketFunction"}
+SAGEMAKER = {"CheckSageMakerEncryptionFunction"}
 NOWHERE: set[str] = set()
 
 # One row per file in events/: a new sample must say where it goes.
@@ -48,7 +49,15 @@ EXPECTED_ROUTES: dict[str, set[str]] = {
     "macie/sensitive-data-credentials.json": TAG_PII,
     "unrelated/ec2-run-instances.json": NOWHERE,
     "unrelated/s3-get-bucket-location.json": NOWHERE,
-    "unrelated/sagemaker-training-job-state-change.json": NOWHERE,
+    "sagemaker/create-training-job-unencrypted.json": SAGEMAKER,
+    "sagemaker/create-training-job-encrypted.json": SAGEMAKER,
+    "sagemaker/create-training-job-distributed.json": SAGEMAKER,
+    "sagemaker/create-processing-job.json": SAGEMAKER,
+    "sagemaker/create-transform-job.json": SAGEMAKER,
+    "sagemaker/create-notebook-instance-internet.json": SAGEMAKER,
+    "sagemaker/create-endpoint-config-no-key.json": SAGEMAKER,
+    "sagemaker/training-job-state-change.json": SAGEMAKER,
+    "sagemaker/create-training-job-failed.json": NOWHERE,
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mlwarden import flapguard, macie, outcome_store, s3
+from mlwarden import flapguard, macie, outcome_store, s3, sagemaker
 from mlwarden_cli.template import load_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +39,9 @@ COMMON_ACTIONS = {
 CHECK_ACTIONS = {
     "BlockPublicS3Function": s3.BUCKET_PERMISSIONS | s3.ACCOUNT_PERMISSIONS,
     "TagPiiBucketFunction": macie.PERMISSIONS,
+    "CheckSageMakerEncryptionFunction": sagemaker.DESCRIBE_PERMISSIONS
+    | sagemaker.BUCKET_PERMISSIONS
+    | sagemaker.STOP_PERMISSIONS,
 }
 
 
@@ -219,7 +222,7 @@ def test_lost_alerts_are_alarmed_per_check() -> None:
         for a in alarms
         if a["Namespace"] == "MLWarden" and a["MetricName"] == "AlertFailed"
     }
-    assert lost == {s3.CHECK, macie.CHECK}
+    assert lost == {s3.CHECK, macie.CHECK, sagemaker.CHECK}
 
 
 def test_alert_topic_is_encrypted_with_a_key_cloudwatch_can_use() -> None:
@@ -348,3 +351,47 @@ def test_tag_pii_bucket_bucket_actions_are_scoped_to_bucket_arns() -> None:
 def test_endpoint_variable_is_declared_empty_so_sam_local_can_override_it() -> None:
     # sam local invoke --env-vars only overrides variables the template declares.
     assert TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]["AWS_ENDPOINT_URL"] == ""
+
+
+# --- check_sagemaker_encryption -----------------------------------------------------------------------------
+
+SAGEMAKER_ARN = "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:"
+
+
+def _raw_statements(role_name: str) -> list[dict[str, Any]]:
+    return list(RESOURCES[role_name]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"])
+
+
+def test_sagemaker_actions_are_scoped_to_the_resource_types_they_read() -> None:
+    for statement in _role_statements("CheckSageMakerEncryptionRole"):
+        actions = set(_as_list(statement["Action"]))
+        sagemaker_actions = {a for a in actions if a.startswith("sagemaker:")}
+        if not sagemaker_actions:
+            continue
+        resources = [r["Fn::Sub"] for r in _as_list(statement["Resource"])]
+        assert all(r.startswith(SAGEMAKER_ARN) and r.endswith("/*") for r in resources), resources
+        kinds = {r.removeprefix(SAGEMAKER_ARN).removesuffix("/*") for r in resources}
+        if sagemaker_actions & sagemaker.STOP_PERMISSIONS:
+            assert kinds == {"training-job", "processing-job", "transform-job", "hyper-parameter-tuning-job"}
+
+
+def test_stop_and_list_tags_are_granted_only_when_stop_unencrypted_jobs_is_true() -> None:
+    assert TEMPLATE["Parameters"]["StopUnencryptedJobs"]["Default"] == "false"
+    assert TEMPLATE["Conditions"]["StopJobsEnabled"] == {"Fn::Equals": [{"Ref": "StopUnencryptedJobs"}, "true"]}
+    unconditional = {
+        action
+        for statement in _raw_statements("CheckSageMakerEncryptionRole")
+        if "Fn::If" not in statement
+        for action in _as_list(statement["Action"])
+    }
+    assert not unconditional & sagemaker.STOP_PERMISSIONS
+    conditional = [s["Fn::If"] for s in _raw_statements("CheckSageMakerEncryptionRole") if "Fn::If" in s]
+    stop = [branches for branches in conditional if branches[0] == "StopJobsEnabled"]
+    assert len(stop) == 1
+    assert set(stop[0][1]["Action"]) == sagemaker.STOP_PERMISSIONS
+    assert stop[0][2] == {"Ref": "AWS::NoValue"}
+
+
+def test_stop_setting_reaches_the_function() -> None:
+    env = FUNCTIONS["CheckSageMakerEncryptionFunction"]["Properties"]["Environment"]["Variables"]
+    assert env[sagemaker.STOP_ENV] == {"Ref": "StopUnencryptedJobs"}

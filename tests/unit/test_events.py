@@ -15,6 +15,7 @@ from mlwarden.events import (
     ApiCall,
     ComplianceChange,
     MacieFinding,
+    StateChange,
     Unrecognised,
     decode_policy_document,
     parse_event,
@@ -71,10 +72,10 @@ def test_detail_that_is_not_an_object_is_unrecognised_with_envelope(detail: Any)
 
 
 def test_unknown_detail_type_is_unrecognised_and_says_which() -> None:
-    event = parse_event({"source": "aws.sagemaker", "detail-type": "SageMaker Training Job State Change", "detail": {}})
+    event = parse_event({"source": "aws.sagemaker", "detail-type": "SageMaker Endpoint State Change", "detail": {}})
 
     assert isinstance(event, Unrecognised)
-    assert event.reason == "detail-type 'SageMaker Training Job State Change' is not one ML Warden handles"
+    assert event.reason == "detail-type 'SageMaker Endpoint State Change' is not one ML Warden handles"
 
 
 def test_envelope_without_id_gets_a_placeholder() -> None:
@@ -325,7 +326,7 @@ def test_parse_event_never_raises(detail_type: str, detail: Any, extra: dict[str
 
     event = parse_event(raw)
 
-    assert isinstance(event, ApiCall | ComplianceChange | MacieFinding | Unrecognised)
+    assert isinstance(event, ApiCall | ComplianceChange | MacieFinding | StateChange | Unrecognised)
 
 
 # --- policy documents --------------------------------------------------------------------------------------

@@ -44,6 +44,9 @@ class Alert:
 def subject_for(outcome: Outcome) -> str:
     resource = outcome.resource or "unknown resource"
     short = resource.split(":::", 1)[-1] if resource.startswith("arn:") else resource
+    if short.startswith("arn:"):
+        # Regional ARNs (arn:aws:sagemaker:REGION:ACCOUNT:training-job/NAME): the type and name say enough.
+        short = short.rsplit(":", 1)[-1]
     text = f"[ML Warden] {outcome.severity.value} {_HEADLINE[outcome.outcome]}: {outcome.check} {short}"
     text = _SUBJECT_UNSAFE.sub("?", text)
     return text if len(text) <= SUBJECT_LIMIT else text[: SUBJECT_LIMIT - 3] + "..."

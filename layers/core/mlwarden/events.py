@@ -19,6 +19,9 @@ from urllib.parse import unquote
 CLOUDTRAIL_DETAIL_TYPE = "AWS API Call via CloudTrail"
 CONFIG_COMPLIANCE_DETAIL_TYPE = "Config Rules Compliance Change"
 MACIE_DETAIL_TYPE = "Macie Finding"
+SAGEMAKER_SOURCE = "aws.sagemaker"
+# SageMaker's own state-change events carry the resource's description (DescribeTrainingJob's shape).
+SAGEMAKER_STATE_CHANGE_DETAIL_TYPES = frozenset({"SageMaker Training Job State Change"})
 
 _ACCOUNT = re.compile(r"^\d{12}$")
 _MAX_TEXT = 2048  # longer values are cut: they only ever end up in logs and alerts
@@ -63,6 +66,8 @@ class ApiCall:
     actor: Actor
     recipient_account: str | None
     aws_region: str | None
+    # What AWS answered (for example the ARN of a created resource); {} when null or absent.
+    response_elements: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def parameter(self, name: str) -> str | None:
         """A request parameter as one string, tolerating S3's one-element lists."""
@@ -95,12 +100,24 @@ class MacieFinding:
 
 
 @dataclass(frozen=True)
+class StateChange:
+    """A service's own state-change event (SageMaker's "Training Job State Change")."""
+
+    envelope: Envelope
+    resources: tuple[str, ...]
+    account: str | None
+    aws_region: str | None
+    # The resource's description as the service sent it: keys as in the service's Describe* answer.
+    detail: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class Unrecognised:
     reason: str
     envelope: Envelope | None = None
 
 
-Event = ApiCall | ComplianceChange | MacieFinding | Unrecognised
+Event = ApiCall | ComplianceChange | MacieFinding | StateChange | Unrecognised
 
 
 def scalar(value: Any) -> str | None:
@@ -152,6 +169,8 @@ def parse_event(raw: Any) -> Event:
         return _compliance_change(envelope, detail)
     if detail_type == MACIE_DETAIL_TYPE:
         return _macie_finding(envelope, detail)
+    if source == SAGEMAKER_SOURCE and detail_type in SAGEMAKER_STATE_CHANGE_DETAIL_TYPES:
+        return _state_change(envelope, raw.get("resources"), detail)
     return Unrecognised(f"detail-type {detail_type!r} is not one ML Warden handles", envelope)
 
 
@@ -180,6 +199,14 @@ def _api_call(envelope: Envelope, detail: Mapping[str, Any]) -> Event:
         actor=actor,
         recipient_account=_account(detail.get("recipientAccountId")) or envelope.account,
         aws_region=_text(detail.get("awsRegion")) or envelope.region,
+        response_elements=_mapping(detail.get("responseElements")),
+    )
+
+
+def _state_change(envelope: Envelope, resources: Any, detail: Mapping[str, Any]) -> Event:
+    arns = tuple(text for text in (_text(r) for r in resources) if text) if isinstance(resources, list) else ()
+    return StateChange(
+        envelope=envelope, resources=arns, account=envelope.account, aws_region=envelope.region, detail=detail
     )
 
 

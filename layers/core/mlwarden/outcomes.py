@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding
+from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, StateChange
 
 
 class OutcomeKind(StrEnum):
@@ -68,6 +68,17 @@ class Trigger:
                 source=event.envelope.source,
                 kind=kind,
                 name=name,
+                actor=None,
+                time=event.envelope.time,
+                account=event.account,
+                region=event.aws_region,
+            )
+        if isinstance(event, StateChange):
+            return cls(
+                event_id=event.envelope.id,
+                source=event.envelope.source,
+                kind="state-change",
+                name=event.envelope.detail_type,
                 actor=None,
                 time=event.envelope.time,
                 account=event.account,

@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mlwarden import clients, flapguard
 from mlwarden.errors import AwsCallFailed, error_code
-from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, Unrecognised
+from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, StateChange, Unrecognised
 from mlwarden.exemptions import Exemption, exemption_from_tags
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, ignored
 from mlwarden.settings import Settings
@@ -106,6 +106,8 @@ def target_of(event: Event) -> Target | str:
         return _api_call_target(event)
     if isinstance(event, ComplianceChange):
         return _compliance_target(event)
+    if isinstance(event, StateChange):
+        return f"{event.envelope.detail_type} is not about S3 public access"
     return _macie_target(event)
 
 

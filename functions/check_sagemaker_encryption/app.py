@@ -1,0 +1,23 @@
+"""Flag (and optionally stop) SageMaker resources created unencrypted or exposed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mlwarden import sagemaker
+from mlwarden.checks import run_check
+from mlwarden.observability import logger, metrics, tracer
+from mlwarden.settings import load_settings
+
+SETTINGS = load_settings()
+CHECK_ENCRYPTION = sagemaker.encryption_check(sagemaker.load_options())
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return run_check(sagemaker.CHECK, CHECK_ENCRYPTION, event, SETTINGS, context).as_dict()

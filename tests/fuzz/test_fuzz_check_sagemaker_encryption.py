@@ -1,0 +1,98 @@
+"""Mutated real-shaped events never crash check_sagemaker_encryption, and reach AWS only when genuine.
+
+The damage is block_public_s3's fuzz strategy (every sample in events/, SageMaker ones included).
+Runs with StopUnencryptedJobs on: no damaged event may lead to a Stop* call. `make test` runs a few
+hundred examples; `make fuzz` runs MLWARDEN_FUZZ_EXAMPLES (10,000).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mutations import damaged_events, distinct_id
+from test_fuzz_block_public_s3 import OUTCOMES, SAMPLES
+
+from mlwarden import clients, sagemaker
+from mlwarden.errors import AlertDeliveryFailed, RemediationFailed
+from mlwarden.events import ApiCall, parse_event
+from mlwarden.loopguard import is_own_change
+
+pytestmark = pytest.mark.fuzz
+
+EXAMPLES = int(os.environ.get("MLWARDEN_FUZZ_EXAMPLES", "400"))
+REMEDIATOR = "arn:aws:iam::123456789012:role/CheckSageMakerEncryptionRole"
+ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
+
+
+def _genuine_trigger(event: Any) -> bool:
+    parsed = parse_event(event)
+    if isinstance(parsed, ApiCall) and (parsed.error_code or is_own_change(parsed, REMEDIATOR)):
+        return False
+    return not isinstance(sagemaker.target_of(parsed), str)
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(event=damaged_events(SAMPLES), stop_jobs=st.booleans())
+def test_damaged_events_end_in_an_outcome_and_never_stop_a_job(
+    event: Any, stop_jobs: bool, aws: Any, make_handler: Callable[..., Any]
+) -> None:
+    handler = _handler(aws, make_handler, stop_jobs)
+    distinct_id(event)
+    calls: list[str] = []
+    for service in ("sagemaker", "s3"):
+        clients.client(service).meta.events.register(
+            "before-call.*.*", lambda model, **_: calls.append(model.name), unique_id=f"fuzz-{service}"
+        )
+    try:
+        outcome = handler(event)["outcome"]
+    except (RemediationFailed, AlertDeliveryFailed) as err:
+        outcome = err.outcome.outcome.value
+
+    assert outcome in OUTCOMES
+    if not _genuine_trigger(event):
+        assert outcome == "ignored"
+        assert calls == []
+    # moto's jobs are Completed: nothing is ever running, so nothing may be stopped.
+    assert not [c for c in calls if c.startswith("Stop")]
+
+
+_HANDLERS: dict[tuple[int, bool], Any] = {}
+
+
+def _handler(aws: Any, make_handler: Callable[..., Any], stop_jobs: bool) -> Any:
+    # One handler per moto world and setting: importing it per example would dominate the run time.
+    if not any(key[0] == id(aws) for key in _HANDLERS):
+        _HANDLERS.clear()
+        aws.bucket("mlw-patient-records", tags={"mlwarden:pii": "true"})
+        boto3.client("sagemaker", region_name="us-east-1").create_training_job(
+            TrainingJobName="mlw-churn-xgb-unencrypted",
+            AlgorithmSpecification={"TrainingImage": "xgboost:1.7", "TrainingInputMode": "File"},
+            RoleArn=ROLE,
+            InputDataConfig=[
+                {
+                    "ChannelName": "train",
+                    "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://mlw-patient-records/t/"}},
+                }
+            ],
+            OutputDataConfig={"S3OutputPath": "s3://mlw-model-artifacts/churn/"},
+            ResourceConfig={"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+            StoppingCondition={"MaxRuntimeInSeconds": 3600},
+        )
+    key = (id(aws), stop_jobs)
+    if key not in _HANDLERS:
+        _HANDLERS[key] = make_handler(
+            app="check_sagemaker_encryption",
+            remediator_role_arn=REMEDIATOR,
+            env={"STOP_UNENCRYPTED_JOBS": str(stop_jobs).lower()},
+        )
+    return _HANDLERS[key]
