@@ -16,6 +16,7 @@ EVENTS = ROOT / "events"
 REAL = ROOT / "tests" / "fixtures" / "real"
 
 BLOCK = {"BlockPublicS3Function"}
+IAM = {"FlagWildcardIamFunction"}
 NOWHERE: set[str] = set()
 
 # One row per file in events/: a new sample must say where it goes.
@@ -40,6 +41,16 @@ EXPECTED_ROUTES: dict[str, set[str]] = {
     "macie/policy-s3-block-public-access-disabled.json": BLOCK,
     "macie/policy-s3-bucket-encryption-disabled.json": NOWHERE,
     "macie/sensitive-data-personal.json": NOWHERE,
+    "iam/attach-role-policy-administrator-access.json": IAM,
+    "iam/attach-role-policy-failed.json": NOWHERE,
+    "iam/put-role-policy-s3-wildcard.json": IAM,
+    "iam/put-role-policy-tight.json": IAM,
+    "iam/put-user-policy-url-encoded-passrole.json": IAM,
+    "iam/put-user-policy-deny-quarantine.json": IAM,
+    "iam/put-group-policy-notaction.json": IAM,
+    "iam/create-policy-sagemaker-wildcard.json": IAM,
+    "iam/create-policy-version-admin.json": IAM,
+    "config/iam-policy-no-statements-with-admin-access-noncompliant.json": IAM,
     "unrelated/ec2-run-instances.json": NOWHERE,
     "unrelated/s3-get-bucket-location.json": NOWHERE,
     "unrelated/sagemaker-training-job-state-change.json": NOWHERE,
@@ -90,6 +101,11 @@ REAL_ROUTES: dict[str, set[str]] = {
     "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__s3-made-publicly-accessible.json": BLOCK,
     "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__s3-not-made-publicly-accessible.json": BLOCK,
     "PutBucketPublicAccessBlock__aws-s3-deletepublicaccessblock__different-s3-event.json": BLOCK,
+    "AttachRolePolicy__aws-iam-attachadminrolepolicy__iam-role-policy-attached-with-administrator-access.json": IAM,
+    "AttachRolePolicy__aws-cloudtrail-iamanythingchanged__error-making-iam-change.json": NOWHERE,
+    "AttachUserPolicy__aws-iam-attachadminuserpolicy__iam-user-policy-attached-with-administrator-access.json": IAM,
+    "PutUserPolicy__aws-iam-accesskeycompromised__an-aws-iam-access-key-was-compromised.json": IAM,
+    "PutUserPolicy__aws-iam-accesskeycompromised__request-param-is-null.json": IAM,
 }
 
 
