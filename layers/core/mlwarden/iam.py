@@ -66,7 +66,7 @@ REVERT_PERMISSIONS = frozenset({"iam:ListPolicyVersions", "iam:SetDefaultPolicyV
 PrincipalKind = Literal["role", "user", "group"]
 _NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
 _POLICY_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}|aws):policy/([\w+=,.@/-]{1,1024})$")
-_POLICY_ID = re.compile(r"^ANP[A-Z0-9]{10,}$")
+_POLICY_ID = re.compile(r"^[A-Z0-9]{16,128}$")  # ANPA... in AWS
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
 
