@@ -7,7 +7,8 @@ a list, NotAction/NotResource, Conditions) and reports findings per statement:
 - HIGH      Allow of `service:*` on `*`; Allow of a privilege-escalation action on `*`, written out or
             reached through a wildcard (`iam:Put*`, `iam:*Policy*`).
 - MEDIUM    `service:*` (or `*`, or NotAction) on specific resources; wildcard data-access actions
-            (`s3:Get*`, `s3:*Object`) on `*`; Allow with NotResource.
+            (`s3:Get*`, `s3:*Object`, in the DATA_SERVICES) or wildcards reaching resource policies
+            (Permissions management) on `*`; Allow with NotResource.
 - LOW       an action that takes a resource, allowed on `*` (parliament's RESOURCE_STAR).
 - INFORMATIONAL  actions AWS's catalogue does not know (typos, retired actions).
 
@@ -60,8 +61,36 @@ _RESTRICTING_KEYS = frozenset(
     }
 )
 _RESTRICTING_KEY_PATTERN = re.compile(r"^[a-z0-9-]+:(resourcetag|principaltag|requestedregion)(/.*)?$")
-# "*", "arn:aws:*:*:*:*" and the like: every resource.
-_ANY_RESOURCE = re.compile(r"^\*$|^arn:[^:]*:\*(:\*?)*(/\*)?$")
+# Services whose Read/Write actions reach the data itself (objects, items, secrets, records, images).
+DATA_SERVICES = frozenset(
+    {
+        "s3",
+        "s3-object-lambda",
+        "dynamodb",
+        "secretsmanager",
+        "ssm",
+        "kms",
+        "rds-data",
+        "redshift-data",
+        "athena",
+        "glue",
+        "lakeformation",
+        "sqs",
+        "kinesis",
+        "firehose",
+        "logs",
+        "es",
+        "aoss",
+        "elasticfilesystem",
+        "ecr",
+        "codecommit",
+        "sagemaker",
+        "bedrock",
+        "backup",
+    }
+)
+_WILDCARD_TAIL = re.compile(r"[*/]*\*")
+_TYPED_WILDCARD_TAIL = re.compile(r"([\w.-]+[/:])?[*/]*\*")
 
 
 class Rule(StrEnum):
@@ -81,7 +110,8 @@ _WHY = {
     "delete data",
     Rule.PRIVILEGE_ESCALATION: "lets the holder grant itself more than this policy says (new policy versions, "
     "attached or inline policies, access keys, or code that runs as any role it passes)",
-    Rule.DATA_ACCESS_WILDCARD: "a wildcard that reaches data (read or write) in every resource of the service",
+    Rule.DATA_ACCESS_WILDCARD: "a wildcard that reaches data (read or write) or resource policies in every "
+    "resource of the service",
     Rule.NOT_ACTION: "NotAction allows every action except the listed ones, including future ones",
     Rule.NOT_RESOURCE: "NotResource allows the actions on every resource except the listed ones",
     Rule.RESOURCE_STAR: "allowed on every resource although the action can be scoped to resource ARNs",
@@ -100,6 +130,25 @@ _SUGGESTION = {
     Rule.RESOURCE_STAR: "replace * with the ARNs the workload uses",
     Rule.UNKNOWN_ACTION: "check the spelling against the Service Authorization Reference",
 }
+
+
+def is_any_resource(resource: str) -> bool:
+    """`*`, or an ARN that names every resource of its type in every account (parliament's "effectively star").
+
+    `arn:aws:s3:::*`, `arn:*:cloudtrail:*:*:trail/*` and `arn:aws:iam::*:role/*` are; an ARN that names
+    an account (`arn:aws:iam::123456789012:role/*`) is scoped to that account and is not.
+    """
+    if resource == "*":
+        return True
+    parts = resource.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn":
+        return False
+    _, _, service, region, account, rest = parts
+    if service in ("*", "") or account == "*":
+        return bool(_TYPED_WILDCARD_TAIL.fullmatch(rest))
+    if account == "" and region in ("", "*"):
+        return bool(_WILDCARD_TAIL.fullmatch(rest))
+    return False
 
 
 def rank(severity: Severity) -> int:
@@ -182,13 +231,20 @@ def _strings(value: Any) -> tuple[list[str], bool]:
     return [], True
 
 
-def restricting_conditions(condition: Any) -> tuple[str, ...]:
-    """The condition keys that narrow where a statement applies, as written."""
+def restricting_conditions(condition: Any, services: frozenset[str] | None = None) -> tuple[str, ...]:
+    """The condition keys that narrow where a statement applies, as written.
+
+    Operators that pass when the key is absent do not narrow anything: `...IfExists`, `Null: true` and
+    the negated ones (`StringNotEquals`, `ArnNotLike`, `NotIpAddress`, ...). A service's own key
+    (`ec2:ResourceTag/...`) narrows only that service's actions: `services` are the statement's.
+    """
     if not isinstance(condition, Mapping):
         return ()
     found: list[str] = []
     for operator, clauses in condition.items():
-        if not isinstance(operator, str) or not isinstance(clauses, Mapping) or operator.endswith("IfExists"):
+        if not isinstance(operator, str) or not isinstance(clauses, Mapping):
+            continue
+        if operator.endswith("IfExists") or "Not" in operator.split(":")[-1]:
             continue
         for key, value in clauses.items():
             if not isinstance(key, str):
@@ -196,6 +252,9 @@ def restricting_conditions(condition: Any) -> tuple[str, ...]:
             if operator == "Null" and str(value).lower() != "false":
                 continue
             lower = key.lower()
+            prefix = lower.split(":", 1)[0]
+            if services is not None and prefix != "aws" and prefix not in services:
+                continue
             if lower in _RESTRICTING_KEYS or _RESTRICTING_KEY_PATTERN.match(lower):
                 found.append(key)
     return tuple(dict.fromkeys(found))
@@ -235,7 +294,11 @@ def _statement_findings(index: int, statement: Mapping[str, Any], problems: list
     if odd_actions or odd_not_actions or odd_resources or odd_not_resources:
         problems.append(f"statement {index} has an Action or Resource that is not a string or a list of strings")
     # No Resource and no NotResource: a resource or trust policy, about the resource it is attached to.
-    any_resource = bool(not_resources) or any(_ANY_RESOURCE.match(r) for r in resources)
+    any_resource = bool(not_resources) or any(is_any_resource(r) for r in resources)
+    if "Action" in statement and "NotAction" in statement:
+        problems.append(f"statement {index} has both Action and NotAction (IAM rejects it)")
+    elif not actions and not not_actions:
+        problems.append(f"statement {index} has no Action or NotAction")
     shown_resources = tuple(resources) if resources else tuple(f"NotResource {r}" for r in not_resources)
     sid = statement.get("Sid") if isinstance(statement.get("Sid"), str) else None
 
@@ -258,7 +321,8 @@ def _statement_findings(index: int, statement: Mapping[str, Any], problems: list
     if not_resources:
         add(Rule.NOT_RESOURCE, Severity.MEDIUM, ", ".join(actions) or "NotAction")
 
-    restricting = restricting_conditions(statement.get("Condition"))
+    services = frozenset(a.split(":", 1)[0].lower() for a in actions + not_actions if ":" in a)
+    restricting = restricting_conditions(statement.get("Condition"), services)
     findings = []
     for rule, (severity, listed, expanded) in grouped.items():
         lowered = restricting and rule is not Rule.UNKNOWN_ACTION
@@ -319,7 +383,11 @@ def _classify_wildcard_on_any(text: str, matched: tuple[ActionInfo, ...], add: A
         add(Rule.PRIVILEGE_ESCALATION, Severity.HIGH, text, escalations)
         return
     scoped = [info for info in matched if info.takes_resource]
-    if any(info.access_level in ("Read", "Write", "Permissions management") for info in scoped):
+    if any(
+        info.access_level == "Permissions management"
+        or (info.access_level in ("Read", "Write") and info.service in DATA_SERVICES)
+        for info in scoped
+    ):
         add(Rule.DATA_ACCESS_WILDCARD, Severity.MEDIUM, text)
     elif scoped:
         add(Rule.RESOURCE_STAR, Severity.LOW, text)
