@@ -249,7 +249,9 @@ def test_finding_names_statement_sid_pair_reason_suggestion_and_condition() -> N
         "why": finding.why,
         "suggestion": finding.suggestion,
         "lowered_by_condition": ["aws:ResourceTag/team"],
+        "expands_to": finding.as_dict()["expands_to"],
     }
+    assert "sagemaker:CreateTrainingJob" in finding.expands_to
     assert "every action of the service" in finding.why
     assert "scope" in finding.suggestion
 

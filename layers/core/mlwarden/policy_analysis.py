@@ -89,6 +89,8 @@ DATA_SERVICES = frozenset(
         "backup",
     }
 )
+# Read-level actions that describe a resource rather than return its data.
+_METADATA_PREFIXES = ("Describe", "List")
 _WILDCARD_TAIL = re.compile(r"[*/]*\*")
 _TYPED_WILDCARD_TAIL = re.compile(r"([\w.-]+[/:])?[*/]*\*")
 
@@ -351,7 +353,9 @@ def _classify(action: str, any_resource: bool, add: Any) -> None:
         add(Rule.UNKNOWN_ACTION, Severity.INFORMATIONAL, text)
         return
     if set(name) <= {"*"}:
-        add(Rule.SERVICE_WILDCARD, _wide(any_resource, Severity.HIGH), text)
+        # Name what the wildcard reaches that escalates (iam:*, lambda:*, glue:*, ec2:* ...).
+        reached = [info.full_name for info in action_catalogue.expand(text) if info.escalates]
+        add(Rule.SERVICE_WILDCARD, _wide(any_resource, Severity.HIGH), text, reached)
         return
     if "*" in service or "?" in service:
         # "s*:Get*" and the like: IAM matches the service part too. Treat as the service wildcard it is.
@@ -385,7 +389,11 @@ def _classify_wildcard_on_any(text: str, matched: tuple[ActionInfo, ...], add: A
     scoped = [info for info in matched if info.takes_resource]
     if any(
         info.access_level == "Permissions management"
-        or (info.access_level in ("Read", "Write") and info.service in DATA_SERVICES)
+        or (
+            info.access_level in ("Read", "Write")
+            and info.service in DATA_SERVICES
+            and not info.name.startswith(_METADATA_PREFIXES)
+        )
         for info in scoped
     ):
         add(Rule.DATA_ACCESS_WILDCARD, Severity.MEDIUM, text)
