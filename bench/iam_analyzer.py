@@ -27,6 +27,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import parliament
+from cloudsplaining.scan.policy_document import PolicyDocument
+from moto.iam.aws_managed_policies import aws_managed_policies_data
+
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "bench" / "corpus" / "iam_policies.jsonl.gz"
 sys.path.insert(0, str(ROOT / "layers" / "core"))
@@ -46,8 +50,6 @@ class Document:
 
 
 def load_corpus() -> list[Document]:
-    from moto.iam.aws_managed_policies import aws_managed_policies_data
-
     documents = [
         Document(f"moto/{name}", "moto_aws_managed", data["Document"])
         for name, data in sorted(json.loads(aws_managed_policies_data).items())
@@ -99,8 +101,6 @@ def ours_facts(analysis: Analysis) -> dict[str, bool]:
 
 def parliament_facts(policy: dict[str, Any]) -> dict[str, bool] | None:
     """None when parliament raises (it does on condition types newer than its database)."""
-    import parliament
-
     try:
         with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
             found = parliament.analyze_policy_string(json.dumps(policy), include_community_auditors=True)
@@ -114,8 +114,6 @@ def parliament_facts(policy: dict[str, Any]) -> dict[str, bool] | None:
 
 
 def cloudsplaining_facts(policy: dict[str, Any]) -> dict[str, bool] | None:
-    from cloudsplaining.scan.policy_document import PolicyDocument
-
     try:
         document = PolicyDocument(policy)
     except Exception:

@@ -345,14 +345,21 @@ def test_config_event_for_a_deleted_policy_is_ignored(aws: Any, handler: Any, sa
     assert aws.alerts() == []
 
 
-def test_attaching_administrator_access_tags_the_role(
-    aws: Any, iam: Any, handler: Any, real_record: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+ADMINISTRATOR_ACCESS = "arn:aws:iam::aws:policy/AdministratorAccess"
+
+
+def role_with_administrator_access(iam: Any, monkeypatch: pytest.MonkeyPatch, role: str) -> None:
     # moto loads the AWS-managed policies it ships when its IAM backend is (re)built with this set
     monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
     iam_backends[ACCOUNT]["global"].reset()
-    iam.create_role(RoleName="new-role", AssumeRolePolicyDocument=TRUST)
-    iam.attach_role_policy(RoleName="new-role", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
+    iam.create_role(RoleName=role, AssumeRolePolicyDocument=TRUST)
+    iam.attach_role_policy(RoleName=role, PolicyArn=ADMINISTRATOR_ACCESS)
+
+
+def test_attaching_administrator_access_tags_the_role(
+    aws: Any, iam: Any, handler: Any, real_record: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    role_with_administrator_access(iam, monkeypatch, "new-role")
     event = real_record(
         "cloudtrail/raw_records/panther/"
         "AttachRolePolicy__aws-iam-attachadminrolepolicy__iam-role-policy-attached-with-administrator-access.json"
@@ -362,8 +369,20 @@ def test_attaching_administrator_access_tags_the_role(
 
     assert role_tags(iam, "new-role") == {TAG: "CRITICAL"}
     alert = aws.only_alert()
-    assert alert.outcome["resource"] == "arn:aws:iam::aws:policy/AdministratorAccess"
+    assert alert.outcome["resource"] == ADMINISTRATOR_ACCESS
     assert alert.outcome["actions"] == ["iam:TagRole"]
+
+
+def test_attach_sample_tags_the_data_scientist_role_critical(
+    aws: Any, iam: Any, handler: Any, sample_event: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    role_with_administrator_access(iam, monkeypatch, "mlw-data-scientist")
+
+    result = handler(sample_event("iam/attach-role-policy-administrator-access.json"))
+
+    assert result["severity"] == "CRITICAL"
+    assert role_tags(iam, "mlw-data-scientist") == {TAG: "CRITICAL"}
+    assert aws.only_alert().outcome["trigger"]["actor"].startswith("arn:aws:sts::123456789012:assumed-role/tester")
 
 
 def test_attached_policy_that_no_longer_exists_is_ignored(aws: Any, iam: Any, handler: Any, real_record: Any) -> None:
