@@ -57,6 +57,7 @@ SAMPLES: dict[str, tuple[str, str | None]] = {
     "iam/put-role-policy-tight.json": ("ignored", None),
     "iam/put-user-policy-deny-quarantine.json": ("ignored", None),
     "iam/put-user-policy-url-encoded-passrole.json": ("ignored", None),
+    "iam/set-default-policy-version.json": ("ignored", None),
     "unrelated/ec2-run-instances.json": ("ignored", None),
     "unrelated/s3-get-bucket-location.json": ("ignored", None),
     "unrelated/sagemaker-training-job-state-change.json": ("ignored", None),

@@ -305,6 +305,34 @@ def test_revert_option_in_dry_run_changes_nothing(aws: Any, iam: Any, make_iam_h
     assert result["outcome"] == "would-remediate"
 
 
+def test_admin_version_created_as_non_default_is_reported_not_flagged(
+    aws: Any, iam: Any, handler: Any, sample_event: Any
+) -> None:
+    arn = iam.create_policy(PolicyName="mlw-training", PolicyDocument=json.dumps(TIGHT))["Policy"]["Arn"]
+    iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(ADMIN), SetAsDefault=False)
+    event = sample_event("iam/create-policy-version-admin.json")
+    event["detail"]["requestParameters"]["setAsDefault"] = False
+
+    result = handler(event)
+
+    # The default version (in force) is tight; the admin version is one SetDefaultPolicyVersion away.
+    assert result["outcome"] == "compliant"
+    assert result["details"]["document_source"] == "live default version v1"
+    assert [f["rule"] for f in result["details"]["non_default_version_findings"]] == ["full-admin"]
+    assert policy_tags(iam, arn) == {}
+
+
+def test_making_the_admin_version_default_later_is_flagged(aws: Any, iam: Any, handler: Any, sample_event: Any) -> None:
+    arn = iam.create_policy(PolicyName="mlw-training", PolicyDocument=json.dumps(TIGHT))["Policy"]["Arn"]
+    iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(ADMIN), SetAsDefault=False)
+    iam.set_default_policy_version(PolicyArn=arn, VersionId="v2")
+
+    result = handler(sample_event("iam/set-default-policy-version.json"))
+
+    assert result["outcome"] == "flagged"
+    assert policy_tags(iam, arn) == {TAG: "CRITICAL"}
+
+
 def test_fixed_policy_loses_its_stale_flag(aws: Any, iam: Any, handler: Any, sample_event: Any) -> None:
     arn = _policy_with_admin_version(iam)
     iam.tag_policy(PolicyArn=arn, Tags=[{"Key": TAG, "Value": "CRITICAL"}, {"Key": "owner", "Value": "ml"}])

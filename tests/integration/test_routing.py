@@ -50,6 +50,7 @@ EXPECTED_ROUTES: dict[str, set[str]] = {
     "iam/put-group-policy-notaction.json": IAM,
     "iam/create-policy-sagemaker-wildcard.json": IAM,
     "iam/create-policy-version-admin.json": IAM,
+    "iam/set-default-policy-version.json": IAM,
     "config/iam-policy-no-statements-with-admin-access-noncompliant.json": IAM,
     "unrelated/ec2-run-instances.json": NOWHERE,
     "unrelated/s3-get-bucket-location.json": NOWHERE,

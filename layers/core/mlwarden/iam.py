@@ -34,7 +34,9 @@ CHECK = "flag_wildcard_iam"
 WILDCARD_TAG = "mlwarden:wildcard"
 FLAG_AT = Severity.MEDIUM  # findings below this are reported in details but do not flag
 IAM_EVENT_SOURCE = "iam.amazonaws.com"
-POLICY_API_CALLS = frozenset({"CreatePolicy", "CreatePolicyVersion"})
+# SetDefaultPolicyVersion is not in the issue's list, but it is how a version created as non-default
+# (reported, not flagged) comes into force: without it that path would go unseen.
+POLICY_API_CALLS = frozenset({"CreatePolicy", "CreatePolicyVersion", "SetDefaultPolicyVersion"})
 INLINE_API_CALLS = {"PutRolePolicy": "role", "PutUserPolicy": "user", "PutGroupPolicy": "group"}
 ATTACH_API_CALLS = {"AttachRolePolicy": "role", "AttachUserPolicy": "user", "AttachGroupPolicy": "group"}
 # AWS Config managed rules, matched by prefix (deployed names carry suffixes; Security Hub adds a prefix).
@@ -103,6 +105,8 @@ class ManagedPolicyTarget:
     # The document the event carries (CreatePolicy, CreatePolicyVersion): used only if IAM can't be read.
     event_document: Mapping[str, Any] | None = None
     new_default_version: bool = False
+    # CreatePolicyVersion without setAsDefault: the event's version grants nothing until made default.
+    non_default_version: bool = False
 
     @property
     def aws_managed(self) -> bool:
@@ -188,7 +192,13 @@ def _api_call_target(event: ApiCall) -> Target | str:
             version_of,
             event_document=_document(event.request_parameters.get("policyDocument")),
             new_default_version=set_as_default,
+            non_default_version=not set_as_default,
         )
+    if what == "SetDefaultPolicyVersion":
+        made_default = _policy_arn(event.parameter("policyArn"))
+        if made_default is None:
+            return "SetDefaultPolicyVersion names no valid policy ARN"
+        return ManagedPolicyTarget(made_default)
     if what in INLINE_API_CALLS:
         kind: PrincipalKind = INLINE_API_CALLS[what]  # type: ignore[assignment]
         principal = _principal(kind, event.parameter(f"{kind}Name"), what)
@@ -449,6 +459,9 @@ def _decide(subject: _Subject, trigger: Trigger, settings: Settings, options: Ia
     }
     if analysis.problems:
         details["problems"] = list(analysis.problems)
+    latent = _latent_version_findings(subject)
+    if latent:
+        details["non_default_version_findings"] = latent
     if subject.untaggable_reason:
         details["not_tagged"] = subject.untaggable_reason
     common: dict[str, Any] = {"check": CHECK, "trigger": trigger, "resource": subject.resource}
@@ -471,6 +484,14 @@ def _decide(subject: _Subject, trigger: Trigger, settings: Settings, options: Ia
             subject, summary=summary, highest=highest, details=details, settings=settings, common=common
         )
     return _flag(subject, summary=summary, highest=highest, details=details, settings=settings, common=common)
+
+
+def _latent_version_findings(subject: _Subject) -> list[dict[str, Any]]:
+    """Findings of a version created as non-default: not in force, but one SetDefaultPolicyVersion away."""
+    target = subject.target
+    if not isinstance(target, ManagedPolicyTarget) or not target.non_default_version or target.event_document is None:
+        return []
+    return [f.as_dict() for f in analyze(target.event_document).at_least(FLAG_AT)]
 
 
 def _summary(analysis: Analysis) -> str:
