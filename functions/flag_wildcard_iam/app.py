@@ -1,0 +1,24 @@
+"""Flag IAM policies that grant wildcards (admin, service:*, privilege escalation) when they are written."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mlwarden import iam
+from mlwarden.checks import run_check
+from mlwarden.observability import logger, metrics, tracer
+from mlwarden.settings import load_settings
+
+SETTINGS = load_settings()
+CHECK = functools.partial(iam.flag_wildcard_policy, options=iam.load_options())
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return run_check(iam.CHECK, CHECK, event, SETTINGS, context).as_dict()
