@@ -7,9 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+from botocore.exceptions import ClientError
+
+from mlwarden_cli.dlq import queue_region, redrive
 from mlwarden_cli.replay import HandlerSetupError, Replayed, Replayer, ReplayInputError, format_table, read_events
 from mlwarden_cli.template import Template, TemplateError, find_template, load_template
 
+# 1: a handler raised (or, with --from-dlq, a message stayed in the queue); 2: unusable arguments or files.
 EXIT_OK, EXIT_HANDLER_RAISED, EXIT_USAGE = 0, 1, 2
 
 
@@ -26,7 +30,13 @@ def _parser() -> argparse.ArgumentParser:
             "Exit status: 0, 1 if a handler raised, 2 for unusable arguments or unreadable files."
         ),
     )
-    replay.add_argument("files", nargs="+", metavar="FILE", type=Path)
+    replay.add_argument("files", nargs="*", metavar="FILE", type=Path)
+    replay.add_argument(
+        "--from-dlq",
+        metavar="QUEUE_URL",
+        help="re-drive the events in a dead-letter queue; each message is deleted only after its handler succeeded",
+    )
+    replay.add_argument("--max-messages", type=int, metavar="N", help="with --from-dlq: stop after N messages")
     replay.add_argument("--json", action="store_true", help="one JSON object per line per (event, function)")
     replay.add_argument("--mode", choices=("enforce", "dry-run"), help="override REMEDIATION_MODE")
     replay.add_argument("--template", type=Path, help="template.yaml to route with (default: found from cwd)")
@@ -47,7 +57,53 @@ def main(argv: list[str] | None = None) -> int:
         from mlwarden_cli.demo import run_demo  # noqa: PLC0415 - moto server only when the demo runs
 
         return run_demo(template)
+    if args.from_dlq:
+        if args.files:
+            print("mlwarden replay: give FILEs or --from-dlq, not both", file=sys.stderr)
+            return EXIT_USAGE
+        return _redrive(template, args.from_dlq, args.mode, args.json, args.max_messages)
+    if not args.files:
+        print("mlwarden replay: give at least one FILE, or --from-dlq QUEUE_URL", file=sys.stderr)
+        return EXIT_USAGE
     return _replay(template, args.files, args.mode, args.json)
+
+
+def _redrive(template: Template, queue_url: str, mode: str | None, as_json: bool, limit: int | None) -> int:
+    from mlwarden import clients  # noqa: PLC0415 - the SQS client only when re-driving
+
+    replayer = Replayer(template, mode=mode)
+    sqs = clients.client("sqs", queue_region(queue_url))
+    results: list[Replayed] = []
+    kept = 0
+    try:
+        for redriven in redrive(queue_url, replayer, sqs, limit):
+            results.extend(redriven.results)
+            kept += 0 if redriven.deleted else 1
+            if as_json:
+                print(
+                    json.dumps(
+                        {
+                            "message_id": redriven.message_id,
+                            "deleted": redriven.deleted,
+                            "problem": redriven.problem,
+                            "results": [r.as_json() for r in redriven.results],
+                        },
+                        sort_keys=True,
+                    ),
+                    flush=True,
+                )
+            elif redriven.problem:
+                print(f"message {redriven.message_id}: {redriven.problem}", file=sys.stderr)
+    except HandlerSetupError as err:
+        print(f"mlwarden replay: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except ClientError as err:
+        print(f"mlwarden replay: cannot read {queue_url}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if not as_json:
+        print(format_table(results))
+        print(f"{len(results)} result(s); {kept} message(s) left in the queue")
+    return EXIT_HANDLER_RAISED if kept else EXIT_OK
 
 
 def _replay(template: Template, files: list[Path], mode: str | None, as_json: bool) -> int:

@@ -166,9 +166,10 @@ class Replayer:
             self._handlers[key] = getattr(module, function.handler_name)
         return self._handlers[key]
 
-    def replay(self, event: Any, source: str) -> list[Replayed]:
+    def replay(self, event: Any, source: str, only: list[FunctionSpec] | None = None) -> list[Replayed]:
+        """Run the event in every function whose rule matches it, or in `only` those functions."""
         event_id = event.get("id") if isinstance(event, Mapping) else None
-        targets = self.template.route(event)
+        targets = self.template.route(event) if only is None else only
         if not targets:
             return [
                 Replayed(
