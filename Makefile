@@ -40,7 +40,8 @@ typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 unit: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest
+	# Both cores (pytest-xdist): the suite, 2,000 fuzzed events per handler included, stays near 3 minutes.
+	$(VENV)/bin/python -m pytest -n auto
 
 test: lint typecheck unit
 
@@ -73,7 +74,7 @@ catalogue: $(VENV)/.bench-installed
 	$(VENV)/bin/python scripts/build_action_catalogue.py
 
 fuzz: $(VENV)/.installed
-	MLWARDEN_FUZZ_EXAMPLES=10000 $(VENV)/bin/python -m pytest -q -m fuzz tests
+	MLWARDEN_FUZZ_EXAMPLES=10000 $(VENV)/bin/python -m pytest -q -n auto -m fuzz tests
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis

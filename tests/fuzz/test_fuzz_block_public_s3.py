@@ -2,7 +2,7 @@
 
 Starts from every sample in events/, applies random damage (dropped keys, nulls, wrong types,
 huge and non-ASCII strings, lists where scalars belong, deep nesting) and runs the handler on
-moto. `make test` runs a few hundred examples; `make fuzz` runs MLWARDEN_FUZZ_EXAMPLES (10,000).
+moto. `make test` runs 2,000 examples; `make fuzz` runs MLWARDEN_FUZZ_EXAMPLES (10,000).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = [
     json.loads(path.read_text()) for path in sorted((ROOT / "events").rglob("*.json")) if path.name != "env.json"
 ]
-EXAMPLES = int(os.environ.get("MLWARDEN_FUZZ_EXAMPLES", "400"))
+EXAMPLES = int(os.environ.get("MLWARDEN_FUZZ_EXAMPLES", "2000"))
 OUTCOMES = {"remediated", "would-remediate", "flagged", "compliant", "exempt", "ignored", "failed"}
 WRITES = {"PutPublicAccessBlock", "DeletePublicAccessBlock", "PutBucketTagging", "PutBucketAcl", "PutBucketPolicy"}
 REMEDIATOR = "arn:aws:iam::123456789012:role/BlockPublicS3Role"

@@ -1,8 +1,8 @@
 """Mutated real-shaped events never crash check_sagemaker_encryption, and reach AWS only when genuine.
 
-The damage is block_public_s3's fuzz strategy (every sample in events/, SageMaker ones included).
-Runs with StopUnencryptedJobs on: no damaged event may lead to a Stop* call. `make test` runs a few
-hundred examples; `make fuzz` runs MLWARDEN_FUZZ_EXAMPLES (10,000).
+The damage is the shared strategy in mutations.py (every sample in events/, SageMaker ones included).
+Runs with StopUnencryptedJobs on and off: no damaged event may lead to a Stop* call. `make test` runs
+2,000 examples; `make fuzz` runs MLWARDEN_FUZZ_EXAMPLES (10,000).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from mlwarden.loopguard import is_own_change
 
 pytestmark = pytest.mark.fuzz
 
-EXAMPLES = int(os.environ.get("MLWARDEN_FUZZ_EXAMPLES", "400"))
+EXAMPLES = int(os.environ.get("MLWARDEN_FUZZ_EXAMPLES", "2000"))
 REMEDIATOR = "arn:aws:iam::123456789012:role/CheckSageMakerEncryptionRole"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
 

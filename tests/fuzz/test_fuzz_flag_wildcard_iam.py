@@ -2,7 +2,7 @@
 
 Events: every sample in events/ with random damage (as tests/fuzz/test_fuzz_block_public_s3.py), run on
 moto with the policies, roles and users the IAM samples name. Documents: any JSON value, deeply nested
-and huge ones included. `make test` runs a few hundred examples; `make fuzz` runs MLWARDEN_FUZZ_EXAMPLES.
+and huge ones included. `make test` runs 2,000 examples; `make fuzz` runs MLWARDEN_FUZZ_EXAMPLES.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from mlwarden.policy_analysis import Analysis, analyze
 pytestmark = pytest.mark.fuzz
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = int(os.environ.get("MLWARDEN_FUZZ_EXAMPLES", "400"))
+EXAMPLES = int(os.environ.get("MLWARDEN_FUZZ_EXAMPLES", "2000"))
 REMEDIATOR = "arn:aws:iam::123456789012:role/FlagWildcardIamRole"
 WRITES = {"TagPolicy", "TagRole", "TagUser", "UntagPolicy", "SetDefaultPolicyVersion"}
 ADMIN = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
