@@ -531,25 +531,11 @@ def test_resource_deleted_before_the_fix_is_ignored_with_a_reason_without_alert_
     assert scenario.aws.alerts() == []
 
 
-_WRITE_RACE_BUG = (
-    "bug: NoSuchBucket on the write is not read as 'the bucket is gone' (only the reads are): "
-    "outcome failed, a HIGH 'FAILED to fix' alert and RemediationFailed for a bucket that no longer exists"
-)
-
-
 @pytest.mark.parametrize(
     "kind",
     [
-        pytest.param(
-            BlockPublicS3,
-            id="block_public_s3",
-            marks=pytest.mark.xfail(strict=True, raises=RemediationFailed, reason=_WRITE_RACE_BUG),
-        ),
-        pytest.param(
-            TagPiiBucket,
-            id="tag_pii_bucket",
-            marks=pytest.mark.xfail(strict=True, raises=RemediationFailed, reason=_WRITE_RACE_BUG),
-        ),
+        pytest.param(BlockPublicS3, id="block_public_s3"),
+        pytest.param(TagPiiBucket, id="tag_pii_bucket"),
         pytest.param(FlagWildcardIam, id="flag_wildcard_iam"),
         # check_sagemaker_encryption: not applicable, SageMaker has no DeleteTrainingJob (a job cannot vanish
         # between its Describe and its Stop).

@@ -344,7 +344,11 @@ def write_bucket_tags(bucket: str, tags: Mapping[str, str]) -> dict[str, str]:
     """Replace the bucket's tag set and read it back."""
     try:
         clients.client("s3").put_bucket_tagging(Bucket=bucket, Tagging=_tagging(tags))
-    except (ClientError, BotoCoreError) as err:
+    except ClientError as err:
+        if error_code(err) == "NoSuchBucket":  # deleted between our read and our write
+            raise _BucketGone from err
+        raise AwsCallFailed.from_error("s3:PutBucketTagging", err) from err
+    except BotoCoreError as err:
         raise AwsCallFailed.from_error("s3:PutBucketTagging", err) from err
     return read_bucket_tags(bucket)
 

@@ -557,6 +557,8 @@ def _turn_on_and_verify(
     try:
         _call(action, write)
     except AwsCallFailed as err:
+        if err.code == "NoSuchBucket":  # deleted between our read and our write: nothing left to protect
+            raise _Gone from err
         return failed(f"could not turn the block on: {err.explanation}", err, written=False, after=previous)
     try:
         after = read_back()
