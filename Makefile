@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 SAM_VENV := .venv-sam
 SAM_CLI_VERSION := 1.170.0
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
 # sam build needs a python3.13 interpreter on PATH; pyenv users can select one like this.
 PYENV_VERSION ?= 3.11.7:3.13.0
 export AWS_DEFAULT_REGION ?= us-east-1
@@ -14,7 +16,7 @@ export SAM_CLI_TELEMETRY := 0
 help:
 	@echo "make test      lint, type-check and the whole test suite (the gate)"
 	@echo "make demo      run ML Warden against a local AWS emulator (moto server)"
-	@echo "make validate  sam validate --lint and cfn-lint on template.yaml"
+	@echo "make validate  sam validate --lint, cfn-lint and checkov on template.yaml"
 	@echo "make build     sam build (needs python3.13 on PATH)"
 	@echo "make bench     cold start, per-event overhead and memory, as ratios"
 	@echo "make fuzz      long property-based fuzzing of the handlers"
@@ -32,6 +34,12 @@ $(SAM_VENV)/.installed:
 	$(SAM_VENV)/bin/python -m pip install --quiet "aws-sam-cli==$(SAM_CLI_VERSION)"
 	touch $@
 
+$(CHECKOV_VENV)/.installed:
+	# checkov pins many packages exactly: it lives in its own virtualenv too.
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet "checkov==$(CHECKOV_VERSION)"
+	touch $@
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check layers functions cli tests bench tools
 	$(VENV)/bin/ruff format --check layers functions cli tests bench tools
@@ -45,9 +53,11 @@ unit: $(VENV)/.installed
 
 test: lint typecheck unit
 
-validate: $(SAM_VENV)/.installed $(VENV)/.installed
+validate: $(SAM_VENV)/.installed $(VENV)/.installed $(CHECKOV_VENV)/.installed
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml
 	$(VENV)/bin/cfn-lint template.yaml
+	# Zero failed checks; each skip is explained in .checkov.yaml or in the resource's Metadata.
+	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --config-file .checkov.yaml --quiet --compact
 
 build: $(SAM_VENV)/.installed
 	PYENV_VERSION=$(PYENV_VERSION) $(SAM_VENV)/bin/sam build
