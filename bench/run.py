@@ -159,6 +159,8 @@ def lambda_env(*, tracing: bool) -> dict[str, str]:
             "LAMBDA_TASK_ROOT": str(HANDLER.parent),
             "_HANDLER": "app.lambda_handler",
             "ALERT_TOPIC_ARN": TOPIC_ARN,
+            # As deployed: every event goes through the outcome table (Powertools idempotency) and the flap guard.
+            "OUTCOME_TABLE": "mlwarden-outcomes",
         }
     )
     if tracing:
@@ -316,7 +318,9 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 # A remediated event: 4 bucket reads, the account block (for severity), the write, the read-back, the alert.
-REMEDIATED_CALLS = 8
+# 8 S3/SNS calls, plus 6 DynamoDB calls: decide and alert records (put, update each), flap guard (get, update).
+REMEDIATED_CALLS = 14
+COMPLIANT_CALLS = 3  # the decide record's put and update around one S3 read
 
 
 def warm(events: int, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -332,16 +336,31 @@ def warm(events: int, progress: Callable[[str], None]) -> dict[str, Any]:
     s3 = clients.client("s3")
     sns = clients.client("sns", REGION)
     s3control = clients.client("s3control")
+    dynamodb = clients.client("dynamodb")
     event, event_source = load_event()
     bucket = event["detail"]["requestParameters"]["bucketName"]
     context = FakeLambdaContext()
 
     all_on = dict.fromkeys(("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"), True)
     owner = {"DisplayName": "mlw-data", "ID": "79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be"}
-    stubs = {"s3": Stubber(s3), "sns": Stubber(sns), "s3control": Stubber(s3control)}
+    stubs = {"s3": Stubber(s3), "sns": Stubber(sns), "s3control": Stubber(s3control), "dynamodb": Stubber(dynamodb)}
     account = event["account"]
 
+    def queue_outcome_records(*, fixed: bool) -> None:
+        """DynamoDB's answers, in call order: Powertools' records (in progress, then completed) around the
+        decision and the alert, and the flap guard's read and count around the fix."""
+        d = stubs["dynamodb"]
+        d.add_response("put_item", {})
+        if fixed:
+            d.add_response("get_item", {})
+            d.add_response("update_item", {"Attributes": {"fixes": {"L": [{"N": str(int(time.time()))}]}}})
+        d.add_response("update_item", {})
+        if fixed:
+            d.add_response("put_item", {})
+            d.add_response("update_item", {})
+
     def queue_remediated() -> None:
+        queue_outcome_records(fixed=True)
         s = stubs["s3"]
         s.add_client_error(
             "get_public_access_block",
@@ -403,6 +422,7 @@ def warm(events: int, progress: Callable[[str], None]) -> dict[str, Any]:
         )
 
     def queue_compliant() -> None:
+        queue_outcome_records(fixed=False)
         stubs["s3"].add_response(
             "get_public_access_block",
             {"PublicAccessBlockConfiguration": all_on},
@@ -413,12 +433,13 @@ def warm(events: int, progress: Callable[[str], None]) -> dict[str, Any]:
     timer.wrap(s3)
     timer.wrap(sns)
     timer.wrap(s3control)
+    timer.wrap(dynamodb)
     for stubber in stubs.values():
         stubber.activate()
 
     cases: dict[str, tuple[Callable[[], None], str, int]] = {
         "remediated": (queue_remediated, "remediated", REMEDIATED_CALLS),
-        "compliant": (queue_compliant, "compliant", 1),
+        "compliant": (queue_compliant, "compliant", COMPLIANT_CALLS),
     }
     totals: dict[str, list[float]] = {name: [] for name in cases}
     own: dict[str, list[float]] = {name: [] for name in cases}
@@ -629,7 +650,7 @@ def table(f: dict[str, Any]) -> str:
             "",
         ),
         (
-            "  total with 1 stubbed call (info)",
+            f"  total with {COMPLIANT_CALLS} stubbed calls (info)",
             f"median {k['total_median_ms']:.3f} ms, p95 {k['total_p95_ms']:.3f} ms",
             "-",
             "",
