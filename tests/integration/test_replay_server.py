@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 import pytest
 
-from mlwarden_cli.emulator import FAKE_CREDENTIALS, moto_server
+from mlwarden_cli.emulator import FAKE_CREDENTIALS, OUTCOME_TABLE, create_outcome_table, moto_server
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -44,6 +44,15 @@ def account(endpoint: str) -> dict[str, Any]:
         )
         for service in ("s3", "sns", "sqs")
     )
+    create_outcome_table(
+        boto3.client(
+            "dynamodb",
+            region_name="us-east-1",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+    )
     topic = sns.create_topic(Name="mlwarden-alerts")["TopicArn"]
     queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -59,6 +68,7 @@ def _replay(account: dict[str, Any], *args: str, topic: str | None = None) -> su
         **FAKE_CREDENTIALS,
         "AWS_ENDPOINT_URL": account["endpoint"],
         "ALERT_TOPIC_ARN": topic or account["topic"],
+        "OUTCOME_TABLE": OUTCOME_TABLE,
     }
     return subprocess.run(
         [str(MLWARDEN), "replay", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False
@@ -105,8 +115,9 @@ def test_replaying_the_same_event_twenty_times_changes_once_and_alerts_once(
 
     result = _replay(account, "--json", str(batch))
 
-    outcomes = [line["outcome"] for line in _lines(result)]
-    assert outcomes == ["remediated"] + ["compliant"] * 19
+    lines = _lines(result)
+    assert [line["outcome"] for line in lines] == ["remediated"] * 20
+    assert [line["redelivered"] for line in lines] == [False] + [True] * 19
     assert len(_alerts(account)) == 1
     assert _block(account) == ALL_ON
 
