@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import botocore.endpoint
@@ -277,3 +278,16 @@ def test_flap_guard_fails_open_when_its_table_is_unreadable(
     assert [o["outcome"] for o in outcomes] == ["remediated"] * 3
     assert aws.block_of(BUCKET) == ALL_ON
     assert "fix counter unavailable, remediating without the flap guard" in caplog.text
+
+
+def test_an_outcome_too_large_for_one_item_is_stored_cut_and_still_answers_redeliveries(aws: Any) -> None:
+    event_id = "\U00010000\x1f" * 40_000  # about 400 KB once JSON-escaped: more than one DynamoDB item holds
+    big = replace(_outcome(event_id), details={"statements": ["s3:*"] * 50_000}, undo="x" * 100_000)
+
+    first = OutcomeStore(aws.outcome_table, event_id).decide_once("block_public_s3", lambda: big)
+    again = OutcomeStore(aws.outcome_table, event_id).decide_once("block_public_s3", lambda: _outcome("x"))
+
+    assert (first.first_delivery, again.first_delivery) == (True, False)
+    assert again.outcome.trigger.event_id == event_id
+    assert (again.outcome.outcome, again.outcome.resource) == (OutcomeKind.REMEDIATED, "arn")
+    assert again.outcome.details == {"stored_details_cut": True}

@@ -44,6 +44,28 @@ RECORD_LIFETIME_SECONDS = 25 * 3600
 DEFAULT_REMAINING_MILLIS = 60_000
 
 
+# A DynamoDB item holds at most 400 KB; the stored outcome stays well below it, whatever the event carried.
+STORED_OUTCOME_LIMIT = 64_000
+
+
+def _storable(outcome: Outcome) -> dict[str, Any]:
+    """The outcome as plain JSON (a previous state may hold dates or tuples), small enough for one item.
+
+    The event id is the record's key already; an outcome too large to keep whole keeps what the alert
+    of a retry needs (what, where, done, before, undo) and says that its details were cut.
+    """
+    data: dict[str, Any] = json.loads(json.dumps(outcome.as_dict(), default=str))
+    data["event_id"] = None
+    if len(json.dumps(data)) > STORED_OUTCOME_LIMIT:
+        data["details"] = {"stored_details_cut": True}
+        data["reason"] = data["reason"][:2000]
+        data["trigger"] = {k: v[:512] if isinstance(v, str) else v for k, v in data["trigger"].items()}
+        for key in ("previous_state", "new_state", "undo", "exempt_hint"):
+            if len(json.dumps(data[key])) > STORED_OUTCOME_LIMIT // 8:
+                data[key] = None
+    return data
+
+
 class EventInProgress(Exception):
     """Another invocation is handling this very event right now; raised so that Lambda retries it later."""
 
@@ -82,8 +104,7 @@ class OutcomeStore:
             decided_here.append(outcome)
             if outcome.outcome is OutcomeKind.FAILED:
                 raise _NotKept(outcome)
-            # The stored copy must be plain JSON (a previous state may hold dates or tuples).
-            return dict(json.loads(json.dumps(outcome.as_dict(), default=str)))
+            return _storable(outcome)
 
         try:
             stored = self._once(f"{check}.decide", decide_and_keep)
@@ -99,7 +120,7 @@ class OutcomeStore:
         if decided_here:
             return Decided(decided_here[0], first_delivery=True)
         try:
-            return Decided(outcome_from_dict(stored), first_delivery=False)
+            return Decided(outcome_from_dict({**stored, "event_id": self.event_id}), first_delivery=False)
         except ValueError:
             logger.warning("stored outcome unreadable, deciding again", check=check, event_id=self.event_id)
             return Decided(decide(), first_delivery=True)
