@@ -24,7 +24,7 @@ from mlwarden.errors import AlertDeliveryFailed, AwsCallFailed, RemediationFaile
 from mlwarden.events import ApiCall, Event, Unrecognised, parse_event
 from mlwarden.loopguard import is_own_change
 from mlwarden.observability import logger, metrics, tracer
-from mlwarden.outcome_store import Decided, OutcomeStore
+from mlwarden.outcome_store import Decided, EventInProgress, OutcomeStore
 from mlwarden.outcomes import Outcome, OutcomeKind, ignored
 from mlwarden.settings import Settings
 
@@ -40,7 +40,16 @@ def run_check(name: str, check: Check, raw_event: Any, settings: Settings, lambd
     elif store is None:
         decided = Decided(check(event, settings), first_delivery=True)
     else:
-        decided = store.decide_once(name, lambda: check(event, settings))
+        try:
+            decided = store.decide_once(name, lambda: check(event, settings))
+        except EventInProgress:
+            # A concurrent delivery of this very event is deciding; raising makes Lambda retry this one later,
+            # when it finds that delivery's stored outcome.
+            logger.warning(
+                "event in progress in another invocation, raised for a retry", check=name, event_id=store.event_id
+            )
+            metrics.add_metric(name="InProgressElsewhere", unit=MetricUnit.Count, value=1)
+            raise
     outcome = decided.outcome
     if decided.first_delivery:
         _record(outcome)
