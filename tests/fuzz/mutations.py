@@ -8,9 +8,31 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
+from mlwarden import clients
+from mlwarden.errors import AlertDeliveryFailed, RemediationFailed
+
+ROOT = Path(__file__).resolve().parents[2]
+# Every sample in events/: each handler is fuzzed with the others' events too.
+SAMPLES = [
+    json.loads(path.read_text()) for path in sorted((ROOT / "events").rglob("*.json")) if path.name != "env.json"
+]
+EXAMPLES = int(os.environ.get("MLWARDEN_FUZZ_EXAMPLES", "2000"))
+OUTCOMES = {"remediated", "would-remediate", "flagged", "compliant", "exempt", "ignored", "failed"}
+# The handlers share one moto world across examples (function-scoped fixtures are deliberate here).
+fuzz_settings = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 DAMAGE: list[Any] = [
     None,
@@ -79,3 +101,21 @@ def distinct_id(event: Any) -> Any:
     if isinstance(event, dict) and isinstance(event.get("id"), str):
         event["id"] += f"-{next(_EXAMPLE_IDS)}"
     return event
+
+
+def run_damaged(handler: Callable[[Any], dict[str, Any]], event: Any, services: Iterable[str]) -> tuple[str, list[str]]:
+    """Run one damaged event: its outcome, and every call the handler made to `services`.
+
+    A `failed` outcome is raised deliberately after it was recorded; that is its outcome here.
+    """
+    distinct_id(event)
+    calls: list[str] = []
+    for service in services:
+        clients.client(service).meta.events.register(
+            "before-call.*.*", lambda model, **_: calls.append(model.name), unique_id=f"fuzz-{service}"
+        )
+    try:
+        outcome = str(handler(event)["outcome"])
+    except (RemediationFailed, AlertDeliveryFailed) as err:
+        outcome = err.outcome.outcome.value
+    return outcome, calls

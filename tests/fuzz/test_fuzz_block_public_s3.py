@@ -7,29 +7,19 @@ moto. `make test` runs 2,000 examples; `make fuzz` runs MLWARDEN_FUZZ_EXAMPLES (
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from mutations import damaged_events, distinct_id
+from hypothesis import given
+from mutations import OUTCOMES, SAMPLES, damaged_events, fuzz_settings, run_damaged
 
-from mlwarden import clients, s3
-from mlwarden.errors import AlertDeliveryFailed, RemediationFailed
+from mlwarden import s3
 from mlwarden.events import ApiCall, parse_event
 from mlwarden.loopguard import is_own_change
 
 pytestmark = pytest.mark.fuzz
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = [
-    json.loads(path.read_text()) for path in sorted((ROOT / "events").rglob("*.json")) if path.name != "env.json"
-]
-EXAMPLES = int(os.environ.get("MLWARDEN_FUZZ_EXAMPLES", "2000"))
-OUTCOMES = {"remediated", "would-remediate", "flagged", "compliant", "exempt", "ignored", "failed"}
 WRITES = {"PutPublicAccessBlock", "DeletePublicAccessBlock", "PutBucketTagging", "PutBucketAcl", "PutBucketPolicy"}
 REMEDIATOR = "arn:aws:iam::123456789012:role/BlockPublicS3Role"
 
@@ -41,26 +31,13 @@ def _genuine_trigger(event: Any) -> bool:
     return not isinstance(s3.target_of(parsed), str)
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@fuzz_settings
 @given(event=damaged_events(SAMPLES))
 def test_damaged_events_end_in_an_outcome_and_touch_aws_only_when_genuine(
     event: Any, aws: Any, make_handler: Callable[..., Any]
 ) -> None:
     handler = _handler(aws, make_handler)
-    distinct_id(event)
-    calls: list[str] = []
-    for service in ("s3", "s3control"):
-        clients.client(service).meta.events.register(
-            "before-call.*.*", lambda model, **_: calls.append(model.name), unique_id=f"fuzz-{service}"
-        )
-    try:
-        outcome = handler(event)["outcome"]
-    except (RemediationFailed, AlertDeliveryFailed) as err:
-        outcome = err.outcome.outcome.value  # the deliberate re-raise after a recorded failure
+    outcome, calls = run_damaged(handler, event, ("s3", "s3control"))
 
     assert outcome in OUTCOMES
     if not _genuine_trigger(event):

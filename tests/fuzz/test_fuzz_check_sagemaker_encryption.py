@@ -7,25 +7,21 @@ Runs with StopUnencryptedJobs on and off: no damaged event may lead to a Stop* c
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import boto3
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from mutations import damaged_events, distinct_id
-from test_fuzz_block_public_s3 import OUTCOMES, SAMPLES
+from mutations import OUTCOMES, SAMPLES, damaged_events, fuzz_settings, run_damaged
 
-from mlwarden import clients, sagemaker
-from mlwarden.errors import AlertDeliveryFailed, RemediationFailed
+from mlwarden import sagemaker
 from mlwarden.events import ApiCall, parse_event
 from mlwarden.loopguard import is_own_change
 
 pytestmark = pytest.mark.fuzz
 
-EXAMPLES = int(os.environ.get("MLWARDEN_FUZZ_EXAMPLES", "2000"))
 REMEDIATOR = "arn:aws:iam::123456789012:role/CheckSageMakerEncryptionRole"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
 
@@ -37,26 +33,13 @@ def _genuine_trigger(event: Any) -> bool:
     return not isinstance(sagemaker.target_of(parsed), str)
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@fuzz_settings
 @given(event=damaged_events(SAMPLES), stop_jobs=st.booleans())
 def test_damaged_events_end_in_an_outcome_and_never_stop_a_job(
     event: Any, stop_jobs: bool, aws: Any, make_handler: Callable[..., Any]
 ) -> None:
     handler = _handler(aws, make_handler, stop_jobs)
-    distinct_id(event)
-    calls: list[str] = []
-    for service in ("sagemaker", "s3"):
-        clients.client(service).meta.events.register(
-            "before-call.*.*", lambda model, **_: calls.append(model.name), unique_id=f"fuzz-{service}"
-        )
-    try:
-        outcome = handler(event)["outcome"]
-    except (RemediationFailed, AlertDeliveryFailed) as err:
-        outcome = err.outcome.outcome.value
+    outcome, calls = run_damaged(handler, event, ("sagemaker", "s3"))
 
     assert outcome in OUTCOMES
     if not _genuine_trigger(event):

@@ -8,29 +8,23 @@ and huge ones included. `make test` runs 2,000 examples; `make fuzz` runs MLWARD
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from mutations import damaged_events, distinct_id
-from test_fuzz_block_public_s3 import OUTCOMES, SAMPLES
+from mutations import OUTCOMES, SAMPLES, damaged_events, fuzz_settings, run_damaged
 
-from mlwarden import clients, iam
-from mlwarden.errors import AlertDeliveryFailed, RemediationFailed
+from mlwarden import iam
 from mlwarden.events import ApiCall, parse_event
 from mlwarden.loopguard import is_own_change
 from mlwarden.policy_analysis import Analysis, analyze
 
 pytestmark = pytest.mark.fuzz
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = int(os.environ.get("MLWARDEN_FUZZ_EXAMPLES", "2000"))
 REMEDIATOR = "arn:aws:iam::123456789012:role/FlagWildcardIamRole"
 WRITES = {"TagPolicy", "TagRole", "TagUser", "UntagPolicy", "SetDefaultPolicyVersion"}
 ADMIN = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
@@ -39,11 +33,6 @@ TRUST = json.dumps(
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
     }
-)
-FUZZ_SETTINGS = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
 
@@ -54,21 +43,13 @@ def _genuine_trigger(event: Any) -> bool:
     return not isinstance(iam.target_of(parsed), str)
 
 
-@FUZZ_SETTINGS
+@fuzz_settings
 @given(event=damaged_events(SAMPLES))
 def test_damaged_events_end_in_an_outcome_and_touch_iam_only_when_genuine(
     event: Any, aws: Any, make_handler: Callable[..., Any]
 ) -> None:
     handler = _handler(aws, make_handler)
-    distinct_id(event)
-    calls: list[str] = []
-    clients.client("iam").meta.events.register(
-        "before-call.*.*", lambda model, **_: calls.append(model.name), unique_id="fuzz-iam"
-    )
-    try:
-        outcome = handler(event)["outcome"]
-    except (RemediationFailed, AlertDeliveryFailed) as err:
-        outcome = err.outcome.outcome.value
+    outcome, calls = run_damaged(handler, event, ("iam",))
 
     assert outcome in OUTCOMES
     if not _genuine_trigger(event):
@@ -125,7 +106,7 @@ _JSON = st.recursive(
 )
 
 
-@FUZZ_SETTINGS
+@fuzz_settings
 @given(document=_JSON)
 def test_analyzer_never_raises_on_any_json(document: Any) -> None:
     assert isinstance(analyze(document), Analysis)

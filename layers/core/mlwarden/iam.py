@@ -26,7 +26,7 @@ from mlwarden import clients
 from mlwarden.errors import AwsCallFailed, error_code
 from mlwarden.events import ApiCall, ComplianceChange, Event, Unrecognised, decode_policy_document
 from mlwarden.exemptions import NOT_EXEMPT, Exemption, exemption_from_tags
-from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, ignored
+from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
 from mlwarden.policy_analysis import Analysis, analyze, rank
 from mlwarden.settings import Settings, SettingsError
 
@@ -360,17 +360,7 @@ def flag_wildcard_policy(event: Event, settings: Settings, options: IamOptions |
     except _Gone as gone:
         return ignored(CHECK, event, f"the policy or its principal no longer exists ({gone})")
     except AwsCallFailed as err:
-        return Outcome(
-            check=CHECK,
-            outcome=OutcomeKind.FAILED,
-            severity=Severity.HIGH,
-            reason=f"could not read or flag the policy: {err.explanation}",
-            trigger=trigger,
-            resource=resource,
-            error_code=err.code,
-            details={"failed_action": err.action},
-            cause=err,
-        )
+        return call_failed(CHECK, trigger, resource, "could not read or flag the policy", err)
 
 
 def _resource_of(target: Target, trigger: Trigger) -> str:

@@ -32,7 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from mlwarden import clients, s3
 from mlwarden.errors import AwsCallFailed, error_code
 from mlwarden.events import Event, MacieFinding, Unrecognised
-from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, ignored
+from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
 from mlwarden.settings import RemediationMode, Settings, SettingsError
 
 CHECK = "tag_pii_bucket"
@@ -401,16 +401,13 @@ def tag_pii_bucket(event: Event, settings: Settings, options: PiiOptions | None 
     except _BucketGone:
         return ignored(CHECK, event, "the bucket no longer exists")
     except AwsCallFailed as err:
-        return Outcome(
-            check=CHECK,
-            outcome=OutcomeKind.FAILED,
-            severity=Severity.HIGH,
-            reason=f"could not read the bucket's tags: {err.explanation}",
-            trigger=trigger,
-            resource=resource,
-            error_code=err.code,
-            details={"failed_action": err.action, "finding": _finding_details(finding)},
-            cause=err,
+        return call_failed(
+            CHECK,
+            trigger,
+            resource,
+            "could not read the bucket's tags",
+            err,
+            details={"finding": _finding_details(finding)},
         )
 
 

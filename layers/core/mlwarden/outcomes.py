@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from mlwarden.errors import AwsCallFailed
 from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, StateChange
 
 
@@ -200,4 +201,27 @@ def ignored(check: str, event: Event, reason: str) -> Outcome:
         severity=Severity.INFORMATIONAL,
         reason=reason,
         trigger=Trigger.of(event),
+    )
+
+
+def call_failed(
+    check: str,
+    trigger: Trigger,
+    resource: str | None,
+    what: str,
+    err: AwsCallFailed,
+    *,
+    details: dict[str, Any] | None = None,
+) -> Outcome:
+    """A check could not read or act because an AWS call failed: HIGH, alerted, and raised by run_check."""
+    return Outcome(
+        check=check,
+        outcome=OutcomeKind.FAILED,
+        severity=Severity.HIGH,
+        reason=f"{what}: {err.explanation}",
+        trigger=trigger,
+        resource=resource,
+        error_code=err.code,
+        details={"failed_action": err.action, **(details or {})},
+        cause=err,
     )

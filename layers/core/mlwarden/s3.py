@@ -21,7 +21,7 @@ from mlwarden import clients, flapguard
 from mlwarden.errors import AwsCallFailed, error_code
 from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, StateChange, Unrecognised
 from mlwarden.exemptions import Exemption, exemption_from_tags
-from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, ignored
+from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
 from mlwarden.settings import Settings
 
 CHECK = "block_public_s3"
@@ -344,17 +344,7 @@ def block_public_access(event: Event, settings: Settings) -> Outcome:
         return ignored(CHECK, event, "the bucket no longer exists")
     except AwsCallFailed as err:
         resource = target.arn if isinstance(target, BucketTarget) else target.resource
-        return Outcome(
-            check=CHECK,
-            outcome=OutcomeKind.FAILED,
-            severity=Severity.HIGH,
-            reason=f"could not check or block public access: {err.explanation}",
-            trigger=trigger,
-            resource=resource,
-            error_code=err.code,
-            details={"failed_action": err.action},
-            cause=err,
-        )
+        return call_failed(CHECK, trigger, resource, "could not check or block public access", err)
 
 
 def block_bucket(name: str, trigger: Trigger, settings: Settings) -> Outcome | None:

@@ -22,7 +22,7 @@ from mlwarden import clients
 from mlwarden.errors import AwsCallFailed, error_code
 from mlwarden.events import ApiCall, ComplianceChange, Event, StateChange, Unrecognised, scalar
 from mlwarden.exemptions import exemption_from_tags
-from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, ignored
+from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
 from mlwarden.s3 import PII_TAG, partition_of
 from mlwarden.sagemaker_rules import Finding, Kind, evaluate, input_buckets, worst
 from mlwarden.settings import Settings, SettingsError
@@ -337,17 +337,7 @@ def check_resource(event: Event, settings: Settings, options: Options) -> Outcom
             return ignored(CHECK, event, f"the {target.kind.value} {target.name} no longer exists")
         return _decide(target, description, trigger, settings, options)
     except AwsCallFailed as err:
-        return Outcome(
-            check=CHECK,
-            outcome=OutcomeKind.FAILED,
-            severity=Severity.HIGH,
-            reason=f"could not check the {target.kind.value}: {err.explanation}",
-            trigger=trigger,
-            resource=target.arn,
-            error_code=err.code,
-            details={"failed_action": err.action},
-            cause=err,
-        )
+        return call_failed(CHECK, trigger, target.arn, f"could not check the {target.kind.value}", err)
 
 
 def _summary(findings: list[Finding]) -> str:
