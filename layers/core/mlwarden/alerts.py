@@ -33,6 +33,9 @@ _HEADLINE = {
     OutcomeKind.IGNORED: "ignored",
 }
 
+# Someone keeps re-opening the resource (flapguard): its own subject, and the message attribute flapping=true.
+_FLAPPING_HEADLINE = "FLAPPING (re-opened again and again)"
+
 
 @dataclass(frozen=True)
 class Alert:
@@ -47,7 +50,8 @@ def subject_for(outcome: Outcome) -> str:
     if short.startswith("arn:"):
         # Regional ARNs (arn:aws:sagemaker:REGION:ACCOUNT:training-job/NAME): the type and name say enough.
         short = short.rsplit(":", 1)[-1]
-    text = f"[ML Warden] {outcome.severity.value} {_HEADLINE[outcome.outcome]}: {outcome.check} {short}"
+    headline = _FLAPPING_HEADLINE if outcome.flapping else _HEADLINE[outcome.outcome]
+    text = f"[ML Warden] {outcome.severity.value} {headline}: {outcome.check} {short}"
     text = _SUBJECT_UNSAFE.sub("?", text)
     return text if len(text) <= SUBJECT_LIMIT else text[: SUBJECT_LIMIT - 3] + "..."
 
@@ -85,17 +89,16 @@ def render(outcome: Outcome) -> Alert:
     def attribute(value: str | None) -> dict[str, str]:
         return {"DataType": "String", "StringValue": value or "unknown"}
 
-    return Alert(
-        subject=subject_for(outcome),
-        body="\n".join(lines),
-        attributes={
-            "severity": attribute(outcome.severity.value),
-            "check": attribute(outcome.check),
-            "outcome": attribute(outcome.outcome.value),
-            "account": attribute(trigger.account),
-            "region": attribute(trigger.region),
-        },
-    )
+    attributes = {
+        "severity": attribute(outcome.severity.value),
+        "check": attribute(outcome.check),
+        "outcome": attribute(outcome.outcome.value),
+        "account": attribute(trigger.account),
+        "region": attribute(trigger.region),
+    }
+    if outcome.flapping:
+        attributes["flapping"] = attribute("true")
+    return Alert(subject=subject_for(outcome), body="\n".join(lines), attributes=attributes)
 
 
 def publish(outcome: Outcome, topic_arn: str) -> str:

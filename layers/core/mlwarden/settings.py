@@ -19,6 +19,8 @@ _ROLE_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 _TAG_KEY = re.compile(r"^[\w +\-=.:/@]{1,128}$")
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 FLAP_THRESHOLD_RANGE = range(1, 101)
+FLAP_DIGEST_MINUTES_RANGE = range(5, 1441)
+ALERT_DEDUP_HOURS_RANGE = range(1, 169)
 
 
 class SettingsError(ValueError):
@@ -39,8 +41,13 @@ class Settings:
     remediator_role_arn: str | None
     # DynamoDB table of per-event outcomes and per-resource fix counts; None runs without them.
     outcome_table: str | None = None
-    # More fixes of one resource than this within an hour: stop re-fixing it and raise one CRITICAL alert.
+    # More fixes of one resource than this within an hour is flapping: still fixed every time, but one CRITICAL
+    # flapping alert instead of one alert per fix.
     flap_threshold: int = 3
+    # While a resource flaps: at most one digest alert per resource per this many minutes.
+    flap_digest_minutes: int = 60
+    # The same resource with the same failed findings and severity alerts once within this many hours.
+    alert_dedup_hours: int = 24
 
     @property
     def enforce(self) -> bool:
@@ -97,6 +104,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"{FLAP_THRESHOLD_RANGE.stop - 1}, got {threshold_raw!r}"
         )
 
+    flap_digest_minutes = _whole_number(env, "FLAP_DIGEST_MINUTES", 60, FLAP_DIGEST_MINUTES_RANGE)
+    alert_dedup_hours = _whole_number(env, "ALERT_DEDUP_HOURS", 24, ALERT_DEDUP_HOURS_RANGE)
+
     return Settings(
         alert_topic_arn=topic,
         remediation_mode=mode,
@@ -104,4 +114,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         remediator_role_arn=role,
         outcome_table=table,
         flap_threshold=threshold,
+        flap_digest_minutes=flap_digest_minutes,
+        alert_dedup_hours=alert_dedup_hours,
     )
+
+
+def _whole_number(env: Mapping[str, str], name: str, default: int, allowed: range) -> int:
+    raw = env.get(name, "").strip() or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = allowed.start - 1
+    if value not in allowed:
+        raise SettingsError(f"{name} must be a whole number from {allowed.start} to {allowed.stop - 1}, got {raw!r}")
+    return value
