@@ -457,6 +457,7 @@ def _decide(subject: _Subject, trigger: Trigger, settings: Settings, options: Ia
     common: dict[str, Any] = {"check": CHECK, "trigger": trigger, "resource": subject.resource}
     if not flagged:
         return _compliant(subject, analysis, details, common)
+    common["findings"] = tuple(sorted({f.rule.value for f in flagged}))  # one alert per resource and rule set
     exemption = _exemption(subject, settings.exempt_tag_key)
     details["exemption"] = exemption.reason
     summary = _summary(analysis)

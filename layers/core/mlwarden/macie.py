@@ -479,7 +479,11 @@ def _classify(finding: PiiFinding, trigger: Trigger, resource: str, settings: Se
             "foreign_tags_kept": len(plan.tags) - len(plan.own),
         },
     }
-    done = _Progress(finding, {"check": CHECK, "trigger": trigger, "resource": resource, "details": details})
+    # The bucket's PII types: one alert per bucket and classification (alert_dedup).
+    types = tuple(sorted(set((plan.own.get(TYPES_TAG) or "").split())))
+    done = _Progress(
+        finding, {"check": CHECK, "trigger": trigger, "resource": resource, "details": details, "findings": types}
+    )
 
     if plan.changed and settings.enforce:
         try:
