@@ -165,7 +165,7 @@ class _FlapItem:
         attribute = _FIX_PREFIX + hashlib.sha256(fix_id.encode("utf-8", "surrogatepass")).hexdigest()[:24]
         item: dict[str, Any] = self._update(
             UpdateExpression=(
-                "SET #fix = :fix, fix_total = if_not_exists(fix_total, :zero) + :one, expiration = :expires"
+                "SET #fix = :fix, total_fixes = if_not_exists(total_fixes, :zero) + :one, expiration = :expires"
             ),
             ExpressionAttributeNames={"#fix": attribute},
             ExpressionAttributeValues={
@@ -205,12 +205,12 @@ class _FlapItem:
         old = self._claim("talked_at < :due", {":due": {"N": f"{now - self._digest_seconds:.3f}"}}, now)
         if old is None:
             return None
-        return int(old.get("fix_total", {}).get("N", "0")) - int(old.get("reported_total", {}).get("N", "0"))
+        return int(old.get("total_fixes", {}).get("N", "0")) - int(old.get("reported_fixes", {}).get("N", "0"))
 
     def _claim(self, condition: str, values: dict[str, Any], now: float) -> dict[str, Any] | None:
         try:
             old: dict[str, Any] = self._update(
-                UpdateExpression="SET talked_at = :now, reported_total = fix_total",
+                UpdateExpression="SET talked_at = :now, reported_fixes = total_fixes",
                 ConditionExpression=condition,
                 ExpressionAttributeValues={":now": {"N": f"{now:.3f}"}, **values},
                 ReturnValues="ALL_OLD",
