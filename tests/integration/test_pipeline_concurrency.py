@@ -1,18 +1,31 @@
 """Every read-modify-write of the pipeline converges under real threads against moto server.
 
 EventBridge delivers at least once and in parallel: the same event may run in several invocations at
-once, and a storm brings many events for one resource together. These tests run the pipeline in threads
-against moto server over HTTP (one process, real concurrency in DynamoDB's conditional writes), and
-assert what AWS holds afterwards and what the alert subscriber received.
+once, and a storm brings many events for one resource together. These tests run the pipeline in 20
+threads against moto server over HTTP and assert what AWS holds afterwards and what the alert subscriber
+received.
+
+moto server answers requests in threads but applies a DynamoDB write by copying the item, changing the
+copy and putting it back, without a lock: two concurrent writes to one item can lose one of them, and
+two conditional writes can both pass. DynamoDB itself applies each write to an item atomically,
+conditions included ("Condition expressions", DynamoDB developer guide:
+https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Expressions.ConditionExpressions.html).
+So the server here handles one request at a time: each request is atomic as in DynamoDB, while the
+callers stay really concurrent and interleave between requests in any order.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +38,7 @@ from mlwarden.events import Event
 from mlwarden.outcome_store import EventInProgress
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger
 from mlwarden.settings import Settings, load_settings
-from mlwarden_cli.emulator import create_outcome_table, moto_server
+from mlwarden_cli.emulator import FAKE_CREDENTIALS, create_outcome_table, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -33,9 +46,43 @@ ALL_ON = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy"
 THREADS = 20
 
 
+# moto's own server application, served one request at a time.
+_SERIAL_SERVER = (
+    "import sys\n"
+    "from werkzeug.serving import run_simple\n"
+    "from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app\n"
+    "run_simple('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=False)\n"
+)
+
+
+@contextmanager
+def serial_moto_server() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SERIAL_SERVER, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **FAKE_CREDENTIALS},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1):
+                    break
+            except (urllib.error.URLError, OSError):
+                assert process.poll() is None and time.monotonic() < deadline, "moto server did not start"
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    with moto_server() as url:
+    with serial_moto_server() as url:
         yield url
 
 
@@ -109,7 +156,9 @@ def test_twenty_concurrent_deliveries_of_one_event_fix_once_and_alert_once(accou
 
     assert writes == ["PutPublicAccessBlock"]
     assert {o.outcome for o in outcomes} == {OutcomeKind.REMEDIATED}
-    assert sorted(o.redelivered for o in outcomes) == [False] + [True] * (THREADS - 1)
+    # The deciding invocation may itself be retried (another one was sending the alert): then it, too, finds
+    # the stored outcome. Either way one decision, one write, one alert.
+    assert sum(not o.redelivered for o in outcomes) <= 1
     assert len(account.alerts()) == 1
     assert account.s3.get_public_access_block(Bucket="training-data")["PublicAccessBlockConfiguration"] == ALL_ON
 
@@ -125,8 +174,7 @@ def test_twenty_concurrent_fixes_of_one_resource_are_all_counted_and_flap_alert_
     talking = [o for o in outcomes if o.flapping and o.alert_suppressed is None]
     assert len(talking) == 1, "one flapping alert however many fixes race"
     assert talking[0].severity is Severity.CRITICAL
-    # Which fixes saw the count still under the threshold depends on the interleaving; at least that many did.
-    assert sum(1 for o in outcomes if not o.flapping) >= account.settings.flap_threshold
+    assert sum(1 for o in outcomes if not o.flapping) == account.settings.flap_threshold
     item = account.dynamodb.get_item(
         TableName=account.settings.outcome_table,
         Key={"id": {"S": flapguard.flap_key("block_public_s3", "arn:b")}},
