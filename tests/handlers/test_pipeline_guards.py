@@ -329,6 +329,57 @@ def test_a_dedup_claim_is_released_when_the_alert_cannot_be_sent(aws: Any, cloud
     assert len(aws.alerts()) == 1
 
 
+def test_a_planted_claim_dated_in_the_future_silences_nothing(aws: Any, cloudtrail_event: Any) -> None:
+    # Attack (issue 10, item 7): state that suppresses talking is not trusted blindly either.
+    name = "check_sagemaker_encryption"
+    outcome = flagged(("a",))(checks.parse_event(cloudtrail_event("CreateTrainingJob")), pipeline_settings(aws))
+    aws.dynamodb.put_item(
+        TableName=aws.outcome_table,
+        Item={"id": {"S": alert_dedup.dedup_key(name, outcome)}, "alerted_at": {"N": "32503680000"}},
+    )
+
+    result = checks.run_check(name, flagged(("a",)), cloudtrail_event("CreateTrainingJob"), pipeline_settings(aws))
+
+    assert result.alerted is True
+
+
+def test_a_planted_flap_record_dated_in_the_future_does_not_keep_flapping_quiet(
+    aws: Any, handler: Any, cloudtrail_event: Any
+) -> None:
+    aws.dynamodb.put_item(
+        TableName=aws.outcome_table,
+        Item={
+            "id": {"S": flapguard.flap_key("block_public_s3", "arn:aws:s3:::training-data")},
+            "talked_at": {"N": "32503680000"},
+        },
+    )
+    aws.bucket("training-data")
+    for _ in range(4):
+        aws.s3.delete_public_access_block(Bucket="training-data") if aws.block_of("training-data") else None
+        aws.s3.put_bucket_acl(Bucket="training-data", ACL="public-read")
+        result = handler(cloudtrail_event("PutBucketAcl", "training-data"))
+
+    assert (result["flapping"], result["alerted"]) == (True, True)
+
+
+def test_own_role_switching_the_account_block_off_is_fixed_and_critical(
+    aws: Any, handler: Any, cloudtrail_event: Any
+) -> None:
+    # Attack (issue 10, item 4): a call claiming ML Warden's role switched the account's block off, unseen.
+    own = {
+        "type": "AssumedRole",
+        "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/BlockPublicS3Role/borrowed",
+        "sessionContext": {"sessionIssuer": {"type": "Role", "arn": f"arn:aws:iam::{ACCOUNT}:role/BlockPublicS3Role"}},
+    }
+    event = cloudtrail_event("DeleteAccountPublicAccessBlock", request_parameters={}, user_identity=own)
+
+    result = handler(event)
+
+    assert (result["outcome"], result["severity"]) == ("remediated", "CRITICAL")
+    assert aws.account_block() == ALL_ON
+    assert "change made by ML Warden's own role left AWS::::Account:123456789012 open" in aws.only_alert().line("What")
+
+
 def test_each_fix_alerts_even_with_the_same_findings_until_the_resource_flaps(
     aws: Any, handler: Any, cloudtrail_event: Any
 ) -> None:

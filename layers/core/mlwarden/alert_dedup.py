@@ -82,8 +82,9 @@ def claim(settings: Settings, check: str, outcome: Outcome, now: float | None = 
                 "expiration": {"N": str(current + window)},
                 "event_id": {"S": outcome.trigger.event_id[:256]},
             },
-            ConditionExpression="attribute_not_exists(id) OR alerted_at < :window_start",
-            ExpressionAttributeValues={":window_start": {"N": str(current - window)}},
+            # A claim dated in the future is no claim: a planted item must not silence a finding.
+            ConditionExpression="attribute_not_exists(id) OR alerted_at < :window_start OR alerted_at > :now",
+            ExpressionAttributeValues={":window_start": {"N": str(current - window)}, ":now": {"N": str(current)}},
         )
     except ClientError as err:
         if error_code(err) == "ConditionalCheckFailedException":

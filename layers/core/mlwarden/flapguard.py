@@ -193,7 +193,7 @@ class _FlapItem:
         quiet_since = now - WINDOW_SECONDS - self._digest_seconds
         return (
             self._claim(
-                "attribute_not_exists(talked_at) OR talked_at < :quiet_since",
+                "attribute_not_exists(talked_at) OR talked_at < :quiet_since OR talked_at > :now",
                 {":quiet_since": {"N": f"{quiet_since:.3f}"}},
                 now,
             )
@@ -202,12 +202,15 @@ class _FlapItem:
 
     def claim_digest(self, now: float) -> int | None:
         """The number of fixes since the last flapping alert or digest, for the one fix that sends the digest."""
-        old = self._claim("talked_at < :due", {":due": {"N": f"{now - self._digest_seconds:.3f}"}}, now)
+        old = self._claim(
+            "talked_at < :due OR talked_at > :now", {":due": {"N": f"{now - self._digest_seconds:.3f}"}}, now
+        )
         if old is None:
             return None
         return int(old.get("total_fixes", {}).get("N", "0")) - int(old.get("reported_fixes", {}).get("N", "0"))
 
     def _claim(self, condition: str, values: dict[str, Any], now: float) -> dict[str, Any] | None:
+        # Each condition also accepts a time in the future: a planted item must not keep the guard quiet.
         try:
             old: dict[str, Any] = self._update(
                 UpdateExpression="SET talked_at = :now, reported_fixes = total_fixes",
