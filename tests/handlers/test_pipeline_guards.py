@@ -8,14 +8,15 @@ times.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import uuid
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from conftest import REGION, load_sample
 
 from mlwarden import alert_dedup, checks, flapguard
 from mlwarden.events import Event
@@ -24,7 +25,14 @@ from mlwarden.settings import Settings, load_settings
 
 ALL_ON = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
 ACCOUNT = "123456789012"
+REGION = "us-east-1"
+EVENTS = Path(__file__).resolve().parents[2] / "events"
 PII_BUCKET = "mlw-training-data-acl"  # the bucket events/macie/sensitive-data-personal.json names
+
+
+def load_sample(relative: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EVENTS / relative).read_text(encoding="utf-8"))
+    return event
 
 
 def human(name: str) -> dict[str, Any]:
@@ -128,14 +136,13 @@ class Clock:
         return self.now
 
 
-def storm(aws: Any, handler: Any, events: int, reopenings: int, clock: Clock) -> list[dict[str, Any]]:
+def storm(aws: Any, handler: Any, build: Any, events: int, reopenings: int, clock: Clock) -> list[dict[str, Any]]:
     """`events` deliveries over two hours, `reopenings` of them humans re-opening the bucket.
 
     The rest is what a storm brings along: redeliveries, CloudTrail's record of ML Warden's own fix (which
     may arrive after the next re-opening), AWS Config evaluations and Macie policy findings.
     """
-    from conftest import build_cloudtrail_event, build_config_event, build_macie_event  # noqa: PLC0415
-
+    build_cloudtrail_event, build_config_event, build_macie_event = build
     bucket = "training-data"
     parameters = {"bucketName": bucket, "PublicAccessBlockConfiguration": ALL_ON, "publicAccessBlock": ""}
     own = {
@@ -168,12 +175,12 @@ def storm(aws: Any, handler: Any, events: int, reopenings: int, clock: Clock) ->
 
 
 def storm_figures(
-    aws: Any, handler: Any, monkeypatch: pytest.MonkeyPatch, events: int, reopenings: int
+    aws: Any, handler: Any, build: Any, monkeypatch: pytest.MonkeyPatch, events: int, reopenings: int
 ) -> dict[str, Any]:
     clock = Clock()
     monkeypatch.setattr(flapguard.time, "time", clock)
     aws.bucket("training-data", tags={"mlwarden:pii": "true"})
-    results = storm(aws, handler, events, reopenings, clock)
+    results = storm(aws, handler, build, events, reopenings, clock)
     received = aws.alerts()
     return {
         "final_block": aws.block_of("training-data"),
@@ -185,9 +192,10 @@ def storm_figures(
 
 
 def test_a_storm_leaves_the_bucket_locked_and_the_alerts_bounded(
-    aws: Any, handler: Any, monkeypatch: pytest.MonkeyPatch
+    aws: Any, handler: Any, monkeypatch: pytest.MonkeyPatch, cloudtrail_event: Any, config_event: Any, macie_event: Any
 ) -> None:
-    figures = storm_figures(aws, handler, monkeypatch, events=100, reopenings=10)
+    build = (cloudtrail_event, config_event, macie_event)
+    figures = storm_figures(aws, handler, build, monkeypatch, events=100, reopenings=10)
 
     assert figures["final_block"] == ALL_ON
     assert figures["fixes"] >= 10  # every human re-opening was fixed
@@ -199,9 +207,16 @@ def test_a_storm_leaves_the_bucket_locked_and_the_alerts_bounded(
 @pytest.mark.fuzz
 @pytest.mark.skipif(not os.environ.get("MLWARDEN_FUZZ_EXAMPLES"), reason="a 30-second soak: run by make fuzz")
 def test_the_issue_s_storm_of_500_events_with_50_re_openings(
-    aws: Any, handler: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    aws: Any,
+    handler: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    cloudtrail_event: Any,
+    config_event: Any,
+    macie_event: Any,
 ) -> None:
-    figures = storm_figures(aws, handler, monkeypatch, events=500, reopenings=50)
+    build = (cloudtrail_event, config_event, macie_event)
+    figures = storm_figures(aws, handler, build, monkeypatch, events=500, reopenings=50)
     with capsys.disabled():
         print("\nstorm figures:", figures)
 

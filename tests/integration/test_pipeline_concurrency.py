@@ -31,7 +31,6 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import build_cloudtrail_event, parse_notification
 
 from mlwarden import checks, clients, flapguard, s3
 from mlwarden.events import Event
@@ -94,14 +93,15 @@ class Account:
     dynamodb: Any
     queue: str
 
-    def alerts(self) -> list[Any]:
+    def alerts(self) -> list[dict[str, Any]]:
+        """The SNS notifications the subscriber queue received."""
         received = []
         while True:
             messages = self.sqs.receive_message(QueueUrl=self.queue, MaxNumberOfMessages=10).get("Messages", [])
             if not messages:
                 return received
             for message in messages:
-                received.append(parse_notification(json.loads(message["Body"])))
+                received.append(json.loads(message["Body"]))
                 self.sqs.delete_message(QueueUrl=self.queue, ReceiptHandle=message["ReceiptHandle"])
 
 
@@ -139,10 +139,12 @@ def delivered(run: Callable[[], Outcome], attempts: int = 50) -> Outcome:
     raise AssertionError("still in progress after every retry")
 
 
-def test_twenty_concurrent_deliveries_of_one_event_fix_once_and_alert_once(account: Account) -> None:
+def test_twenty_concurrent_deliveries_of_one_event_fix_once_and_alert_once(
+    account: Account, cloudtrail_event: Any
+) -> None:
     account.s3.create_bucket(Bucket="training-data")
     account.s3.put_bucket_acl(Bucket="training-data", ACL="public-read")
-    event = build_cloudtrail_event("PutBucketAcl", "training-data")
+    event = cloudtrail_event("PutBucketAcl", "training-data")
     writes: list[str] = []
     clients.client("s3").meta.events.register(
         "before-call.s3.PutPublicAccessBlock", lambda model, **_: writes.append(model.name)
@@ -205,10 +207,8 @@ def flag_job(event: Event, settings: Settings) -> Outcome:
     )
 
 
-def test_twenty_concurrent_events_with_the_same_finding_alert_once(account: Account) -> None:
-    events = [
-        build_cloudtrail_event("CreateTrainingJob", event_source="sagemaker.amazonaws.com") for _ in range(THREADS)
-    ]
+def test_twenty_concurrent_events_with_the_same_finding_alert_once(account: Account, cloudtrail_event: Any) -> None:
+    events = [cloudtrail_event("CreateTrainingJob", event_source="sagemaker.amazonaws.com") for _ in range(THREADS)]
 
     outcomes = in_threads(
         lambda i: checks.run_check("check_sagemaker_encryption", flag_job, events[i], account.settings)

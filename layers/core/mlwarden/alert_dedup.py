@@ -35,6 +35,8 @@ from mlwarden.settings import Settings
 
 DEDUPLICATED = frozenset({OutcomeKind.FLAGGED, OutcomeKind.EXEMPT, OutcomeKind.WOULD_REMEDIATE})
 PERMISSIONS = frozenset({"dynamodb:PutItem", "dynamodb:DeleteItem"})
+# Concurrent invocations read their clocks at different moments: a claim this far ahead is still "now".
+CLOCK_SKEW_SECONDS = 300
 
 
 def dedup_key(check: str, outcome: Outcome) -> str:
@@ -83,8 +85,11 @@ def claim(settings: Settings, check: str, outcome: Outcome, now: float | None = 
                 "event_id": {"S": outcome.trigger.event_id[:256]},
             },
             # A claim dated in the future is no claim: a planted item must not silence a finding.
-            ConditionExpression="attribute_not_exists(id) OR alerted_at < :window_start OR alerted_at > :now",
-            ExpressionAttributeValues={":window_start": {"N": str(current - window)}, ":now": {"N": str(current)}},
+            ConditionExpression="attribute_not_exists(id) OR alerted_at < :window_start OR alerted_at > :future",
+            ExpressionAttributeValues={
+                ":window_start": {"N": str(current - window)},
+                ":future": {"N": str(current + CLOCK_SKEW_SECONDS)},
+            },
         )
     except ClientError as err:
         if error_code(err) == "ConditionalCheckFailedException":

@@ -40,6 +40,8 @@ WINDOW_SECONDS = 3600
 # Fixes kept per resource: more than the highest threshold, few enough for one DynamoDB item.
 KEPT_FIXES = 200
 ACTORS_SHOWN = 10
+# Concurrent invocations read their clocks at different moments: a time this far ahead is still "now".
+CLOCK_SKEW_SECONDS = 300
 # The DynamoDB item action the guard calls (the outcome store adds its own).
 PERMISSIONS = frozenset({"dynamodb:UpdateItem"})
 _FIX_PREFIX = "fix_"
@@ -193,7 +195,7 @@ class _FlapItem:
         quiet_since = now - WINDOW_SECONDS - self._digest_seconds
         return (
             self._claim(
-                "attribute_not_exists(talked_at) OR talked_at < :quiet_since OR talked_at > :now",
+                "attribute_not_exists(talked_at) OR talked_at < :quiet_since OR talked_at > :future",
                 {":quiet_since": {"N": f"{quiet_since:.3f}"}},
                 now,
             )
@@ -203,19 +205,24 @@ class _FlapItem:
     def claim_digest(self, now: float) -> int | None:
         """The number of fixes since the last flapping alert or digest, for the one fix that sends the digest."""
         old = self._claim(
-            "talked_at < :due OR talked_at > :now", {":due": {"N": f"{now - self._digest_seconds:.3f}"}}, now
+            "talked_at < :due OR talked_at > :future", {":due": {"N": f"{now - self._digest_seconds:.3f}"}}, now
         )
         if old is None:
             return None
         return int(old.get("total_fixes", {}).get("N", "0")) - int(old.get("reported_fixes", {}).get("N", "0"))
 
     def _claim(self, condition: str, values: dict[str, Any], now: float) -> dict[str, Any] | None:
-        # Each condition also accepts a time in the future: a planted item must not keep the guard quiet.
+        # Each condition also accepts a time well in the future (beyond the clock skew between concurrent
+        # invocations): a planted item must not keep the guard quiet.
         try:
             old: dict[str, Any] = self._update(
                 UpdateExpression="SET talked_at = :now, reported_fixes = total_fixes",
                 ConditionExpression=condition,
-                ExpressionAttributeValues={":now": {"N": f"{now:.3f}"}, **values},
+                ExpressionAttributeValues={
+                    ":now": {"N": f"{now:.3f}"},
+                    ":future": {"N": f"{now + CLOCK_SKEW_SECONDS:.3f}"},
+                    **values,
+                },
                 ReturnValues="ALL_OLD",
             ).get("Attributes", {})
             return old
