@@ -81,8 +81,8 @@ def run_check(name: str, check: Check, raw_event: Any, settings: Settings, lambd
         decided = replace(
             decided, outcome=replace(decided.outcome, details={**decided.outcome.details, EVENT_ID_REUSED: True})
         )
-        if decided.first_delivery:
-            _alert(_reused_id_alert(name, decided.outcome), settings, store, name, purpose="reused-id")
+        # Once per payload (alert_once), and again on a retry if sending it failed before.
+        _alert(_reused_id_alert(name, decided.outcome), settings, store, name, purpose="reused-id")
     return _finish(name, decided, settings, store)
 
 
