@@ -141,7 +141,7 @@ def _add(table: str, topic: str, max_days: int, args: Any) -> int:
     dynamodb = clients.client("dynamodb")
     old = _aws("dynamodb:PutItem", dynamodb.put_item, TableName=table, Item=entry.as_item(), ReturnValues="ALL_OLD")
     replaced = entry_from_item(old.get("Attributes") or {})
-    what = f"exemption from {check} granted until {expires.isoformat()}: {reason}"
+    what = f"exemption ({check} checks) granted until {expires.isoformat()}: {reason}"
     if replaced is not None:
         what += f" (replaces the entry until {replaced.expires_at.isoformat()} by {replaced.granted_by})"
     severity, state = _current_state(resource)
