@@ -38,6 +38,12 @@ def put_bucket_tagging(cloudtrail_event: Callable[..., dict[str, Any]], tags: di
     )
 
 
+def locked_with_one_alert(aws: Any) -> Any:
+    """The bucket's block is all on, and the one alert the subscriber received."""
+    assert aws.block_of(BUCKET) == ALL_ON
+    return aws.only_alert()
+
+
 # --- S3: a self-service tag ------------------------------------------------------------------------------
 
 
@@ -51,8 +57,7 @@ def test_self_service_exempt_tag_does_not_keep_a_public_pii_bucket_open(
 
     # Then it is locked and alerted CRITICAL (before: exempt at LOW, which the README's filter drops)
     assert result["outcome"] == "remediated"
-    assert aws.block_of(BUCKET) == ALL_ON
-    alert = aws.only_alert()
+    alert = locked_with_one_alert(aws)
     assert alert.attributes["severity"] == "CRITICAL"
     assert "not trusted (TrustExemptionTags=false)" in alert.outcome["details"]["exemption"]
 
@@ -65,8 +70,7 @@ def test_tagging_call_is_routed_reported_and_the_public_bucket_locked(
     result = handler(put_bucket_tagging(cloudtrail_event, {"team": "ml", "mlwarden:exempt": "2026-01-31"}))
 
     assert result["outcome"] == "remediated"
-    assert aws.block_of(BUCKET) == ALL_ON
-    alert = aws.only_alert()
+    alert = locked_with_one_alert(aws)
     assert alert.attributes["severity"] == "CRITICAL"
     reported = alert.outcome["details"]["exempt_tag_set"]
     assert reported == {"by": f"{ATTACKER} (AssumedRole)", "call": "PutBucketTagging", "until": "2026-01-31",
@@ -122,8 +126,7 @@ def test_values_that_used_to_exempt_forever_do_not_exempt_even_when_tags_are_tru
 
     handler(cloudtrail_event("PutBucketAcl", BUCKET))
 
-    assert aws.block_of(BUCKET) == ALL_ON
-    alert = aws.only_alert()
+    alert = locked_with_one_alert(aws)
     assert alert.attributes["outcome"] == "remediated"
     assert "does not exempt" in alert.outcome["details"]["exemption"]
 
