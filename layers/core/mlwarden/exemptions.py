@@ -232,6 +232,8 @@ def read_tag_value(value: str, max_days: int, today: dt.date) -> TagValue:
 def exemption_from_tags(tags: Mapping[str, str] | None, settings: Settings, today: dt.date | None = None) -> Exemption:
     """What the resource's exempt tag asks for, and whether it counts."""
     key = settings.exempt_tag_key
+    if tags is None and settings.trust_exemption_tags:
+        return Exemption(active=False, reason="tags could not be read, so no tag exemption applies (fail closed)")
     if tags is None or key not in tags:
         return NOT_EXEMPT
     today = today or dt.datetime.now(dt.UTC).date()
