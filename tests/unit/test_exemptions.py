@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
-from mlwarden.exemptions import Entry, best_entry, entry_from_item, exemption_from_tags, read_tag_value
+from mlwarden.events import parse_event
+from mlwarden.exemptions import Entry, best_entry, entry_from_item, exemption_from_tags, read_tag_value, tag_set_by
 from mlwarden.settings import RemediationMode, Settings
 
 KEY = "mlwarden:exempt"
@@ -145,3 +147,53 @@ def test_item_round_trip() -> None:
     original = entry()
 
     assert entry_from_item(original.as_item()) == original
+
+
+# --- which calls set the exempt tag ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("event_name", "source", "parameters", "value"),
+    [
+        pytest.param(
+            "PutBucketTagging",
+            "s3.amazonaws.com",
+            {"bucketName": "b", "Tagging": {"xmlns": "x", "TagSet": {"Tag": {"Key": KEY, "Value": "true"}}}},
+            "true",
+            id="s3-one-tag-is-an-object",
+        ),
+        pytest.param(
+            "PutBucketTagging",
+            "s3.amazonaws.com",
+            {"Tagging": {"TagSet": {"Tag": [{"Key": "a", "Value": "b"}, {"Key": KEY, "Value": "2026-07-01"}]}}},
+            "2026-07-01",
+            id="s3-tag-list",
+        ),
+        pytest.param(
+            "CreateBucket",
+            "s3.amazonaws.com",
+            {"bucketName": "b", "CreateBucketConfiguration": {"Tags": {"Tag": [{"Key": KEY, "Value": "true"}]}}},
+            "true",
+            id="s3-create-bucket-with-tags",
+        ),
+        pytest.param("TagRole", "iam.amazonaws.com", {"roleName": "r", "tags": [{"key": KEY, "value": "never"}]},
+                     "a value that is neither true nor YYYY-MM-DD (5 characters)", id="iam-tag-role"),
+        pytest.param("CreateTrainingJob", "sagemaker.amazonaws.com",
+                     {"trainingJobName": "j", "tags": [{"key": KEY, "value": "true"}]}, "true", id="sagemaker-create"),
+        pytest.param("PutBucketAcl", "s3.amazonaws.com", {"bucketName": "b", "key": KEY, "value": "true"}, None,
+                     id="not-under-a-tags-key"),
+        pytest.param("TagRole", "iam.amazonaws.com", {"roleName": "r", "tags": [{"key": "team", "value": "x"}]}, None,
+                     id="other-tags-only"),
+    ],
+)  # fmt: skip
+def test_calls_that_set_the_exempt_tag_wherever_the_service_puts_it(
+    cloudtrail_event: Any, event_name: str, source: str, parameters: dict[str, Any], value: str | None
+) -> None:
+    event = parse_event(cloudtrail_event(event_name, request_parameters=parameters, event_source=source))
+
+    change = tag_set_by(event, UNTRUSTED, TODAY)
+
+    assert (change.value.shown if change else None) == value
+    if change is not None:
+        assert change.call == event_name
+        assert "DataScientist" in change.actor
