@@ -28,6 +28,7 @@ from mlwarden.exemptions import (
     Entry,
     RegistryUnreadable,
     entry_from_item,
+    names_something,
     parse_date,
     read_registry,
 )
@@ -35,7 +36,6 @@ from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 CHECK = "exemption_registry"
-_ACCOUNT_RESOURCE = re.compile(r"^AWS::::Account:\d{12}$")
 _MAX_DAYS_RANGE = range(1, 366)
 
 
@@ -100,15 +100,11 @@ def _aws(action: str, call: Callable[..., Any], **kwargs: Any) -> Any:
 def validate_resource(resource: str) -> str:
     """An ARN (or pattern) naming something specific: `*` alone, or in the service, would exempt too much."""
     resource = resource.strip()
-    if _ACCOUNT_RESOURCE.match(resource):
-        return resource
-    parts = resource.split(":", 5)
-    if len(parts) != 6 or parts[0] != "arn" or not parts[2] or "*" in parts[2] or "?" in parts[2]:
+    if not names_something(resource):
         raise UsageError(
-            f"RESOURCE_ARN must be an ARN (arn:PARTITION:SERVICE:...) or AWS::::Account:ID, got {resource!r}"
+            f"RESOURCE_ARN must be an ARN (arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE, * and ? allowed in the "
+            f"resource but not alone) or AWS::::Account:ID, got {resource!r}"
         )
-    if not parts[5].strip("*?/"):
-        raise UsageError(f"RESOURCE_ARN {resource!r} names no resource: a pattern must keep part of the name")
     return resource
 
 

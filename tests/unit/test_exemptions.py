@@ -197,3 +197,9 @@ def test_calls_that_set_the_exempt_tag_wherever_the_service_puts_it(
     if change is not None:
         assert change.call == event_name
         assert "DataScientist" in change.actor
+
+
+@pytest.mark.parametrize("pattern", ["*", "arn:aws:s3:::*", "arn:aws:*:::x", "arn:aws:s3:::/*", "mlw-site"])
+def test_a_registry_pattern_that_names_nothing_exempts_nothing(pattern: str) -> None:
+    # Written around the CLI (console, API), such an entry would exempt every resource: it is ignored.
+    assert entry(resource=pattern).covers("arn:aws:s3:::mlw-site", "block_public_s3") is False

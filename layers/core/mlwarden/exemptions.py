@@ -73,7 +73,12 @@ class Entry:
     expires_at: dt.date
 
     def covers(self, resource_arn: str, check: str) -> bool:
-        return self.check in (ALL_CHECKS, check) and fnmatchcase(resource_arn, self.resource)
+        # A pattern that names nothing (`*`, `arn:aws:s3:::*`) is refused here too, not only by the CLI.
+        return (
+            self.check in (ALL_CHECKS, check)
+            and names_something(self.resource)
+            and fnmatchcase(resource_arn, self.resource)
+        )
 
     def in_force(self, today: dt.date, max_days: int) -> str | None:
         """None when the entry exempts today, else why it does not."""
@@ -124,6 +129,20 @@ def entry_from_item(item: Mapping[str, Any]) -> Entry | None:
         granted_at=granted_at if granted_at.tzinfo else granted_at.replace(tzinfo=dt.UTC),
         expires_at=expires_at,
     )
+
+
+_ACCOUNT_RESOURCE = re.compile(r"^AWS::::Account:\d{12}$")
+
+
+def names_something(resource: str) -> bool:
+    """An account (AWS::::Account:ID), or an ARN whose service is named and whose resource part is more than
+    wildcards: `arn:aws:s3:::web-*` names something, `*` and `arn:aws:s3:::*` do not."""
+    if _ACCOUNT_RESOURCE.match(resource):
+        return True
+    parts = resource.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn" or not parts[2] or "*" in parts[2] or "?" in parts[2]:
+        return False
+    return bool(parts[5].strip("*?/"))
 
 
 def parse_date(value: str) -> dt.date | None:
