@@ -30,6 +30,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from mlwarden import alert_dedup, alerts, flapguard
 from mlwarden.errors import AlertDeliveryFailed, AwsCallFailed, RemediationFailed
 from mlwarden.events import ApiCall, Event, Unrecognised, parse_event
+from mlwarden.exemptions import ROUTED_FOR_THE_EXEMPT_TAG, report_tag_change, tag_set_by
 from mlwarden.loopguard import is_own_change
 from mlwarden.observability import logger, metrics, tracer
 from mlwarden.outcome_store import Decided, EventIdReused, EventInProgress, OutcomeStore, payload_hash
@@ -45,6 +46,7 @@ EVENT_ID_REUSED = "event-id-reused-with-different-payload"
 
 def run_check(name: str, check: Check, raw_event: Any, settings: Settings, lambda_context: Any = None) -> Outcome:
     event = parse_event(raw_event)
+    check = _reporting_exempt_tags(name, check)
     screened = _screen(name, event)
     if screened is not None:
         return _finish(name, Decided(screened, first_delivery=True), settings, None)
@@ -84,6 +86,19 @@ def run_check(name: str, check: Check, raw_event: Any, settings: Settings, lambd
         # Once per payload (alert_once), and again on a retry if sending it failed before.
         _alert(_reused_id_alert(name, decided.outcome), settings, store, name, purpose="reused-id")
     return _finish(name, decided, settings, store)
+
+
+def _reporting_exempt_tags(name: str, check: Check) -> Check:
+    """A call that sets the exempt tag is decided like any other, and its outcome also reports the tag."""
+
+    def decide(event: Event, settings: Settings) -> Outcome:
+        change = tag_set_by(event, settings)
+        if change is None and isinstance(event, ApiCall) and event.event_name in ROUTED_FOR_THE_EXEMPT_TAG:
+            return ignored(name, event, f"{event.event_name} does not set the exempt tag {settings.exempt_tag_key}")
+        outcome = check(event, settings)
+        return outcome if change is None else report_tag_change(outcome, change, settings)
+
+    return decide
 
 
 def _finish(name: str, decided: Decided, settings: Settings, store: OutcomeStore | None) -> Outcome:
