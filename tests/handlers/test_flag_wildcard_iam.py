@@ -103,13 +103,16 @@ def test_data_scientist_role_with_s3_star_is_tagged_high_and_alerted(
     alert = aws.only_alert()
     assert alert.attributes["severity"] == "HIGH"
     assert alert.attributes["outcome"] == "flagged"
-    assert alert.outcome["resource"] == f"arn:aws:iam::{ACCOUNT}:role/mlw-data-scientist (inline policy s3-everything)"
+    # The resource is an ARN a person can act on; the policy's name is beside it
+    assert alert.outcome["resource"] == f"arn:aws:iam::{ACCOUNT}:role/mlw-data-scientist"
+    assert alert.outcome["details"]["policy_name"] == "s3-everything"
     assert alert.outcome["actions"] == ["iam:TagRole"]
     assert alert.outcome["previous_state"] == {TAG: None}
     assert alert.outcome["new_state"] == {TAG: "HIGH"}
     assert alert.line("Undo") == f"aws iam untag-role --role-name mlw-data-scientist --tag-keys {TAG}"
     assert "DataScientist" in alert.line("Who")
     (finding,) = alert.outcome["details"]["findings"]
+    assert finding["policy"] == "inline policy s3-everything"
     assert finding["statement"] == 0
     assert finding["sid"] == "AllS3"
     assert finding["rule"] == "service-wildcard"
@@ -146,6 +149,7 @@ def test_unreadable_inline_policy_falls_back_to_the_event_document_and_says_so(
     aws: Any, iam: Any, handler: Any, cloudtrail_event: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     iam.create_role(RoleName="r", AssumeRolePolicyDocument=TRUST)
+    iam.put_role_policy(RoleName="r", PolicyName="inline", PolicyDocument=json.dumps(S3_EVERYTHING))
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetRolePolicy")
 
     def refuse(**_: Any) -> Any:
@@ -206,6 +210,7 @@ def test_role_keeps_its_higher_flag_from_another_policy(
     aws: Any, iam: Any, handler: Any, cloudtrail_event: Any
 ) -> None:
     iam.create_role(RoleName="r", AssumeRolePolicyDocument=TRUST, Tags=[{"Key": TAG, "Value": "CRITICAL"}])
+    iam.put_role_policy(RoleName="r", PolicyName="admin", PolicyDocument=json.dumps(ADMIN))
     iam.put_role_policy(RoleName="r", PolicyName="inline", PolicyDocument=json.dumps(S3_EVERYTHING))
 
     result = handler(put_role_policy_event(cloudtrail_event, "r", S3_EVERYTHING))
@@ -400,7 +405,9 @@ def test_attaching_administrator_access_tags_the_role(
 
     assert role_tags(iam, "new-role") == {TAG: "CRITICAL"}
     alert = aws.only_alert()
-    assert alert.outcome["resource"] == ADMINISTRATOR_ACCESS
+    assert alert.outcome["resource"] == f"arn:aws:iam::{ACCOUNT}:role/new-role"
+    assert alert.outcome["details"]["changed"] == ADMINISTRATOR_ACCESS
+    assert alert.outcome["details"]["findings"][0]["policy"] == ADMINISTRATOR_ACCESS
     assert alert.outcome["actions"] == ["iam:TagRole"]
 
 

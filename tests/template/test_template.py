@@ -419,6 +419,4 @@ def test_iam_rule_says_iam_events_arrive_in_us_east_1_only() -> None:
     description = FUNCTIONS["FlagWildcardIamFunction"]["Properties"]["Description"]
     assert "us-east-1" in description
     pattern = FUNCTIONS["FlagWildcardIamFunction"]["Properties"]["Events"]["CloudTrail"]["Properties"]["Pattern"]
-    assert set(pattern["detail"]["eventName"]) == iam.POLICY_API_CALLS | set(iam.INLINE_API_CALLS) | set(
-        iam.ATTACH_API_CALLS
-    )
+    assert set(pattern["detail"]["eventName"]) == iam.ROUTED_API_CALLS
