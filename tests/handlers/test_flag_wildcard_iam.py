@@ -806,3 +806,79 @@ def test_10_mb_event_document_is_refused_without_being_decoded(cloudtrail_event:
     assert document.document is None
     assert "far above IAM's 6,144" in (document.refused or "")
     assert peak < 1_000_000
+
+
+# --- RevertCriticalPolicyVersions restores only a former default that grades lower (issue 10) ------------
+
+
+def _revert_handler(make_iam_handler: Any) -> Any:
+    return make_iam_handler(env={"REVERT_CRITICAL_POLICY_VERSIONS": "true"})
+
+
+def test_revert_never_restores_a_staged_version_granting_passrole_and_create_function(
+    aws: Any, iam: Any, make_iam_handler: Any, sample_event: Any
+) -> None:
+    # Given an attacker staged v2 (never default: PassRole + lambda:CreateFunction on *), then made admin v3 default
+    arn = iam.create_policy(PolicyName="mlw-training", PolicyDocument=json.dumps(TIGHT))["Policy"]["Arn"]
+    iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(PASS_AND_CREATE_FUNCTION), SetAsDefault=False)
+    iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(ADMIN), SetAsDefault=True)
+
+    # When the revert option handles the CreatePolicyVersion of v3
+    result = _revert_handler(make_iam_handler)(sample_event("iam/create-policy-version-admin.json"))
+
+    # Then v1 (the default CreatePolicy made) is restored, not the staged v2, and the alert says what it grants
+    assert iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"] == "v1"
+    assert result["outcome"] == "remediated"
+    alert = aws.only_alert()
+    assert alert.outcome["new_state"] == {"DefaultVersionId": "v1"}
+    assert alert.outcome["details"]["restored_version"]["version"] == "v1"
+    assert alert.outcome["details"]["restored_version"]["highest"] == "INFORMATIONAL"
+    assert "a former default, grades INFORMATIONAL" in alert.outcome["reason"]
+    assert policy_tags(iam, arn) == {}
+
+
+def test_revert_flags_only_when_the_only_former_default_is_no_safer(
+    aws: Any, iam: Any, make_iam_handler: Any, sample_event: Any
+) -> None:
+    # Given v1 (the only version ever default) is admin too, and v2 is a staged escalation
+    arn = iam.create_policy(PolicyName="mlw-training", PolicyDocument=json.dumps(ADMIN))["Policy"]["Arn"]
+    iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(PASS_AND_CREATE_FUNCTION), SetAsDefault=False)
+    iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(ADMIN), SetAsDefault=True)
+
+    result = _revert_handler(make_iam_handler)(sample_event("iam/create-policy-version-admin.json"))
+
+    # Then nothing is restored: the check flags, says why, and never calls it fixed
+    assert iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"] == "v3"
+    assert result["outcome"] == "flagged"
+    assert policy_tags(iam, arn) == {TAG: "CRITICAL"}
+    not_reverted = aws.only_alert().outcome["details"]["not_reverted"]
+    assert "no former default (v1) grades lower than CRITICAL" in not_reverted
+    assert "never-default version(s) v2 are not candidates" in not_reverted
+
+
+def test_revert_restores_the_newest_former_default_it_saw_and_reports_its_findings(
+    aws: Any, iam: Any, make_iam_handler: Any, sample_event: Any, cloudtrail_event: Any
+) -> None:
+    # Given v2 (s3:* on *) was made default, and ML Warden saw it as the default
+    handler = _revert_handler(make_iam_handler)
+    arn = iam.create_policy(PolicyName="mlw-training", PolicyDocument=json.dumps(TIGHT))["Policy"]["Arn"]
+    iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(S3_EVERYTHING), SetAsDefault=True)
+    handler(_create_version_event(cloudtrail_event, arn, S3_EVERYTHING, default=True))
+    assert policy_tags(iam, arn) == {TAG: "HIGH"}
+    assert len(aws.alerts()) == 1
+
+    # When admin v3 is made default
+    iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(ADMIN), SetAsDefault=True)
+    result = handler(sample_event("iam/create-policy-version-admin.json"))
+
+    # Then v2, the default just before, is restored; the alert reports its HIGH finding and the flag follows it
+    assert iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"] == "v2"
+    assert result["outcome"] == "remediated"
+    first, revert = aws.alerts()
+    assert first.subject.startswith("[ML Warden] HIGH flagged")
+    restored = revert.outcome["details"]["restored_version"]
+    assert restored["version"] == "v2"
+    assert restored["highest"] == "HIGH"
+    assert restored["findings"][0]["rule"] == "service-wildcard"
+    assert policy_tags(iam, arn) == {TAG: "HIGH"}
+    assert set(aws.outcome_records()[f"flag_wildcard_iam#default#{arn}"]["versions"]) == {"v2", "v3"}
