@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import tracemalloc
 from collections.abc import Callable
@@ -790,6 +791,12 @@ def test_findings_reported_are_the_highest_ten_with_counts_of_the_rest(
     assert details["findings_total"] > 60
     assert details["findings_not_shown"] == details["findings_total"] - 10
     assert sum(details["findings_by_rule"].values()) == details["findings_total"]
+    # and all of them are kept in the outcome table, where the alert says
+    (key,) = [k for k in aws.outcome_records() if k.startswith("flag_wildcard_iam#findings#")]
+    assert key in details["all_findings"]
+    kept = json.loads(gzip.decompress(aws.outcome_records()[key]["findings"]))
+    assert len(kept) == details["findings_total"]
+    assert kept[:10] == details["findings"]
 
 
 def test_10_mb_event_document_is_refused_without_being_decoded(cloudtrail_event: Any) -> None:

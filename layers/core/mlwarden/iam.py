@@ -20,10 +20,12 @@ version that was the default before back as default, and only when it grades str
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
 import shlex
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -81,6 +83,9 @@ REPORTED_POLICIES = 25
 # maxima; inline policies are bounded by size. A group's members are re-graded up to MEMBER_LIMIT.
 POLICY_READ_LIMIT = 150
 MEMBER_LIMIT = 25
+# All findings of a cut report are kept in the outcome table (one item, below DynamoDB's 400 KB) this long.
+FINDINGS_KEPT_DAYS = 30
+_FINDINGS_ITEM_LIMIT = 350_000
 # Concurrent events for one principal: re-grade and re-tag until the tag matches, this many times at most.
 TAG_ATTEMPTS = 4
 
@@ -542,6 +547,40 @@ def _report(grade: Grade, details: dict[str, Any]) -> None:
         details["problems"] = [*grade.notes, *problems][:REPORTED_FINDINGS]
 
 
+def _keep_all_findings(grade: Grade, details: dict[str, Any], table: str | None, event_id: str) -> None:
+    """When the outcome shows only the highest findings, keep all of them where a person can fetch them.
+
+    The outcome table item `flag_wildcard_iam#findings#<event id>` holds them as gzip'd JSON (attribute
+    `findings`) for FINDINGS_KEPT_DAYS; `details.all_findings` names it. Bookkeeping: a failure is a note.
+    """
+    if table is None or "findings_not_shown" not in details:
+        return
+    everything = [
+        {"policy": name, **f.as_dict()} for name, f in sorted(grade.findings(), key=lambda i: -rank(i[1].severity))
+    ]
+    blob = gzip.compress(json.dumps(everything).encode())
+    while len(blob) > _FINDINGS_ITEM_LIMIT and len(everything) > 1:
+        everything = everything[: len(everything) // 2]
+        blob = gzip.compress(json.dumps(everything).encode())
+    key = f"{CHECK}#findings#{event_id}"
+    try:
+        clients.client("dynamodb").put_item(
+            TableName=table,
+            Item={
+                "id": {"S": key},
+                "findings": {"B": blob},
+                "count": {"N": str(len(everything))},
+                "expiration": {"N": str(int(time.time()) + FINDINGS_KEPT_DAYS * 86_400)},
+            },
+        )
+    except (ClientError, BotoCoreError) as err:
+        details["all_findings"] = f"not kept ({type(err).__name__})"
+        return
+    details["all_findings"] = (
+        f"outcome table {table}, item id {key}: {len(everything)} findings, gzip'd JSON in attribute `findings`"
+    )
+
+
 def _summary(grade: Grade) -> str:
     flagged = [f for _, f in grade.findings() if rank(f.severity) >= rank(FLAG_AT)]
     rules = ", ".join(dict.fromkeys(f"{f.rule.value} ({f.severity.value})" for f in flagged))
@@ -706,6 +745,7 @@ def _decide_principal(target: PrincipalTarget, trigger: Trigger, settings: Setti
     _report(grade, details)
     common: dict[str, Any] = {"check": CHECK, "trigger": trigger, "resource": arn}
     if principal.kind == "group":
+        _keep_all_findings(grade, details, settings.outcome_table, trigger.event_id)
         return _decide_group(principal, grade, details, settings, common)
     what = f"the {principal.kind} {principal.name}"
     if grade.flag is not None:
@@ -728,6 +768,7 @@ def _decide_principal(target: PrincipalTarget, trigger: Trigger, settings: Setti
             **common,
         )
     _report(grade, details)  # the last read wins: a concurrent change may have moved the grade
+    _keep_all_findings(grade, details, settings.outcome_table, trigger.event_id)
     return _principal_outcome(principal, target, grade, change, details=details, settings=settings, common=common)
 
 
@@ -878,6 +919,7 @@ def _decide_policy(target: ManagedPolicyTarget, trigger: Trigger, settings: Sett
             details["default_version_record"] = note
     grade = Grade((_graded(arn, document),))
     _report(grade, details)
+    _keep_all_findings(grade, details, settings.outcome_table, trigger.event_id)
     latent = _latent_version_findings(target)
     if latent:
         details["non_default_version_findings"] = latent
