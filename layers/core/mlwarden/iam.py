@@ -610,7 +610,9 @@ def flag_wildcard_policy(event: Event, settings: Settings, options: IamOptions |
         return ignored(CHECK, event, f"the policy or its principal no longer exists ({gone})")
     except AwsCallFailed as err:
         failed = call_failed(CHECK, trigger, resource, "could not read or flag", err)
-        failed.details.update(failed_to="flag", next_step=_fix_permission_step(err))
+        # Only the optional revert fixes anything; every other call serves flagging.
+        failed_to = "fix" if err.action in REVERT_PERMISSIONS else "flag"
+        failed.details.update(failed_to=failed_to, next_step=_fix_permission_step(err))
         return failed
 
 
