@@ -637,8 +637,8 @@ def test_group_policy_change_flags_the_members_who_hold_it(aws: Any, iam: Any, h
     assert user_tags(iam, "alice") == {TAG: "CRITICAL"}
     assert TAG not in user_tags(iam, "bob")
     assert result["outcome"] == "flagged"
-    assert result["details"]["members_retagged"] == {"alice": {"before": None, "after": "CRITICAL"}}
-    assert "user bob is exempt: not tagged" in result["details"]["member_notes"]
+    assert result["details"]["members_retagged"] == {"user alice": {"before": None, "after": "CRITICAL"}}
+    assert "user bob is exempt: not tagged" in result["details"]["members_notes"]
 
 
 def test_deleting_a_policy_version_removes_a_stale_policy_flag(
@@ -879,3 +879,35 @@ def test_revert_restores_the_newest_former_default_it_saw_and_reports_its_findin
     assert restored["findings"][0]["rule"] == "service-wildcard"
     assert policy_tags(iam, arn) == {TAG: "HIGH"}
     assert set(aws.outcome_records()[f"flag_wildcard_iam#default#{arn}"]["versions"]) == {"v2", "v3"}
+
+
+def test_new_default_version_re_grades_every_role_and_user_holding_the_policy(
+    aws: Any, iam: Any, handler: Any, sample_event: Any
+) -> None:
+    # Given a tight policy held by a role directly and by a user through a group
+    arn = iam.create_policy(PolicyName="mlw-training", PolicyDocument=json.dumps(TIGHT))["Policy"]["Arn"]
+    iam.create_role(RoleName="trainer", AssumeRolePolicyDocument=TRUST)
+    iam.attach_role_policy(RoleName="trainer", PolicyArn=arn)
+    iam.create_user(UserName="alice")
+    iam.create_group(GroupName="trainers")
+    iam.attach_group_policy(GroupName="trainers", PolicyArn=arn)
+    iam.add_user_to_group(GroupName="trainers", UserName="alice")
+
+    # When admin v2 is made the default
+    iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(ADMIN), SetAsDefault=True)
+    result = handler(sample_event("iam/create-policy-version-admin.json"))
+
+    # Then the policy and everyone holding it are flagged
+    assert policy_tags(iam, arn) == {TAG: "CRITICAL"}
+    assert role_tags(iam, "trainer") == {TAG: "CRITICAL"}
+    assert user_tags(iam, "alice") == {TAG: "CRITICAL"}
+    assert set(result["details"]["holders_retagged"]) == {"role trainer", "user alice"}
+    assert set(result["actions"]) == {"iam:TagPolicy", "iam:TagRole", "iam:TagUser"}
+
+    # When v1 is made the default again, the flags come off everyone
+    iam.set_default_policy_version(PolicyArn=arn, VersionId="v1")
+    handler(sample_event("iam/set-default-policy-version.json") | {"id": "another-event-id"})
+
+    assert policy_tags(iam, arn) == {}
+    assert role_tags(iam, "trainer") == {}
+    assert user_tags(iam, "alice") == {}

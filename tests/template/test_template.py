@@ -444,5 +444,12 @@ def test_iam_principal_actions_are_scoped_to_their_resource_type() -> None:
             checked.add(action)
             arn = f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:{kind}/*"
             assert statement["Resource"] == {"Fn::Sub": arn}, f"{action} is not scoped to {kind} ARNs"
-    policy_actions = {"iam:GetPolicy", "iam:GetPolicyVersion", "iam:ListPolicyTags", "iam:TagPolicy", "iam:UntagPolicy"}
+    policy_actions = {
+        "iam:GetPolicy",
+        "iam:GetPolicyVersion",
+        "iam:ListEntitiesForPolicy",
+        "iam:ListPolicyTags",
+        "iam:TagPolicy",
+        "iam:UntagPolicy",
+    }
     assert checked == iam.POLICY_PERMISSIONS - policy_actions

@@ -28,7 +28,7 @@ import shlex
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -105,6 +105,7 @@ POLICY_PERMISSIONS = frozenset(
         "iam:ListAttachedUserPolicies",
         "iam:ListAttachedGroupPolicies",
         "iam:ListGroupsForUser",
+        "iam:ListEntitiesForPolicy",
         "iam:ListPolicyTags",
         "iam:ListRoleTags",
         "iam:ListUserTags",
@@ -164,6 +165,13 @@ class ManagedPolicyTarget:
     new_default_version: bool = False
     # CreatePolicyVersion without setAsDefault: the event's version grants nothing until made default.
     non_default_version: bool = False
+    # SetDefaultPolicyVersion: another version is in force.
+    made_default: bool = False
+
+    @property
+    def default_changed(self) -> bool:
+        """What the policy grants changed: the roles, users and groups holding it are re-graded."""
+        return self.new_default_version or self.made_default
 
     @property
     def aws_managed(self) -> bool:
@@ -290,7 +298,7 @@ def _policy_call_target(event: ApiCall) -> Target | str:
             new_default_version=set_as_default,
             non_default_version=not set_as_default,
         )
-    return ManagedPolicyTarget(named)
+    return ManagedPolicyTarget(named, made_default=what == "SetDefaultPolicyVersion")
 
 
 def _compliance_target(event: ComplianceChange) -> Target | str:
@@ -605,7 +613,10 @@ def flag_wildcard_policy(event: Event, settings: Settings, options: IamOptions |
             target = ManagedPolicyTarget(arn)
         if isinstance(target, PrincipalTarget):
             return _decide_principal(target, trigger, settings)
-        return _decide_policy(target, trigger, settings, options)
+        outcome = _decide_policy(target, trigger, settings, options)
+        if target.default_changed and outcome.outcome not in (OutcomeKind.IGNORED, OutcomeKind.FAILED):
+            outcome = _with_holders_regraded(outcome, target.policy_arn, settings)
+        return outcome
     except _Gone as gone:
         return ignored(CHECK, event, f"the policy or its principal no longer exists ({gone})")
     except AwsCallFailed as err:
@@ -843,45 +854,69 @@ def _principal_outcome(
     )
 
 
+@dataclass(frozen=True)
+class _Regraded:
+    """The flags of the principals that hold a changed group or policy, after re-grading them."""
+
+    changes: dict[str, dict[str, str | None]]
+    actions: tuple[str, ...]
+    notes: tuple[str, ...]
+
+    def record(self, details: dict[str, Any], label: str) -> None:
+        if self.changes:
+            details[f"{label}_retagged"] = self.changes
+        if self.notes:
+            details[f"{label}_notes"] = list(self.notes[:REPORTED_FINDINGS])
+
+
+def _regrade_holders(holders: list[Principal], settings: Settings) -> _Regraded:
+    """Re-grade the roles and users that hold what changed, up to MEMBER_LIMIT; the rest are counted."""
+    changes: dict[str, dict[str, str | None]] = {}
+    actions: list[str] = []
+    notes: list[str] = []
+    for holder in holders[:MEMBER_LIMIT]:
+        label = f"{holder.kind} {holder.name}"
+        if _exemption(((holder.kind, holder.name),), settings.exempt_tag_key).active:
+            notes.append(f"{label} is exempt: not tagged")
+            continue
+        try:
+            _, change = _settle_flag(holder, _grade_principal(holder, {}), {}, settings.enforce)
+        except _Gone:
+            continue
+        except _NotConverged as stuck:
+            notes.append(f"{label}: {stuck}")
+            continue
+        if change.changed:
+            changes[label] = {"before": change.previous, "after": change.now}
+            actions += change.actions
+        if change.note:
+            notes.append(change.note)
+    if len(holders) > MEMBER_LIMIT:
+        notes.append(f"{len(holders) - MEMBER_LIMIT} more not re-graded (limit {MEMBER_LIMIT})")
+    return _Regraded(changes, tuple(dict.fromkeys(actions)), tuple(notes))
+
+
+def _group_members(group: str) -> list[Principal]:
+    return [
+        Principal("user", str(u["UserName"])) for u in _pages("iam:GetGroup", "get_group", "Users", GroupName=group)
+    ]
+
+
 def _decide_group(
     group: Principal, grade: Grade, details: dict[str, Any], settings: Settings, common: dict[str, Any]
 ) -> Outcome:
     """Groups cannot be tagged: report the group, and re-grade the members, who hold its policies."""
-    members = list(_pages("iam:GetGroup", "get_group", "Users", GroupName=group.name))
-    changes: dict[str, dict[str, str | None]] = {}
-    actions: list[str] = []
-    notes: list[str] = []
-    for member in members[:MEMBER_LIMIT]:
-        user = Principal("user", str(member["UserName"]))
-        if _exemption((("user", user.name),), settings.exempt_tag_key).active:
-            notes.append(f"user {user.name} is exempt: not tagged")
-            continue
-        try:
-            _, change = _settle_flag(user, _grade_principal(user, {}), {}, settings.enforce)
-        except _Gone:
-            continue
-        except _NotConverged as stuck:
-            notes.append(f"user {user.name}: {stuck}")
-            continue
-        if change.changed:
-            changes[user.name] = {"before": change.previous, "after": change.now}
-            actions += change.actions
-        if change.note:
-            notes.append(change.note)
-    if len(members) > MEMBER_LIMIT:
-        notes.append(f"{len(members) - MEMBER_LIMIT} more member(s) not re-graded (limit {MEMBER_LIMIT})")
+    members = _regrade_holders(_group_members(group.name), settings)
     details["not_tagged"] = "IAM groups cannot be tagged: the group is not flagged, its members are re-graded"
-    if changes:
-        details["members_retagged"] = changes
-    if notes:
-        details["member_notes"] = notes[:REPORTED_FINDINGS]
+    members.record(details, "members")
+    changes, actions = members.changes, members.actions
     if grade.flag is None:
         return Outcome(
             outcome=OutcomeKind.COMPLIANT,
             severity=Severity.INFORMATIONAL,
             reason=f"the group {group.name} holds no policy with a finding at {FLAG_AT.value} or above"
             + (f"; {len(changes)} member flag(s) updated" if changes else ""),
-            actions=tuple(dict.fromkeys(actions)),
+            actions=actions,
             details=details,
             **common,
         )
@@ -890,13 +925,38 @@ def _decide_group(
         outcome=OutcomeKind.FLAGGED,
         severity=grade.highest,
         reason=f"{_summary(grade)}; IAM groups cannot be tagged: {len(changes)} member flag(s) updated",
-        actions=tuple(dict.fromkeys(actions)),
+        actions=actions,
         details=details,
         **common,
     )
 
 
 # --- a managed policy: its default version ---------------------------------------------------------------
+
+
+def _policy_holders(arn: str) -> list[Principal]:
+    """The roles and users a managed policy applies to (a group's through its members)."""
+    holders: list[Principal] = []
+    for kind, key, name in (("role", "PolicyRoles", "RoleName"), ("user", "PolicyUsers", "UserName")):
+        entities = _pages(
+            "iam:ListEntitiesForPolicy", "list_entities_for_policy", key, PolicyArn=arn, EntityFilter=kind.capitalize()
+        )
+        holders += [Principal(kind, str(e[name])) for e in entities]  # type: ignore[arg-type]
+    groups = _pages(
+        "iam:ListEntitiesForPolicy", "list_entities_for_policy", "PolicyGroups", PolicyArn=arn, EntityFilter="Group"
+    )
+    for group in groups:
+        holders += [m for m in _group_members(str(group["GroupName"])) if m not in holders]
+    return holders
+
+
+def _with_holders_regraded(outcome: Outcome, arn: str, settings: Settings) -> Outcome:
+    """A new default version changes what every holder of the policy may do: their flags follow."""
+    regraded = _regrade_holders(_policy_holders(arn), settings)
+    regraded.record(outcome.details, "holders")
+    if not regraded.actions:
+        return outcome
+    return replace(outcome, actions=tuple(dict.fromkeys((*outcome.actions, *regraded.actions))))
 
 
 def _decide_policy(target: ManagedPolicyTarget, trigger: Trigger, settings: Settings, options: IamOptions) -> Outcome:
