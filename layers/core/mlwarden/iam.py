@@ -33,15 +33,16 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mlwarden import clients, iam_versions
+from mlwarden import clients, exemptions, iam_versions
 from mlwarden.errors import AwsCallFailed, error_code
 from mlwarden.events import ApiCall, ComplianceChange, Event, Unrecognised, decode_policy_document
-from mlwarden.exemptions import NOT_EXEMPT, Exemption, exemption_from_tags
+from mlwarden.exemptions import Exemption, exemption_for
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
 from mlwarden.policy_analysis import Analysis, Finding, analyze, rank
 from mlwarden.settings import Settings, SettingsError
 
 CHECK = "flag_wildcard_iam"
+PrincipalKind = Literal["role", "user", "group"]
 WILDCARD_TAG = "mlwarden:wildcard"
 FLAG_AT = Severity.MEDIUM  # findings below this are reported in details but do not flag
 IAM_EVENT_SOURCE = "iam.amazonaws.com"
@@ -56,6 +57,14 @@ ATTACH_API_CALLS = {"AttachRolePolicy": "role", "AttachUserPolicy": "user", "Att
 DELETE_INLINE_API_CALLS = {"DeleteRolePolicy": "role", "DeleteUserPolicy": "user", "DeleteGroupPolicy": "group"}
 DETACH_API_CALLS = {"DetachRolePolicy": "role", "DetachUserPolicy": "user", "DetachGroupPolicy": "group"}
 MEMBERSHIP_API_CALLS = frozenset({"AddUserToGroup", "RemoveUserFromGroup"})
+# Routed because they may set the exempt tag (run_check ignores them when they do not): the tagged policy or
+# principal is graded, so the report says whether it is non-compliant right now.
+TAG_API_CALLS: dict[str, PrincipalKind] = {
+    "TagRole": "role",
+    "CreateRole": "role",
+    "TagUser": "user",
+    "CreateUser": "user",
+}
 # Every CloudTrail eventName the template routes to this check.
 ROUTED_API_CALLS = (
     POLICY_API_CALLS
@@ -64,6 +73,8 @@ ROUTED_API_CALLS = (
     | set(DELETE_INLINE_API_CALLS)
     | set(DETACH_API_CALLS)
     | MEMBERSHIP_API_CALLS
+    | {"TagPolicy"}
+    | set(TAG_API_CALLS)
 )
 # AWS Config managed rules, matched by prefix (deployed names carry suffixes; Security Hub adds a prefix).
 CONFIG_RULES = ("iam-policy-no-statements-with-admin-access", "iam-policy-no-statements-with-full-access")
@@ -122,7 +133,6 @@ LIST_PERMISSIONS = frozenset({"iam:ListPolicies"})
 # Only when REVERT_CRITICAL_POLICY_VERSIONS=true (granted under a template Condition).
 REVERT_PERMISSIONS = frozenset({"iam:ListPolicyVersions", "iam:SetDefaultPolicyVersion"})
 
-PrincipalKind = Literal["role", "user", "group"]
 _NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
 _POLICY_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}|aws):policy/([\w+=,.@/-]{1,1024})$")
 _POLICY_ID = re.compile(r"^[A-Z0-9]{16,128}$")  # ANPA... in AWS
@@ -190,6 +200,8 @@ class PrincipalTarget:
     # Put*Policy: the inline policy's name and the document the event carries (used only if IAM can't be read).
     inline_name: str | None = None
     event_document: Any = None
+    # Tag and create calls: the outcome is the principal's grade even when nothing changed.
+    report_grade: bool = False
 
 
 @dataclass(frozen=True)
@@ -241,6 +253,14 @@ def _api_call_target(event: ApiCall) -> Target | str:
         return f"{event.event_source} {what} is not an IAM call"
     if what in POLICY_API_CALLS:
         return _policy_call_target(event)
+    if what == "TagPolicy":
+        tagged = _policy_arn(event.parameter("policyArn"))
+        return ManagedPolicyTarget(tagged) if tagged is not None else "TagPolicy names no valid policy ARN"
+    if what in TAG_API_CALLS:
+        tagged_principal = _principal(TAG_API_CALLS[what], event.parameter(f"{TAG_API_CALLS[what]}Name"), what)
+        if isinstance(tagged_principal, str):
+            return tagged_principal
+        return PrincipalTarget(tagged_principal, changed="its tags", report_grade=True)
     if what in MEMBERSHIP_API_CALLS:
         user = _principal("user", event.parameter("userName"), what)
         group = event.parameter("groupName")
@@ -650,29 +670,27 @@ def _review_step(what: str) -> str:
     )
 
 
-def _exemption(sources: tuple[tuple[str, str], ...], tag_key: str) -> Exemption:
-    """The first active exemption among the given tag holders (unreadable tags: fail closed)."""
-    for source in sources:
+def _exemption(resource_arn: str, tag_holder: tuple[str, str], settings: Settings) -> Exemption:
+    """The exemption in force for a policy or principal: the registry's, or a trusted tag's.
+
+    Tags are read only when they may count (TrustExemptionTags); unreadable tags exempt nothing.
+    """
+    tags: dict[str, str] | None = None
+    if settings.trust_exemption_tags:
         try:
-            tags: dict[str, str] | None = _tags(*source)
+            tags = _tags(*tag_holder)
         except AwsCallFailed:
             tags = None
-        exemption = exemption_from_tags(tags, tag_key)
-        if exemption.active or tags is None:
-            return exemption
-    return NOT_EXEMPT
-
-
-def _exempt_hint(kind: str, name: str, tag_key: str) -> str:
-    return f"add the tag {tag_key}=YYYY-MM-DD (expiry) or {tag_key}=true to the {kind} {name}"
+    return exemption_for(resource_arn, CHECK, tags, settings)
 
 
 def _exempt(summary: str, highest: Severity, exemption: Exemption, details: dict[str, Any], **common: Any) -> Outcome:
-    # Exempt resources are still alerted, at LOW like every exemption, so exemptions stay visible.
+    # Exempt resources are still alerted: at LOW when the security team granted it in the registry, at the
+    # content's own severity when only a (trusted) tag exempts it.
     details["exemption"] = exemption.reason
     return Outcome(
         outcome=OutcomeKind.EXEMPT,
-        severity=Severity.LOW,
+        severity=Severity.LOW if exemption.source == "registry" else highest,
         reason=f"{summary}, highest {highest.value}; exempt ({exemption.reason}), not tagged",
         details=details,
         **common,
@@ -762,7 +780,7 @@ def _decide_principal(target: PrincipalTarget, trigger: Trigger, settings: Setti
         return _decide_group(principal, grade, details, settings, common)
     what = f"the {principal.kind} {principal.name}"
     if grade.flag is not None:
-        exemption = _exemption(((principal.kind, principal.name),), settings.exempt_tag_key)
+        exemption = _exemption(arn, (principal.kind, principal.name), settings)
         if exemption.active:
             return _exempt(_summary(grade), grade.highest, exemption, details, **common)
         details["exemption"] = exemption.reason
@@ -832,7 +850,7 @@ def _principal_outcome(
     changed_flagged = any(
         p.name == target.changed or p.name.startswith(f"{target.changed} ") for p in grade.policies if p.flag_worthy
     )
-    if not change.changed and not change.note and (target.reduces or not changed_flagged):
+    if not change.changed and not change.note and not target.report_grade and (target.reduces or not changed_flagged):
         # Nothing new to tell: the change itself adds no finding and the flag already says the rest.
         return Outcome(
             outcome=OutcomeKind.COMPLIANT,
@@ -847,7 +865,7 @@ def _principal_outcome(
         outcome=OutcomeKind.FLAGGED,
         severity=grade.highest,
         reason=f"{_summary(grade)}; {done}",
-        exempt_hint=_exempt_hint(kind, name, settings.exempt_tag_key),
+        exempt_hint=exemptions.hint(str(common["resource"]), CHECK),
         details=details,
         **state,
         **common,
@@ -869,14 +887,15 @@ class _Regraded:
             details[f"{label}_notes"] = list(self.notes[:REPORTED_FINDINGS])
 
 
-def _regrade_holders(holders: list[Principal], settings: Settings) -> _Regraded:
+def _regrade_holders(holders: list[Principal], settings: Settings, trigger: Trigger) -> _Regraded:
     """Re-grade the roles and users that hold what changed, up to MEMBER_LIMIT; the rest are counted."""
     changes: dict[str, dict[str, str | None]] = {}
     actions: list[str] = []
     notes: list[str] = []
     for holder in holders[:MEMBER_LIMIT]:
         label = f"{holder.kind} {holder.name}"
-        if _exemption(((holder.kind, holder.name),), settings.exempt_tag_key).active:
+        holder_arn = holder.arn(partition_of(trigger.region), trigger.account)
+        if _exemption(holder_arn, (holder.kind, holder.name), settings).active:
             notes.append(f"{label} is exempt: not tagged")
             continue
         try:
@@ -906,7 +925,7 @@ def _decide_group(
     group: Principal, grade: Grade, details: dict[str, Any], settings: Settings, common: dict[str, Any]
 ) -> Outcome:
     """Groups cannot be tagged: report the group, and re-grade the members, who hold its policies."""
-    members = _regrade_holders(_group_members(group.name), settings)
+    members = _regrade_holders(_group_members(group.name), settings, common["trigger"])
     details["not_tagged"] = "IAM groups cannot be tagged: the group is not flagged, its members are re-graded"
     members.record(details, "members")
     changes, actions = members.changes, members.actions
@@ -952,7 +971,7 @@ def _policy_holders(arn: str) -> list[Principal]:
 
 def _with_holders_regraded(outcome: Outcome, arn: str, settings: Settings) -> Outcome:
     """A new default version changes what every holder of the policy may do: their flags follow."""
-    regraded = _regrade_holders(_policy_holders(arn), settings)
+    regraded = _regrade_holders(_policy_holders(arn), settings, outcome.trigger)
     regraded.record(outcome.details, "holders")
     if not regraded.actions:
         return outcome
@@ -998,7 +1017,7 @@ def _decide_policy(target: ManagedPolicyTarget, trigger: Trigger, settings: Sett
             details=details,
             **common,
         )
-    exemption = _exemption((("policy", arn),), settings.exempt_tag_key)
+    exemption = _exemption(arn, ("policy", arn), settings)
     if exemption.active:
         return _exempt(summary, highest, exemption, details, **common)
     details["exemption"] = exemption.reason
@@ -1050,7 +1069,7 @@ def _flag_policy(
     """Tag the policy with the grade of its default version (a policy's flag is about that version alone)."""
     summary, desired = _summary(grade), grade.highest.value
     details["next_step"] = _review_step("the policy's default version")
-    hint = _exempt_hint("policy", arn, settings.exempt_tag_key)
+    hint = exemptions.hint(arn, CHECK)
     previous = _tags("policy", arn).get(WILDCARD_TAG)
     if previous == desired:
         return Outcome(
@@ -1209,7 +1228,7 @@ def _revert_version(
         previous_state=state_before,
         new_state=state_after,
         undo=undo,
-        exempt_hint=_exempt_hint("policy", arn, settings.exempt_tag_key),
+        exempt_hint=exemptions.hint(arn, CHECK),
         details=details,
         **common,
     )
