@@ -304,7 +304,9 @@ def test_tracing_is_off_by_default_and_its_permission_is_conditional() -> None:
 
 def test_layer_is_built_by_sam_for_the_lambda_runtime() -> None:
     layer = RESOURCES["CoreLayer"]
-    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+    # layers/core/Makefile installs the pinned requirements as python3.13 arm64 wheels (tests/build checks them)
+    assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "arm64"}
+    assert (ROOT / "layers" / "core" / "Makefile").read_text().count("--python-version 3.13") == 1
     assert layer["Properties"]["ContentUri"] == "layers/core/"
     assert TEMPLATE["Globals"]["Function"]["Runtime"] == "python3.13"
     assert TEMPLATE["Globals"]["Function"]["Architectures"] == ["arm64"]
