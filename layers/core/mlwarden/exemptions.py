@@ -21,6 +21,8 @@ _NEGATIVE = frozenset({"", "false", "no", "0", "off", "none"})
 
 @dataclass(frozen=True)
 class Exemption:
+    """Whether a resource is exempt from remediation, why, and until when."""
+
     active: bool
     reason: str
     expires: dt.date | None = None
