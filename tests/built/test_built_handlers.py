@@ -95,9 +95,9 @@ def runtime_python() -> str:
 def runtime_boto3(runtime_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """boto3 as the runtime provides it: outside the layer, at the floor we promise to work with."""
     target = tmp_path_factory.mktemp("lambda-runtime")
+    pip = [runtime_python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run(
-        [runtime_python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(target)]
-        + [f"boto3=={_boto3_floor()}"],
+        [*pip, "--target", str(target), f"boto3=={_boto3_floor()}"],
         check=True,
         timeout=600,
     )
@@ -160,9 +160,9 @@ def _invoke(
     runtime_python: str, runtime_boto3: Path, function: str, env: dict[str, str], tmp_path: Path
 ) -> dict[str, Any]:
     report = tmp_path / "report.json"
+    paths = [str(BUILD / function), str(LAYER), str(runtime_boto3)]
     completed = subprocess.run(
-        [runtime_python, "-I", "-S", "-c", RUNNER, str(BUILD / function), str(LAYER), str(runtime_boto3)]
-        + [str(EVENTS / SAMPLES[function]), str(report)],
+        [runtime_python, "-I", "-S", "-c", RUNNER, *paths, str(EVENTS / SAMPLES[function]), str(report)],
         capture_output=True,
         text=True,
         env=env,
@@ -180,21 +180,37 @@ def _alerts(client: Callable[[str], Any], queue_url: str) -> list[dict[str, Any]
     return [json.loads(m["Body"]) for m in messages]
 
 
-@pytest.mark.parametrize("tracing", [False, True], ids=["tracing off", "tracing on"])
-@pytest.mark.parametrize("function", sorted(SAMPLES))
-def test_built_function_imports_and_handles_its_sample_event(
-    function: str,
-    tracing: bool,
+Invoke = Callable[[str, bool], dict[str, Any]]
+
+
+@pytest.fixture
+def invoke_built(
     runtime_python: str,
     runtime_boto3: Path,
     endpoint: str,
     account: tuple[dict[str, str], Callable[[str], Any]],
     tmp_path: Path,
-) -> None:
-    created, client = account
-    env = _lambda_environment(function, endpoint, created["topic_arn"], tracing=tracing)
+) -> Invoke:
+    """Run a built function once on its sample event in a fresh moto account; returns what it reported."""
+    created, _ = account
 
-    report = _invoke(runtime_python, runtime_boto3, function, env, tmp_path)
+    def invoke(function: str, tracing: bool) -> dict[str, Any]:
+        env = _lambda_environment(function, endpoint, created["topic_arn"], tracing=tracing)
+        return _invoke(runtime_python, runtime_boto3, function, env, tmp_path)
+
+    return invoke
+
+
+@pytest.mark.parametrize("tracing", [False, True], ids=["tracing off", "tracing on"])
+@pytest.mark.parametrize("function", sorted(SAMPLES))
+def test_built_function_imports_and_handles_its_sample_event(
+    function: str,
+    tracing: bool,
+    invoke_built: Invoke,
+    runtime_boto3: Path,
+    account: tuple[dict[str, str], Callable[[str], Any]],
+) -> None:
+    report = invoke_built(function, tracing)
 
     # Only the layer and the runtime's boto3 were importable: no dev package answered an import.
     assert report["origin"]["mlwarden"].startswith(str(LAYER))
@@ -205,24 +221,19 @@ def test_built_function_imports_and_handles_its_sample_event(
     assert (report["xray_modules"] > 0) is tracing
     result = report["result"]
     assert result["outcome"] not in ("failed", "ignored"), result
-    alerts = _alerts(client, created["queue_url"])
+    created, client = account
     # The alert as the security team's subscriber received it, through SNS with its message attributes.
+    alerts = _alerts(client, created["queue_url"])
     assert [a["MessageAttributes"]["outcome"]["Value"] for a in alerts] == [result["outcome"]]
 
 
 def test_public_bucket_is_blocked_by_the_built_function(
-    runtime_python: str,
-    runtime_boto3: Path,
-    endpoint: str,
-    account: tuple[dict[str, str], Callable[[str], Any]],
-    tmp_path: Path,
+    invoke_built: Invoke, account: tuple[dict[str, str], Callable[[str], Any]]
 ) -> None:
-    created, client = account
-    env = _lambda_environment("BlockPublicS3Function", endpoint, created["topic_arn"], tracing=True)
-
-    report = _invoke(runtime_python, runtime_boto3, "BlockPublicS3Function", env, tmp_path)
+    report = invoke_built("BlockPublicS3Function", True)
 
     assert report["result"]["outcome"] == "remediated"
+    _, client = account
     block = client("s3").get_public_access_block(Bucket="mlw-training-data-acl")["PublicAccessBlockConfiguration"]
     assert all(block.values())
 

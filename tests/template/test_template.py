@@ -304,7 +304,7 @@ def test_tracing_is_off_by_default_and_its_permission_is_conditional() -> None:
 
 def test_layer_is_built_by_sam_for_the_lambda_runtime() -> None:
     layer = RESOURCES["CoreLayer"]
-    # layers/core/Makefile installs the pinned requirements as python3.13 arm64 wheels (tests/build checks them)
+    # layers/core/Makefile installs the pinned requirements as python3.13 arm64 wheels (tests/built checks them)
     assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "arm64"}
     assert (ROOT / "layers" / "core" / "Makefile").read_text().count("--python-version 3.13") == 1
     assert layer["Properties"]["ContentUri"] == "layers/core/"
