@@ -204,6 +204,9 @@ class Variant:
 @dataclass(frozen=True)
 class Sample:
     wall_ms: float
+    # User + system CPU time of the child: unlike wall time, it does not grow while the process waits for a
+    # core, so it stays readable when other work shares the machine.
+    cpu_ms: float
     maxrss_mb: float
 
 
@@ -222,7 +225,8 @@ def spawn(variant: Variant, errors: Path) -> Sample:
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise SystemExit(f"bench: the {variant.name} process exited {code}:\n{errors.read_text()}")
-    return Sample(wall_ms=wall * 1000, maxrss_mb=usage.ru_maxrss / 1024)  # ru_maxrss is in KiB on Linux
+    cpu_ms = (usage.ru_utime + usage.ru_stime) * 1000
+    return Sample(wall_ms=wall * 1000, cpu_ms=cpu_ms, maxrss_mb=usage.ru_maxrss / 1024)  # ru_maxrss: KiB on Linux
 
 
 def variant_name(handler: str, *, tracing: bool) -> str:
@@ -576,6 +580,7 @@ def figures(rounds: int, events: int, progress: Callable[[str], None]) -> dict[s
             "ratio": cold_ratio,
             "ratio_of_medians": wall[handler] / wall["bare boto3"],
             "pass": cold_ratio <= COLD_RATIO_TARGET,
+            "cpu_ratio": paired(handler, "cpu_ms"),
             "tracing_median_ms": wall[tracing],
             "tracing_ratio": paired(tracing, "wall_ms"),
             "memory_median_mb": rss[handler],
@@ -625,6 +630,7 @@ def table(f: dict[str, Any]) -> str:
                 f"<= {c['target_ratio']}",
                 verdict(h["pass"]),
             ),
+            ("  CPU time / bare boto3 (info)", f"{h['cpu_ratio']:.3f}", "-", ""),
             (
                 "  tracing on / bare boto3 (info)",
                 f"{h['tracing_ratio']:.3f}  ({h['tracing_median_ms']:.0f} ms)",
@@ -688,8 +694,9 @@ def table(f: dict[str, Any]) -> str:
         f"Cold start and memory: {c['processes_each']} fresh processes per variant (bare boto3, each handler with "
         "tracing off and on), interleaved with a rotating order; ratio = median of the per-round ratios, times in "
         "brackets = medians; each process imports the handler and creates the first client (S3, as the bare side); "
-        "wall time from spawn to exit seen by the parent, peak RSS from wait4(). Lambda's environment variables and "
-        "fake credentials; bytecode cached for every variant.",
+        "wall time from spawn to exit seen by the parent, CPU time (user + system) and peak RSS from wait4(). "
+        "Lambda's environment variables and fake credentials; bytecode cached for every variant. On a shared "
+        "machine wall-time ratios drift with the load, CPU-time ratios much less.",
     ]
     if w is not None:
         notes.append(
