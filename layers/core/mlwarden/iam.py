@@ -35,7 +35,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mlwarden import clients, exemptions, iam_versions
 from mlwarden.errors import AwsCallFailed, error_code
-from mlwarden.events import ApiCall, ComplianceChange, Event, Unrecognised, decode_policy_document
+from mlwarden.events import ApiCall, ComplianceChange, Event, Unrecognised, decode_policy_document, partition_of
 from mlwarden.exemptions import Exemption, exemption_for
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
 from mlwarden.policy_analysis import Analysis, Finding, analyze, rank
@@ -144,6 +144,8 @@ _UNMODIFIABLE = "UnmodifiableEntity"
 
 @dataclass(frozen=True)
 class IamOptions:
+    """This check's optional behaviour (template parameter RevertCriticalPolicyVersions)."""
+
     revert_critical_versions: bool = False
 
 
@@ -158,6 +160,8 @@ def load_options(environ: Mapping[str, str] | None = None) -> IamOptions:
 
 @dataclass(frozen=True)
 class Principal:
+    """An IAM role, user or group, by kind and name."""
+
     kind: PrincipalKind
     name: str
 
@@ -212,14 +216,6 @@ class ConfigPolicyTarget:
 
 
 Target = ManagedPolicyTarget | PrincipalTarget | ConfigPolicyTarget
-
-
-def partition_of(region: str | None) -> str:
-    if region and region.startswith("cn-"):
-        return "aws-cn"
-    if region and region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
 
 
 def target_of(event: Event) -> Target | str:
@@ -341,6 +337,8 @@ def _compliance_target(event: ComplianceChange) -> Target | str:
 
 @dataclass(frozen=True)
 class PolicyDocument:
+    """A policy document as read (None when refused), and where it was read from."""
+
     document: Mapping[str, Any] | None
     source: str  # where it was read: "live default version v3", "live inline policy", "event (...)"
     version_id: str | None = None
@@ -476,6 +474,8 @@ def _tag_command(kind: str, name: str, value: str | None) -> str:
 
 @dataclass(frozen=True)
 class GradedPolicy:
+    """One policy a principal holds, with its analysis."""
+
     name: str  # "inline policy X", "group G inline policy X", a policy ARN
     document: PolicyDocument
     analysis: Analysis
