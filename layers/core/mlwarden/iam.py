@@ -20,7 +20,6 @@ version that was the default before back as default, and only when it grades str
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
@@ -583,6 +582,8 @@ def _keep_all_findings(grade: Grade, details: dict[str, Any], table: str | None,
     """
     if table is None or "findings_not_shown" not in details:
         return
+    import gzip  # noqa: PLC0415 - about 1 ms at cold start, needed only for a cut report
+
     everything = [
         {"policy": name, **f.as_dict()} for name, f in sorted(grade.findings(), key=lambda i: -rank(i[1].severity))
     ]
