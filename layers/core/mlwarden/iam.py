@@ -487,7 +487,10 @@ def _latent_version_findings(subject: _Subject) -> list[dict[str, Any]]:
 def _summary(analysis: Analysis) -> str:
     flagged = analysis.at_least(FLAG_AT)
     rules = ", ".join(dict.fromkeys(f"{f.rule.value} ({f.severity.value})" for f in flagged))
-    return f"{len(flagged)} finding(s) at {FLAG_AT.value} or above: {rules}"
+    # The escalation path, in words, of the highest finding that completes (or half-completes) one.
+    paths = sorted((f for f in flagged if f.path), key=lambda f: rank(f.severity), reverse=True)
+    named = f"; {paths[0].path}" if paths else ""
+    return f"{len(flagged)} finding(s) at {FLAG_AT.value} or above: {rules}{named}"
 
 
 def _compliant(subject: _Subject, analysis: Analysis, details: dict[str, Any], common: dict[str, Any]) -> Outcome:
