@@ -558,7 +558,8 @@ def _subtract(allow: _Statement, deny: _Statement) -> _Statement | None:
 def _without_actions(allow: _Statement, deny: _Statement) -> _Statement | None:
     if allow.not_actions:  # allows everything but X
         if deny.actions:
-            return _replace(allow, not_actions=allow.not_actions + deny.actions)
+            excepted = allow.not_actions + deny.actions
+            return None if _covered_by_any(excepted, "*") else _replace(allow, not_actions=excepted)
         kept = [n for n in deny.not_actions if not _covered_by_any(allow.not_actions, n)]
         return _replace(allow, actions=tuple(kept), not_actions=()) if kept else None
     if deny.actions:
