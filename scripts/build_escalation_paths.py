@@ -7,7 +7,7 @@ files are extracted (id, name, category, required permissions) into
 scripts/escalation_sources/pathfinding_cloud.json, the committed input of this script:
 
     .venv/bin/python scripts/build_escalation_paths.py --refresh-from ~/src/pathfinding.cloud
-    .venv/bin/python scripts/build_escalation_paths.py            # `make escalation-paths`
+    .venv/bin/python scripts/build_escalation_paths.py            # also run by `make catalogue`
 
 A test (tests/unit/test_escalation_paths.py) fails when the compiled file is not what this script
 makes from its input, so the two are committed together.
