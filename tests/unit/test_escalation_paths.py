@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlwarden import escalation
 from mlwarden.policy_analysis import Analysis, Reach, analyze, never_true, resource_reach
@@ -48,6 +50,9 @@ def above_low(analysis: Analysis) -> list[tuple[str, str]]:
 
 def paths(analysis: Analysis) -> set[str]:
     return {p for f in analysis.findings for p in f.paths if f.rule.value == "privilege-escalation"}
+
+
+IAM_STAR = [("service-wildcard", "HIGH"), ("privilege-escalation", "HIGH"), ("partial-escalation", "MEDIUM")]
 
 
 # --- Deny, NotAction and NotResource within one document --------------------------------------------------
@@ -112,12 +117,23 @@ DENY_CASES: list[tuple[str, dict[str, Any], list[tuple[str, str]]]] = [
     (
         "a Deny with a Condition may not apply: it takes nothing away",
         policy(allow("iam:*"), deny("iam:*", Condition={"Bool": {"aws:MultiFactorAuthPresent": "false"}})),
-        [("service-wildcard", "HIGH"), ("privilege-escalation", "HIGH"), ("partial-escalation", "MEDIUM")],
+        IAM_STAR,
     ),
     (
         "a Deny whose Condition is never true takes nothing away",
         policy(allow("iam:*"), deny("iam:*", Condition={"DateLessThan": {"aws:CurrentTime": "2001-01-01T00:00:00Z"}})),
-        [("service-wildcard", "HIGH"), ("privilege-escalation", "HIGH"), ("partial-escalation", "MEDIUM")],
+        IAM_STAR,
+    ),
+    # Attacks on the Deny evaluation: a Deny IAM would reject must not silence the Allows next to it.
+    (
+        "a Deny without Action or NotAction silences nothing",
+        policy(allow("iam:*"), {"Effect": "Deny", "Resource": "*"}),
+        IAM_STAR,
+    ),
+    (
+        "a Deny without Resource in an identity policy silences nothing",
+        policy(allow("iam:*"), {"Effect": "Deny", "Action": "iam:*"}),
+        IAM_STAR,
     ),
     (
         "Deny on one named role leaves PassRole on * (the other roles)",
@@ -412,6 +428,45 @@ def test_impossible_conditions_remove_the_statement(condition: dict[str, Any], i
 
     assert (never_true(condition, now=datetime(2026, 6, 1, 1, tzinfo=UTC)) is not None) is impossible
     assert (analysis.findings == ()) is impossible
+
+
+# --- malformed documents: never a crash ----------------------------------------------------------------------
+_TEXT = st.sampled_from(
+    ["*", "iam:*", "iam:PassRole", "s3:Get*", "sagemaker:CreateTrainingJob", "", "x", "arn:aws:iam::1:role/*"]
+)
+_VALUE = st.one_of(st.none(), st.integers(), _TEXT, st.lists(st.one_of(_TEXT, st.integers(), st.none()), max_size=3))
+_CONDITION = st.one_of(
+    _VALUE,
+    st.dictionaries(
+        st.sampled_from(["DateLessThan", "Null", "StringEquals", "Bool", "ForAnyValue:StringLike", "x"]),
+        st.one_of(
+            _VALUE, st.dictionaries(st.sampled_from(["aws:CurrentTime", "aws:EpochTime", "aws:SourceVpce"]), _VALUE)
+        ),
+        max_size=2,
+    ),
+)
+_STATEMENT = st.fixed_dictionaries(
+    {},
+    optional={
+        "Effect": st.sampled_from(["Allow", "Deny", "allow", 1]),
+        "Action": _VALUE,
+        "NotAction": _VALUE,
+        "Resource": _VALUE,
+        "NotResource": _VALUE,
+        "Condition": _CONDITION,
+        "Sid": _VALUE,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_STATEMENT, _VALUE), max_size=4))
+def test_any_document_is_analysed_without_a_crash(statements: list[Any]) -> None:
+    analysis = analyze({"Statement": statements}, now=NOW)
+
+    for finding in analysis.findings:
+        assert finding.message
+        finding.as_dict()
 
 
 # --- the compiled catalogue -----------------------------------------------------------------------------------

@@ -449,8 +449,10 @@ def analyze(document: Mapping[str, Any] | Any, now: datetime | None = None) -> A
             continue
         if parsed.allow:
             allows.append(parsed)
-        elif parsed.condition is None:
-            denies.append(parsed)  # a conditional Deny may not apply: it takes nothing away
+        elif parsed.condition is None and (parsed.actions or parsed.not_actions):
+            # A conditional Deny may not apply, and one without actions is rejected by IAM: neither
+            # takes anything away (a malformed Deny must never silence the Allows next to it).
+            denies.append(parsed)
     findings: list[Finding] = []
     admin: set[int] = set()
     for allow in allows:
@@ -504,9 +506,11 @@ def _resources_overlap(one: str, other: str) -> bool:
     return head.startswith(tail) or tail.startswith(head)
 
 
-def _deny_covers_resource(deny: _Statement, resource: str) -> bool:
+def _deny_covers_resource(deny: _Statement, resource: str, attached: bool = False) -> bool:
+    """Whether a Deny covers a resource an Allow names; `attached`: the Allow names none either (a
+    resource policy), and only a Deny without Resource, or on `*`, covers it."""
     if deny.on_attached_resource:
-        return True
+        return attached
     if deny.resources:
         return "*" in deny.resources or any(_covers_resource(pattern, resource) for pattern in deny.resources)
     return not any(_resources_overlap(pattern, resource) for pattern in deny.not_resources)
@@ -545,7 +549,7 @@ def _after_denies(allow: _Statement, denies: list[_Statement]) -> _Statement | N
 
 def _subtract(allow: _Statement, deny: _Statement) -> _Statement | None:
     reached = allow.resources if allow.resources else ("*",)
-    covered = [r for r in reached if _deny_covers_resource(deny, r)]
+    covered = [r for r in reached if _deny_covers_resource(deny, r, allow.on_attached_resource)]
     if len(covered) == len(reached):
         return _without_actions(allow, deny)
     every_action = all(_deny_covers_action(deny, a) for a in allow.actions) if allow.actions else False
