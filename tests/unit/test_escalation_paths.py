@@ -187,6 +187,11 @@ COMBINATIONS: list[tuple[str, dict[str, Any], str]] = [
     ),
     # existing compute: commands on running instances, sessions, stacks, builds, notebooks
     ("existing: command on instances", policy(allow("ssm:SendCommand")), "ssm-002"),
+    (
+        "existing: command on every instance of the account",
+        policy(allow("ssm:SendCommand", ["arn:aws:ec2:*:123456789012:instance/*", "arn:aws:ssm:*::document/*"])),
+        "ssm-002",
+    ),
     ("existing: session on instances", policy(allow("ssm:StartSession")), "ssm-001"),
     ("existing: stack update", policy(allow("cloudformation:UpdateStack")), "cloudformation-002"),
     (
@@ -287,6 +292,9 @@ def test_half_a_path_is_medium_and_names_what_it_lacks(document: dict[str, Any],
         policy(allow("lambda:InvokeFunction")),  # a trigger without the change it would trigger
         policy(allow(["ec2:DescribeInstances", "ecs:DescribeTasks"])),  # read-only helpers of a path
         policy(allow("iam:PassRole", "arn:aws:s3:::bucket/*")),  # an ARN of another service reaches no role
+        # SendCommand and StartSession authorize on the instance too: documents alone run nothing
+        # (AWS managed AWSCloud9EnvironmentMember, AWSApplicationMigrationSSMAccess)
+        policy(allow(["ssm:SendCommand", "ssm:StartSession"], "arn:aws:ssm:*:*:document/*")),
     ],
     ids=[
         "PassRole to one role + training",

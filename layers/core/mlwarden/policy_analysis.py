@@ -105,6 +105,10 @@ _TYPED_WILDCARD_TAIL = re.compile(r"([\w.-]+[/:])?[*/]*\*")
 
 # The services whose ARNs an action's resources carry, where they are not the action's own.
 _RESOURCE_SERVICES = {"sts": ("iam",), "ec2-instance-connect": ("ec2",), "ssm": ("ssm", "ec2")}
+# Actions IAM authorizes on several resources at once, of which one is the compute the code runs on: a grant
+# that does not reach that compute (a document only) runs nothing.
+_INSTANCES = ("arn:*:ec2:*:*:instance/*", "arn:*:ssm:*:*:managed-instance/*")
+_TARGETS = {"ssm:sendcommand": _INSTANCES, "ssm:startsession": _INSTANCES}
 # Date operators that can only ever compare against the past: a token is issued before the request.
 _TIME_KEYS = frozenset({"aws:currenttime", "aws:epochtime", "aws:tokenissuetime"})
 # Temporary credentials live at most 36 hours; a token issued before now minus this is expired.
@@ -767,6 +771,9 @@ def _reach(key: str, resource: str) -> Reach:
         service = key.split(":", 1)[0]
         if not any(_covers_resource(parts[2], s) for s in _RESOURCE_SERVICES.get(service, (service,))):
             return Reach.NARROW
+        targets = _TARGETS.get(key)
+        if targets and not any(_resources_overlap(target, resource) for target in targets):
+            return Reach.NARROW  # e.g. ssm:SendCommand on documents only: no instance to run on
     return resource_reach(resource)
 
 
