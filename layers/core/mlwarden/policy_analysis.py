@@ -501,6 +501,14 @@ def _covers_resource(general: str, specific: str) -> bool:
 
 
 def _resources_overlap(one: str, other: str) -> bool:
+    """Whether some resource matches both patterns; two ARNs are compared part by part."""
+    one_parts, other_parts = one.split(":", 5), other.split(":", 5)
+    if len(one_parts) == len(other_parts) == 6 and not one.startswith("*") and not other.startswith("*"):
+        return all(_patterns_overlap(a, b) for a, b in zip(one_parts, other_parts, strict=True))
+    return _patterns_overlap(one, other)
+
+
+def _patterns_overlap(one: str, other: str) -> bool:
     if _covers_resource(one, other) or _covers_resource(other, one):
         return True
     if not (_GLOB.search(one) and _GLOB.search(other)):
