@@ -66,6 +66,8 @@ class Policy:
 
 @dataclass(frozen=True)
 class LintFinding:
+    """One analyzer finding, located in a file."""
+
     policy: Policy
     finding: Finding
 
@@ -169,10 +171,25 @@ def _template_policies(file: Path, template: Mapping[str, Any], root: yaml.Node 
         for steps, label, raw in found:
             pointer = ["Resources", logical_id, "Properties", *steps]
             statements, raw_indexes = resolver.statements(raw)
+            if steps == ["KeyPolicy"]:
+                kept = [i for i, statement in enumerate(statements) if not delegates_to_iam(statement)]
+                statements, raw_indexes = [statements[i] for i in kept], [raw_indexes[i] for i in kept]
             raw_lines = _statement_lines(_node_at(root, [*pointer, "Statement"]), 0)
             lines = tuple(raw_lines[i] if i < len(raw_lines) else 0 for i in raw_indexes)
             document = {"Version": "2012-10-17", "Statement": statements}
             yield Policy(file, f"{logical_id}/{label}", "/".join(map(str, pointer)), document, lines)
+
+
+def delegates_to_iam(statement: Any) -> bool:
+    """AWS's default key policy statement: the key's own account may do anything with the key, so IAM
+    policies decide (https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-default.html).
+    It grants nothing by itself; read as an identity policy it would be `kms:*` on `*`."""
+    if not isinstance(statement, Mapping) or statement.get("Effect") != "Allow":
+        return False
+    principal = statement.get("Principal")
+    aws = principal.get("AWS") if isinstance(principal, Mapping) else None
+    account = PSEUDO["AWS::AccountId"]
+    return aws in (account, f"arn:aws:iam::{account}:root")
 
 
 def _node_at(node: yaml.Node | None, steps: list[Any]) -> yaml.Node | None:

@@ -13,7 +13,7 @@ import pytest
 
 from mlwarden.outcomes import Severity
 from mlwarden.policy_analysis import analyze, rank
-from mlwarden_cli.lint import Policy, Resolver, policies_in
+from mlwarden_cli.lint import Policy, Resolver, delegates_to_iam, policies_in
 from mlwarden_cli.template import load_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +24,17 @@ POLICIES: list[Policy] = policies_in(ROOT / "template.yaml") or []
 def test_the_template_has_the_policies_we_expect_to_check() -> None:
     names = {policy.name for policy in POLICIES}
     assert {"BlockPublicS3Role/block-public-s3", "FlagWildcardIamRole/flag-wildcard-iam", "AlertKey/KeyPolicy"} <= names
+
+
+def test_the_default_key_statement_is_left_to_iam_and_only_it() -> None:
+    # AWS's default key policy statement (account root may do kms:*: IAM decides) grants nothing by itself;
+    # tests/template/test_deploy_rules.py pins it exactly. Every other key statement is analysed.
+    statements = TEMPLATE["Resources"]["AlertKey"]["Properties"]["KeyPolicy"]["Statement"]
+    resolved = [Resolver(TEMPLATE).resolve(s) for s in statements]
+    (key_policy,) = [policy for policy in POLICIES if policy.name == "AlertKey/KeyPolicy"]
+
+    assert [s["Sid"] for s in resolved if delegates_to_iam(s)] == ["EnableIamPolicies"]
+    assert len(key_policy.document["Statement"]) == len(statements) - 1
 
 
 def test_resolver_gives_plausible_arns() -> None:

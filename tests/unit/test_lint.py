@@ -255,3 +255,27 @@ def test_sarif_with_no_finding_is_valid_too(capsys: pytest.CaptureFixture[str], 
     log = json.loads(out)
     jsonschema.validate(log, SARIF_SCHEMA)
     assert log["runs"][0]["results"] == []
+
+
+def test_the_default_key_policy_statement_is_left_to_iam(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-default.html: the account root may do
+    # kms:* on the key, so IAM policies decide; granting kms:* to any other principal is a finding.
+    root = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+    statements = [
+        {"Sid": "EnableIamPolicies", "Effect": "Allow", "Principal": {"AWS": root}, "Action": "kms:*", "Resource": "*"},
+        {
+            "Sid": "Team",
+            "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::123456789012:role/team"},
+            "Action": "kms:*",
+            "Resource": "*",
+        },
+    ]
+    template = {"Resources": {"Key": {"Type": "AWS::KMS::Key", "Properties": {"KeyPolicy": {"Statement": statements}}}}}
+    (tmp_path / "key.json").write_text(json.dumps(template), encoding="utf-8")
+
+    status, out, _ = lint(capsys, "--json", tmp_path / "key.json")
+
+    findings = [json.loads(line) for line in out.splitlines()]
+    assert status == 1
+    assert {(f["sid"], f["rule"], f["severity"]) for f in findings} == {("Team", "service-wildcard", "HIGH")}

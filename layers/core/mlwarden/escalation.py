@@ -49,6 +49,8 @@ _GLOB = re.compile(r"[*?]")
 
 @dataclass(frozen=True)
 class EscalationPath:
+    """A set of actions that together let their holder act with more privilege."""
+
     id: str
     category: str
     actions: tuple[str, ...]  # as the catalogue spells them
@@ -68,6 +70,8 @@ class EscalationPath:
 
 @dataclass(frozen=True)
 class Catalogue:
+    """The compiled escalation paths, with where they come from."""
+
     source: str
     version: str
     license: str

@@ -213,6 +213,9 @@ def _lower(severity: Severity) -> Severity:
 
 @dataclass(frozen=True)
 class Finding:
+    """One rule one statement breaks (or one escalation path statements complete), with the actions and
+    resources involved."""
+
     statement: int  # index in the Statement list (0 for a single statement object); the first one involved
     sid: str | None
     rule: Rule
@@ -278,6 +281,8 @@ def _capped(values: tuple[str, ...]) -> list[str]:
 
 @dataclass(frozen=True)
 class Analysis:
+    """The findings of one policy document, and the shapes that could not be read."""
+
     findings: tuple[Finding, ...]
     statements: int
     # Shapes IAM would reject or that could not be read; the rest of the document is still analysed.
@@ -381,6 +386,8 @@ def _date(value: Any) -> datetime | None:
 
 @dataclass(frozen=True)
 class _Statement:
+    """One statement, normalised: tuples of strings, the Condition as written."""
+
     index: int
     sid: str | None
     allow: bool
