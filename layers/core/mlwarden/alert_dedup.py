@@ -40,7 +40,9 @@ CLOCK_SKEW_SECONDS = 300
 
 
 def dedup_key(check: str, outcome: Outcome) -> str:
-    identity = [outcome.resource, outcome.outcome.value, outcome.severity.value, sorted(outcome.findings)]
+    # A check that names no findings is identified by its whole reason: only the very same alert is folded.
+    said = sorted(outcome.findings) if outcome.findings else [outcome.reason]
+    identity = [outcome.resource, outcome.outcome.value, outcome.severity.value, said]
     return f"{check}#alert#{hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:40]}"
 
 

@@ -39,9 +39,20 @@ _FLAPPING_HEADLINE = "FLAPPING (re-opened again and again)"
 
 @dataclass(frozen=True)
 class Alert:
+    """One SNS message: subject, human body and the attributes subscribers filter on."""
+
     subject: str
     body: str
     attributes: dict[str, dict[str, str]]
+
+
+def headline(outcome: Outcome) -> str:
+    """What happened, in a few words; a check that only flags never says it failed to fix."""
+    if outcome.outcome is OutcomeKind.FAILED:
+        return f"FAILED to {outcome.details.get('failed_to') or 'fix'}"
+    if outcome.flapping:
+        return _FLAPPING_HEADLINE
+    return _HEADLINE[outcome.outcome]
 
 
 def subject_for(outcome: Outcome) -> str:
@@ -50,8 +61,7 @@ def subject_for(outcome: Outcome) -> str:
     if short.startswith("arn:"):
         # Regional ARNs (arn:aws:sagemaker:REGION:ACCOUNT:training-job/NAME): the type and name say enough.
         short = short.rsplit(":", 1)[-1]
-    headline = _FLAPPING_HEADLINE if outcome.flapping else _HEADLINE[outcome.outcome]
-    text = f"[ML Warden] {outcome.severity.value} {headline}: {outcome.check} {short}"
+    text = f"[ML Warden] {outcome.severity.value} {headline(outcome)}: {outcome.check} {short}"
     text = _SUBJECT_UNSAFE.sub("?", text)
     return text if len(text) <= SUBJECT_LIMIT else text[: SUBJECT_LIMIT - 3] + "..."
 
@@ -66,7 +76,7 @@ def render(outcome: Outcome) -> Alert:
     trigger = outcome.trigger
     who = trigger.actor or f"{trigger.kind} ({trigger.source})"
     lines = [
-        f"ML Warden {outcome.check}: {_HEADLINE[outcome.outcome]} ({outcome.severity.value})",
+        f"ML Warden {outcome.check}: {headline(outcome)} ({outcome.severity.value})",
         "",
         f"What:      {outcome.reason}",
         f"Where:     {outcome.resource or 'unknown'} (account {trigger.account or 'unknown'}, "
@@ -82,6 +92,8 @@ def render(outcome: Outcome) -> Alert:
         lines.append(f"Before:    {_state_line(outcome.previous_state)}")
     if outcome.undo:
         lines.append(f"Undo:      {outcome.undo}")
+    if outcome.details.get("next_step"):
+        lines.append(f"To do:     {outcome.details['next_step']}")
     if outcome.exempt_hint:
         lines.append(f"Exempt:    {outcome.exempt_hint}")
     lines += ["", "Outcome (JSON):", json.dumps(outcome.as_dict(), indent=2, sort_keys=True, default=str)]

@@ -27,7 +27,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from mlwarden import alert_dedup, alerts, flapguard
+from mlwarden import alert_dedup, alerts
 from mlwarden.errors import AlertDeliveryFailed, AwsCallFailed, RemediationFailed
 from mlwarden.events import ApiCall, Event, Unrecognised, parse_event
 from mlwarden.exemptions import ROUTED_FOR_THE_EXEMPT_TAG, report_tag_change, tag_set_by
@@ -119,6 +119,8 @@ def _guarded(name: str, event: Event, outcome: Outcome, settings: Settings, fix_
     """The loop guard and the flap guard, after the check decided on live state (and inside the stored decision)."""
     outcome = _loop_guard(name, event, outcome, settings)
     if outcome.outcome is OutcomeKind.REMEDIATED:
+        from mlwarden import flapguard  # noqa: PLC0415 - only a fix needs it: not imported at cold start
+
         outcome = flapguard.note_fix(settings, name, outcome, fix_id)
     return outcome
 

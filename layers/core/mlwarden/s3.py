@@ -18,9 +18,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mlwarden import clients, exemptions
 from mlwarden.errors import AwsCallFailed, error_code
-from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, StateChange, Unrecognised
+from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, StateChange, Unrecognised, partition_of
 from mlwarden.exemptions import Exemption, exemption_for
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
+from mlwarden.pii import PII_TAG
 from mlwarden.settings import Settings
 
 CHECK = "block_public_s3"
@@ -63,7 +64,6 @@ ACCOUNT_PERMISSIONS = frozenset({"s3:GetAccountPublicAccessBlock", "s3:PutAccoun
 
 FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
 ALL_ON: dict[str, bool] = dict.fromkeys(FLAGS, True)
-PII_TAG = "mlwarden:pii"
 _PUBLIC_GROUPS = {
     "http://acs.amazonaws.com/groups/global/AllUsers": "AllUsers",
     "http://acs.amazonaws.com/groups/global/AuthenticatedUsers": "AuthenticatedUsers",
@@ -74,6 +74,8 @@ _BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
 
 @dataclass(frozen=True)
 class BucketTarget:
+    """A bucket a check acts on."""
+
     name: str
     partition: str
 
@@ -84,6 +86,8 @@ class BucketTarget:
 
 @dataclass(frozen=True)
 class AccountTarget:
+    """An account whose account-level public access block a check acts on."""
+
     account_id: str
 
     @property
@@ -93,14 +97,6 @@ class AccountTarget:
 
 
 Target = BucketTarget | AccountTarget
-
-
-def partition_of(region: str | None) -> str:
-    if region and region.startswith("cn-"):
-        return "aws-cn"
-    if region and region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
 
 
 def target_of(event: Event) -> Target | str:
@@ -210,6 +206,8 @@ def read_bucket_tags(name: str) -> dict[str, str] | None:
 
 @dataclass(frozen=True)
 class Exposure:
+    """How a bucket is (or is one change from being) public, read from its live state."""
+
     public_via: tuple[str, ...]
     # Public grants that only the account-level block neutralises: one account change from public.
     held_back: tuple[str, ...]
