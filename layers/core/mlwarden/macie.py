@@ -328,6 +328,7 @@ def plan_tags(
     previous_own = {key: current.get(key) for key in keys}
     known_types = decode_types(current.get(TYPES_TAG))
     remembered_types = remembered.types if remembered is not None else frozenset()
+    known_before = remembered.known_before if remembered is not None else frozenset()
     types_value, left_out = encode_types(
         known_types | remembered_types | finding.types, cut_before=current.get(TYPES_TAG)
     )
@@ -363,7 +364,7 @@ def plan_tags(
         previous_own=previous_own,
         dropped_keys=tuple(dropped),
         types_left_out=left_out if TYPES_TAG in own else 0,
-        new_types=tuple(sorted(finding.types - known_types - remembered_types)),
+        new_types=tuple(sorted(finding.types - known_types - known_before)),
         classification_changed=any(own.get(k) != current.get(k) for k in classification if k in keys),
         changed=tags != dict(current),
     )
@@ -576,6 +577,10 @@ class _Merged:
     attempts: int
 
 
+def _record_covers(record: RememberedPii, finding: PiiFinding) -> bool:
+    return finding.types <= record.types and higher_severity(record.severity, finding.severity) == record.severity
+
+
 def _merge_bucket_tags(
     finding: PiiFinding, remembered: RememberedPii | None, settings: Settings, resource: str
 ) -> _Merged:
@@ -589,8 +594,15 @@ def _merge_bucket_tags(
             after = write_bucket_tags(finding.bucket, plan.tags)
             wrote = True
             # Another finding may have added to the record since we read it: its types belong in the tags too.
-            remembered = pii_memory.recall(settings, resource, CHECK).record or remembered
-            converged = not plan_tags(after, finding, BUCKET_TAG_KEYS, BUCKET_TAG_LIMIT, remembered).changed
+            fresh = pii_memory.recall(settings, resource, CHECK).record
+            if remembered is not None and fresh is not None and not _record_covers(fresh, finding):
+                # Read back after the write: the record lost this finding. DynamoDB's ADD is atomic, but an
+                # emulator's is not (moto creates the item twice when two updates race); ADD it again.
+                remembered = pii_memory.remember(settings, resource, finding.types, finding.severity, _now())
+                converged = False
+            else:
+                remembered = fresh or remembered
+                converged = not plan_tags(after, finding, BUCKET_TAG_KEYS, BUCKET_TAG_LIMIT, remembered).changed
         else:
             converged = True
         if converged:

@@ -45,6 +45,8 @@ class RememberedPii:
     types: frozenset[str]
     severity: str | None  # the highest Macie severity seen: Low | Medium | High
     first_found: str | None  # when ML Warden first recorded PII in the bucket (UTC)
+    # The types recorded before the update that returned this (what a finding added is types - known_before).
+    known_before: frozenset[str] = frozenset()
 
 
 def _of(item: dict[str, Any]) -> RememberedPii:
@@ -61,7 +63,8 @@ def _of(item: dict[str, Any]) -> RememberedPii:
 def remember(
     settings: Settings, bucket_arn: str, types: Iterable[str], severity: str | None, now: str
 ) -> RememberedPii | None:
-    """Add a finding's types and severity to the bucket's record; the record after the update.
+    """Add a finding's types and severity to the bucket's record; the record after the update (as far as
+    this update knows: a concurrent one may have added more).
 
     None without an outcome table. A failed update raises AwsCallFailed: the record is part of the
     classification, and a retry of the event adds the finding again (the update is idempotent).
@@ -84,11 +87,18 @@ def remember(
                 "SET first_found = if_not_exists(first_found, :now), updated_at = :now, bucket_arn = :bucket"
             ),
             ExpressionAttributeValues=values,
-            ReturnValues="ALL_NEW",
+            ReturnValues="ALL_OLD",  # what was known before this finding; the union is computed here
         )
     except (ClientError, BotoCoreError) as err:
         raise AwsCallFailed.from_error("dynamodb:UpdateItem", err) from err
-    return _of(response.get("Attributes", {}))
+    before = _of(response.get("Attributes", {}))
+    seen = [s for s in (before.severity, severity) if s in MACIE_SEVERITIES]
+    return RememberedPii(
+        types=before.types | set(types),
+        severity=max(seen, key=MACIE_SEVERITIES.index) if seen else None,
+        first_found=before.first_found or now,
+        known_before=before.types,
+    )
 
 
 @dataclass(frozen=True)
