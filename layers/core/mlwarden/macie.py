@@ -198,7 +198,8 @@ def timestamp(value: Any, now: dt.datetime | None = None) -> str | None:
         return None
     if utc > (now or dt.datetime.now(dt.UTC)) + CLOCK_SKEW:
         return None
-    return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat pads the year to four digits (strftime's %Y does not for years before 1000 on Linux).
+    return utc.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _time_notes(detail: Mapping[str, Any]) -> tuple[str, ...]:
