@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 from mlwarden import clients, macie, pii_memory
 from mlwarden.events import parse_event
 from mlwarden.settings import load_settings
-from mlwarden_cli.emulator import create_outcome_table, moto_server
+from mlwarden_cli.emulator import create_outcome_table
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "mlw-training-data-concurrent"
@@ -35,15 +34,9 @@ FOREIGN = {"team": "ml-research", "owner": "data-platform"}
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    with moto_server() as url:
-        yield url
-
-
 @pytest.fixture
-def world(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=5)
+def world(fresh_moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    endpoint = fresh_moto_server
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     clients.client.cache_clear()
     s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=endpoint)

@@ -60,10 +60,8 @@ _OUTCOME_SEVERITY = {"Low": Severity.LOW, "Medium": Severity.MEDIUM, "High": Sev
 
 # The IAM actions this module calls (tests/template checks template.yaml grants exactly these).
 TAG_PERMISSIONS = frozenset({"s3:GetBucketTagging", "s3:PutBucketTagging"})
-# block_public_s3's public check, reused for the escalation (the account block only grades severity there).
-PUBLIC_CHECK_PERMISSIONS = frozenset(
-    {"s3:GetBucketPublicAccessBlock", "s3:GetBucketAcl", "s3:GetBucketPolicyStatus", "s3:GetAccountPublicAccessBlock"}
-)
+# block_public_s3's exposure reading, reused for the escalation: one definition of "public".
+PUBLIC_CHECK_PERMISSIONS = s3.EXPOSURE_PERMISSIONS
 LOCK_PERMISSIONS = frozenset({"s3:PutBucketPublicAccessBlock"})  # only when LOCK_PUBLIC_PII_BUCKETS=true
 OBJECT_PERMISSIONS = frozenset({"s3:GetObjectTagging", "s3:PutObjectTagging"})  # only when TAG_PII_OBJECTS=true
 PERMISSIONS = TAG_PERMISSIONS | PUBLIC_CHECK_PERMISSIONS | LOCK_PERMISSIONS | OBJECT_PERMISSIONS
