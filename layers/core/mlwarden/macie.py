@@ -300,13 +300,26 @@ class TagPlan:
         return bool(self.dropped_keys) or self.types_left_out > 0
 
 
-def _is_newer(seen_at: str | None, recorded: str | None) -> bool:
-    """Is a finding seen at `seen_at` at least as recent as the one the tags record?
+def _is_newer(candidate: tuple[str | None, str], recorded_at: str | None, recorded_id: str | None) -> bool:
+    """Is the finding (seen at, id) more recent than the one the tags record?
 
-    A recorded time that is not a real one (unparseable, out of range, in the future) counts as absent.
+    Ties on time are broken by id, so concurrent writers agree on one latest finding. A recorded time
+    that is not a real one (unparseable, out of range, in the future) counts as absent.
     """
-    recorded_at = timestamp(recorded)
-    return recorded_at is None or (seen_at is not None and seen_at >= recorded_at)
+    recorded = timestamp(recorded_at)
+    if recorded is None:
+        return True
+    seen_at, finding_id = candidate
+    return seen_at is not None and (seen_at, finding_id) > (recorded, recorded_id or "")
+
+
+def _latest(finding: PiiFinding, remembered: RememberedPii | None) -> tuple[str | None, str]:
+    """The latest finding known: this one, or the one the record holds (another finding's, seen later)."""
+    mine = (finding.seen_at, tag_value(finding.finding_id))
+    if remembered is None or remembered.latest_seen is None:
+        return mine
+    theirs = (remembered.latest_seen, remembered.latest_finding or "")
+    return theirs if mine[0] is None or theirs > (mine[0], mine[1]) else mine
 
 
 def plan_tags(
@@ -337,9 +350,9 @@ def plan_tags(
         SEVERITY_TAG: higher_severity(severity, remembered.severity if remembered is not None else None),
         TYPES_TAG: types_value or None,
     }
-    if _is_newer(finding.seen_at, current.get(LAST_SEEN_TAG)):
-        wanted[LAST_FINDING_TAG] = tag_value(finding.finding_id)
-        wanted[LAST_SEEN_TAG] = finding.seen_at
+    latest = _latest(finding, remembered)
+    if _is_newer(latest, current.get(LAST_SEEN_TAG), current.get(LAST_FINDING_TAG)):
+        wanted[LAST_SEEN_TAG], wanted[LAST_FINDING_TAG] = latest
     else:  # an older finding arrived late: the latest one stays recorded
         wanted[LAST_FINDING_TAG] = current.get(LAST_FINDING_TAG)
         wanted[LAST_SEEN_TAG] = current.get(LAST_SEEN_TAG)
@@ -576,8 +589,17 @@ class _Merged:
     attempts: int
 
 
+def _remember(finding: PiiFinding, settings: Settings, resource: str) -> RememberedPii | None:
+    latest = (finding.seen_at, tag_value(finding.finding_id)) if finding.seen_at else None
+    return pii_memory.remember(settings, resource, finding.types, finding.severity, _now(), latest=latest)
+
+
 def _record_covers(record: RememberedPii, finding: PiiFinding) -> bool:
-    return finding.types <= record.types and higher_severity(record.severity, finding.severity) == record.severity
+    return (
+        finding.types <= record.types
+        and higher_severity(record.severity, finding.severity) == record.severity
+        and _latest(finding, record) == (record.latest_seen, record.latest_finding or "")
+    )
 
 
 def _merge_bucket_tags(
@@ -597,7 +619,7 @@ def _merge_bucket_tags(
             if remembered is not None and fresh is not None and not _record_covers(fresh, finding):
                 # Read back after the write: the record lost this finding. DynamoDB's ADD is atomic, but an
                 # emulator's is not (moto creates the item twice when two updates race); ADD it again.
-                remembered = pii_memory.remember(settings, resource, finding.types, finding.severity, _now())
+                remembered = _remember(finding, settings, resource)
                 converged = False
             else:
                 remembered = fresh or remembered
@@ -647,9 +669,13 @@ def _classify(finding: PiiFinding, trigger: Trigger, resource: str, settings: Se
     # Classify second: the remembered record (state ML Warden owns), then the tags merged with it.
     remembered: RememberedPii | None = None
     try:
-        remembered = pii_memory.remember(settings, resource, finding.types, finding.severity, _now())
+        remembered = _remember(finding, settings, resource)
     except AwsCallFailed as err:
-        done.failures.append((f"could not record the classification: {err.explanation}", err))
+        # As with the outcome store: the table being down must not stop the tags and the lock. The tags
+        # still hold the classification; the gap is logged, counted and shown in the outcome.
+        details["pii_record_unavailable"] = err.code
+        logger.warning("PII record not written, classifying on the tags alone", check=CHECK, error=err.code)
+        metrics.add_metric(name="PiiRecordUnavailable", unit=MetricUnit.Count, value=1)
     plan: TagPlan | None = None
     try:
         merged = _merge_bucket_tags(finding, remembered, settings, resource)

@@ -47,30 +47,43 @@ class RememberedPii:
     first_found: str | None  # when ML Warden first recorded PII in the bucket (UTC)
     # The types recorded before the update that returned this (what a finding added is types - known_before).
     known_before: frozenset[str] = frozenset()
+    # The latest finding recorded (a maximum by time, then id): concurrent findings agree on the last seen.
+    latest_seen: str | None = None
+    latest_finding: str | None = None
 
 
 def _of(item: dict[str, Any]) -> RememberedPii:
     types = frozenset(str(t) for t in item.get("types", {}).get("SS", []) if t != "-")
     seen = [str(s) for s in item.get("severities", {}).get("SS", []) if s in MACIE_SEVERITIES]
     first = item.get("first_found", {}).get("S")
+    latest_seen, latest_finding = item.get("latest_seen", {}).get("S"), item.get("latest_finding", {}).get("S")
     return RememberedPii(
         types=types,
         severity=max(seen, key=MACIE_SEVERITIES.index) if seen else None,
         first_found=str(first) if first is not None else None,
+        latest_seen=str(latest_seen) if latest_seen is not None else None,
+        latest_finding=str(latest_finding) if latest_finding is not None else None,
     )
 
 
 def remember(
-    settings: Settings, bucket_arn: str, types: Iterable[str], severity: str | None, now: str
+    settings: Settings,
+    bucket_arn: str,
+    types: Iterable[str],
+    severity: str | None,
+    now: str,
+    *,
+    latest: tuple[str, str] | None = None,
 ) -> RememberedPii | None:
-    """Add a finding's types and severity to the bucket's record; the record after the update (as far as
-    this update knows: a concurrent one may have added more).
+    """Add a finding's types, severity and (seen at, id) to the bucket's record; the record after the update
+    (as far as this update knows: a concurrent one may have added more).
 
-    None without an outcome table. A failed update raises AwsCallFailed: the record is part of the
-    classification, and a retry of the event adds the finding again (the update is idempotent).
+    None without an outcome table. A failed update raises AwsCallFailed.
     """
     if settings.outcome_table is None:
         return None
+    dynamodb = clients.client("dynamodb")
+    key = {"id": {"S": item_id(bucket_arn)}}
     # DynamoDB sets cannot be empty; "-" stands for "no type or severity in this finding" and is never read.
     values: dict[str, Any] = {
         ":types": {"SS": sorted(set(types)) or ["-"]},
@@ -79,9 +92,9 @@ def remember(
         ":bucket": {"S": bucket_arn},
     }
     try:
-        response = clients.client("dynamodb").update_item(
+        response = dynamodb.update_item(
             TableName=settings.outcome_table,
-            Key={"id": {"S": item_id(bucket_arn)}},
+            Key=key,
             UpdateExpression=(
                 "ADD types :types, severities :severities "
                 "SET first_found = if_not_exists(first_found, :now), updated_at = :now, bucket_arn = :bucket"
@@ -89,16 +102,42 @@ def remember(
             ExpressionAttributeValues=values,
             ReturnValues="ALL_OLD",  # what was known before this finding; the union is computed here
         )
+        before = _of(response.get("Attributes", {}))
+        newest = (before.latest_seen, before.latest_finding)
+        if latest is not None and (
+            before.latest_seen is None or latest > (before.latest_seen, before.latest_finding or "")
+        ):
+            newest = latest
+            _record_latest(dynamodb, settings.outcome_table, key, latest)
     except (ClientError, BotoCoreError) as err:
         raise AwsCallFailed.from_error("dynamodb:UpdateItem", err) from err
-    before = _of(response.get("Attributes", {}))
     seen = [s for s in (before.severity, severity) if s in MACIE_SEVERITIES]
     return RememberedPii(
         types=before.types | set(types),
         severity=max(seen, key=MACIE_SEVERITIES.index) if seen else None,
         first_found=before.first_found or now,
         known_before=before.types,
+        latest_seen=newest[0],
+        latest_finding=newest[1],
     )
+
+
+def _record_latest(dynamodb: Any, table: str, key: dict[str, Any], latest: tuple[str, str]) -> None:
+    """Set the latest finding only if it is later (a maximum: a condition, since DynamoDB has no MAX)."""
+    try:
+        dynamodb.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET latest_seen = :seen, latest_finding = :finding",
+            ConditionExpression=(
+                "attribute_not_exists(latest_seen) OR latest_seen < :seen "
+                "OR (latest_seen = :seen AND latest_finding < :finding)"
+            ),
+            ExpressionAttributeValues={":seen": {"S": latest[0]}, ":finding": {"S": latest[1]}},
+        )
+    except ClientError as err:
+        if error_code(err) != "ConditionalCheckFailedException":  # a later finding is recorded already
+            raise
 
 
 @dataclass(frozen=True)
