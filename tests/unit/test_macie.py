@@ -375,3 +375,18 @@ def test_no_tag_value_or_finding_time_stops_the_check_from_deciding(
     last_seen = plan.own.get("mlwarden:pii-last-seen")
     if last_seen is not None and last_seen != own.get("mlwarden:pii-last-seen"):
         assert timestamp(last_seen) == last_seen  # what we write is a real, non-future time
+
+
+def test_merging_into_a_cut_value_without_the_record_never_lowers_its_count() -> None:
+    # "+3" stands for three types this writer cannot see; one of them may be the type it brings.
+    assert encode_types({"A", "B", "C"}, cut_before="A B +3") == ("A B C +2", 2)
+    assert encode_types({"A", "B"}, cut_before="A B +3") == ("A B +3", 3)
+    assert encode_types({"A", "B"}, cut_before=None) == ("A B", 0)
+
+
+def test_ties_on_time_are_broken_by_finding_id_so_writers_agree() -> None:
+    current = {"mlwarden:pii-last-seen": "2026-01-01T10:00:00Z", "mlwarden:pii-last-finding": "f2"}
+
+    plan = plan_tags(current, _finding(seen_at="2026-01-01T10:00:00Z"), BUCKET_TAG_KEYS, BUCKET_TAG_LIMIT)
+
+    assert plan.own["mlwarden:pii-last-finding"] == "f2"  # "f1" < "f2": the recorded one stays
