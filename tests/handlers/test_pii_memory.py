@@ -179,6 +179,9 @@ def test_a_last_seen_tag_beyond_year_9999_neither_crashes_nor_stops_the_lock(
     assert result["severity"] == "CRITICAL"
     assert aws.block_of(BUCKET) == ALL_ON
     assert aws.tags_of(BUCKET)["mlwarden:pii-last-seen"] == "2025-06-03T13:05:11Z"
+    assert result["details"]["notes"] == [
+        "mlwarden:pii-last-seen is not a usable time (unparseable, out of range or in the future): treated as absent"
+    ]
 
 
 def test_a_future_updated_at_does_not_pin_the_last_seen_tags(aws: Any, tagger: Any, sample_event: Any) -> None:

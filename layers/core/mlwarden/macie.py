@@ -294,6 +294,8 @@ class TagPlan:
     new_types: tuple[str, ...]  # types this finding adds
     classification_changed: bool  # pii, severity or types differ from what the tags said
     changed: bool  # the tag set differs at all (including the last-finding bookkeeping)
+    # Our tag values that could not be used (a last-seen time that cannot be real): treated as absent.
+    notes: tuple[str, ...] = ()
 
     @property
     def truncated(self) -> bool:
@@ -379,6 +381,11 @@ def plan_tags(
         new_types=tuple(sorted(finding.types - known_types - known_before)),
         classification_changed=any(own.get(k) != current.get(k) for k in classification if k in keys),
         changed=tags != dict(current),
+        notes=(
+            (f"{LAST_SEEN_TAG} is not a usable time (unparseable, out of range or in the future): treated as absent",)
+            if current.get(LAST_SEEN_TAG) is not None and timestamp(current.get(LAST_SEEN_TAG)) is None
+            else ()
+        ),
     )
 
 
@@ -635,6 +642,7 @@ def _merge_bucket_tags(
                     new_types=first.new_types,
                     classification_changed=first.classification_changed,
                     changed=wrote or (first.changed and not settings.enforce),
+                    notes=first.notes,
                 ),
                 attempt,
             )
@@ -685,6 +693,8 @@ def _classify(finding: PiiFinding, trigger: Trigger, resource: str, settings: Se
         done.failures.append((err.what, None))
     else:
         plan = merged.plan
+        if plan.notes:
+            details["notes"] = [*details.get("notes", []), *plan.notes]
         details["tags"] = {
             "pii": plan.own,
             "dropped_keys": list(plan.dropped_keys),
