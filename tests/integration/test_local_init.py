@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from mlwarden_cli.emulator import FAKE_CREDENTIALS, moto_server
+from mlwarden_cli.main import main
 from mlwarden_cli.template import load_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,18 +190,20 @@ def _state(endpoint: str) -> dict[str, Any]:
     ],
 )
 def test_refuses_with_exit_2_unless_every_client_talks_to_the_emulator(
-    emulator: str, overrides: dict[str, str]
+    emulator: str, overrides: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env = _environment(AWS_ENDPOINT_URL=emulator)
-    env.update(overrides)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", emulator)
+    for name, value in overrides.items():
+        monkeypatch.setenv(name, value)
     if not overrides:
-        del env["AWS_ENDPOINT_URL"]
+        monkeypatch.delenv("AWS_ENDPOINT_URL")
 
-    result = _run("local", "init", env=env)
+    status = main(["local", "init"])
 
-    assert result.returncode == 2
-    assert result.stdout == ""
-    assert "never touches a real account" in result.stderr
+    out = capsys.readouterr()
+    assert status == 2
+    assert out.out == ""
+    assert "never touches a real account" in out.err
     assert _state(emulator) == {"topics": [], "tables": {}}
 
 

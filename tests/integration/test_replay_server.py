@@ -238,7 +238,6 @@ def test_stdout_carries_only_outcome_lines_however_many_events(account: dict[str
     assert "check decided" in result.stderr  # the handlers' logs go to stderr
 
 
-
 def test_version_prints_the_version(account: dict[str, Any]) -> None:
     result = subprocess.run([str(MLWARDEN), "--version"], capture_output=True, text=True, timeout=60, check=False)
 
