@@ -191,11 +191,12 @@ def _heading(text: str) -> None:
     print(f"\n== {text} " + "=" * max(0, 76 - len(text)))
 
 
-def _create_account(clients: Callable[[str], Any], template: Template, endpoint: str) -> dict[str, str]:
+def _create_account(clients: Callable[[str], Any], template: Template, endpoint: str) -> dict[str, Any]:
+    """The account's state; `exports` are the variables `mlwarden local init` prints for the template's
+    tables and topic, which it creates."""
     s3, sns, sqs = clients("s3"), clients("sns"), clients("sqs")
-    # What `mlwarden local init` creates: the template's tables and topic; the functions' variables point at them.
-    os.environ.update(create_local_resources(template, endpoint))
-    topic_arn = os.environ["ALERT_TOPIC_ARN"]
+    exports = create_local_resources(template, endpoint)
+    topic_arn = exports["ALERT_TOPIC_ARN"]
     queue_url = sqs.create_queue(QueueName="security-team-inbox")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
@@ -239,7 +240,12 @@ def _create_account(clients: Callable[[str], Any], template: Template, endpoint:
     s3.put_public_access_block(Bucket="mlw-patient-records", PublicAccessBlockConfiguration=ALL_ON)
     _training_job(clients("sagemaker"), UNENCRYPTED_JOB, encrypted=False)
     _training_job(clients("sagemaker"), ENCRYPTED_JOB, encrypted=True)
-    return {"topic_arn": topic_arn, "queue_url": queue_url, "training_policy_arn": _create_iam(clients("iam"))}
+    return {
+        "exports": exports,
+        "topic_arn": topic_arn,
+        "queue_url": queue_url,
+        "training_policy_arn": _create_iam(clients("iam")),
+    }
 
 
 def _event_document(events_dir: Path, file: str) -> str:
@@ -405,6 +411,7 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
 
     _heading(f"A small vulnerable ML account in moto server at {endpoint}")
     account = _create_account(clients.client, template, endpoint)
+    os.environ.update(account["exports"])
     print("buckets: mlw-training-data-acl (PII, public ACL), mlw-training-data-policy (public policy),")
     print("         mlw-feature-store (block deleted), mlw-public-website (exempt, public ACL),")
     print("         mlw-model-artifacts (private), mlw-shared-datasets (public ACL, Macie finds card")

@@ -31,8 +31,9 @@ from mlwarden_cli.template import FunctionSpec, Template
 
 # Messages stay invisible to other readers while their handler runs, and while this run keeps them.
 VISIBILITY_TIMEOUT_SECONDS = 300
-# SQS's longest long poll.
-LONG_POLL_SECONDS = 20
+# Long polls of 15 s: SQS allows 20, but a poll must end before the clients' read timeout (20 s) or the
+# client would time out and retry an answer that is on its way.
+LONG_POLL_SECONDS = 15
 # Empty long polls in a row while the queue still counts messages (delayed, or in flight in another reader)
 # before the re-drive gives up on them and reports them.
 MAX_EMPTY_POLLS = 6

@@ -67,10 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--wait-seconds",
         type=int,
-        choices=range(1, 21),
+        choices=range(1, LONG_POLL_SECONDS + 1),
         default=LONG_POLL_SECONDS,
         metavar="S",
-        help=f"with --from-dlq: long-poll wait, 1-20 s (default {LONG_POLL_SECONDS})",
+        help=f"with --from-dlq: long-poll wait, 1-{LONG_POLL_SECONDS} s (default {LONG_POLL_SECONDS})",
     )
     replay.add_argument("--json", action="store_true", help="one JSON object per line per (event, function)")
     replay.add_argument("--mode", choices=("enforce", "dry-run"), help="override REMEDIATION_MODE")

@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from mlwarden import clients
-from mlwarden_cli.dlq import HOLD_REASON_ATTRIBUTE
+from mlwarden_cli.dlq import HOLD_REASON_ATTRIBUTE, LONG_POLL_SECONDS
 from mlwarden_cli.emulator import FAKE_CREDENTIALS, moto_server
 from mlwarden_cli.local import create_local_resources
 from mlwarden_cli.main import main
@@ -27,7 +27,7 @@ ALL_ON = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy"
 RULE_ARN = "arn:aws:events:us-east-1:123456789012:rule/mlwarden-BlockPublicS3FunctionCloudTrail-1X2Y3Z4W5V6U"
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:mlwarden-BlockPublicS3Function-AbCdEf012345"
 # Short long polls keep the tests fast; the default is SQS's longest (20 s).
-WAIT: list[str] = []
+WAIT = ["--wait-seconds", "1"]
 
 pytestmark = pytest.mark.integration
 
@@ -287,3 +287,8 @@ def test_files_and_from_dlq_are_exclusive(capsys: pytest.CaptureFixture[str]) ->
     assert main(["replay"]) == 2
     assert main(["replay", "--hold-queue", "https://sqs.us-east-1.amazonaws.com/1/h", "x.json"]) == 2
     assert "--from-dlq" in capsys.readouterr().err
+
+
+def test_a_long_poll_ends_before_the_clients_read_timeout() -> None:
+    # A 20 s poll on a client that gives up reading after 20 s timed out and was retried instead of answered.
+    assert clients.client("sqs", "us-east-1").meta.config.read_timeout > LONG_POLL_SECONDS
