@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -139,6 +140,9 @@ def redrive(queue_url: str, replayer: Replayer, sqs: Any, options: RedriveOption
                 VisibilityTimeout=VISIBILITY_TIMEOUT_SECONDS,
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
+            for message in messages:  # one this run kept came back (a run longer than the visibility timeout)
+                if message["MessageId"] in kept:
+                    kept[message["MessageId"]] = message["ReceiptHandle"]
             fresh = [m for m in messages if m["MessageId"] not in seen]
             if not fresh:
                 empty_polls += 1
@@ -155,8 +159,10 @@ def redrive(queue_url: str, replayer: Replayer, sqs: Any, options: RedriveOption
                 yield redriven
     finally:
         # What stays in the queue is visible again right away, to a person or the next re-drive.
+        # Best effort: a message whose handle went stale becomes visible anyway when its visibility timeout ends.
         for receipt_handle in kept.values():
-            sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=0)
+            with suppress(ClientError):
+                sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=0)
 
 
 def _reports_empty(sqs: Any, queue_url: str, kept_by_this_run: int) -> bool:

@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
             "Each FILE is an EventBridge event (object), a JSON array of them, or JSON Lines. AWS is reached "
             "through the standard environment (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, credentials). "
             "stdout carries only the report (with --json: one outcome line per (event, function)); logs go to "
-            "stderr. Exit status: 0; 1 if a handler raised (or, with --from-dlq, a message was not deleted); "
+            "stderr. Exit status: 0; 1 if a handler raised (with --from-dlq: if a message stayed in the queue); "
             "2 for unusable arguments, files or events (an unusable event is reported and skipped, the others "
             "are replayed)."
         ),
