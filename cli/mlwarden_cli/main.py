@@ -76,9 +76,6 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--mode", choices=("enforce", "dry-run"), help="override REMEDIATION_MODE")
     replay.add_argument("--template", type=Path, help="template.yaml to route with (default: found from cwd)")
 
-    demo = commands.add_parser("demo", help="run ML Warden against a local AWS emulator (moto server)")
-    demo.add_argument("--template", type=Path, help="template.yaml to route with (default: found from cwd)")
-
     local = commands.add_parser("local", help="prepare a local AWS emulator for replay, exempt and demo")
     local_commands = local.add_subparsers(dest="local_command", required=True)
     local_init = local_commands.add_parser(
@@ -92,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     local_init.add_argument("--template", type=Path, help="template.yaml to read (default: found from cwd)")
+
+    demo = commands.add_parser("demo", help="run ML Warden against a local AWS emulator (moto server)")
+    demo.add_argument("--template", type=Path, help="template.yaml to route with (default: found from cwd)")
     return parser
 
 
