@@ -10,13 +10,16 @@ the final state and exits 0 only if everything is as expected.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mlwarden_cli import exempt
 from mlwarden_cli.emulator import FAKE_CREDENTIALS, EmulatorError, moto_server
 from mlwarden_cli.local import create_local_resources
 from mlwarden_cli.replay import Replayed, Replayer, format_table, read_events
@@ -58,7 +61,7 @@ SCENARIO = (
         "s3/put-bucket-acl-exempt-bucket.json",
         "BlockPublicS3Function",
         "exempt",
-        "the public website bucket (tagged exempt) gets a public ACL",
+        "the public website bucket (exempt in the registry) gets a public ACL: left as is, LOW",
     ),
     Step(
         "s3/create-bucket.json",
@@ -91,10 +94,10 @@ SCENARIO = (
         "Macie's policy finding for the (already fixed) policy bucket",
     ),
     Step(
-        "s3/delete-account-public-access-block.json",
+        "s3/put-bucket-tagging-exempt.json",
         "BlockPublicS3Function",
         "flagged",
-        "the account-level block is deleted while an exempt public bucket exists",
+        "a data scientist tags the training-data bucket mlwarden:exempt=true: refused and alerted",
     ),
     Step(
         "s3/put-bucket-policy-failed.json",
@@ -137,7 +140,13 @@ SCENARIO = (
         "macie/sensitive-data-credentials.json",
         "TagPiiBucketFunction",
         "exempt",
-        "credentials in the exempt public website bucket: tagged, never locked",
+        "credentials in the exempt public website bucket: tagged, not locked, still CRITICAL",
+    ),
+    Step(
+        "s3/delete-account-public-access-block.json",
+        "BlockPublicS3Function",
+        "remediated",
+        "the account-level block is deleted: restored, an exempt bucket does not hold it back",
     ),
     Step(
         "sagemaker/create-training-job-unencrypted.json",
@@ -185,6 +194,8 @@ IAM_TRUST = {
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
 }
 WILDCARD_TAG = "mlwarden:wildcard"
+WEBSITE_ARN = "arn:aws:s3:::mlw-public-website"
+WEBSITE_REASON = "public model cards, SEC-1234"
 
 
 def _heading(text: str) -> None:
@@ -228,7 +239,7 @@ def _create_account(clients: Callable[[str], Any], template: Template, endpoint:
     s3.put_public_access_block(Bucket="mlw-feature-store", PublicAccessBlockConfiguration=ALL_ON)
     s3.delete_public_access_block(Bucket="mlw-feature-store")
 
-    bucket("mlw-public-website", {"mlwarden:exempt": "2099-12-31", "purpose": "public model cards"})
+    bucket("mlw-public-website", {"purpose": "public model cards"})
     s3.put_bucket_acl(Bucket="mlw-public-website", ACL="public-read")
 
     bucket("mlw-model-artifacts", {"team": "ml-platform"})
@@ -369,7 +380,7 @@ def _pii_tag_checks(s3: Any) -> list[tuple[str, bool]]:
         ),
         (
             "exempt mlw-public-website is tagged (classification) but not locked",
-            website.get("mlwarden:pii") == "true" and website.get("mlwarden:exempt") == "2099-12-31",
+            website.get("mlwarden:pii") == "true" and website.get("purpose") == "public model cards",
         ),
     ]
 
@@ -413,7 +424,7 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
     account = _create_account(clients.client, template, endpoint)
     os.environ.update(account["exports"])
     print("buckets: mlw-training-data-acl (PII, public ACL), mlw-training-data-policy (public policy),")
-    print("         mlw-feature-store (block deleted), mlw-public-website (exempt, public ACL),")
+    print("         mlw-feature-store (block deleted), mlw-public-website (public ACL, on purpose),")
     print("         mlw-model-artifacts (private), mlw-shared-datasets (public ACL, Macie finds card")
     print("         numbers in it later). Alerts go to the template's alert topic,")
     print("         subscribed by SQS queue security-team-inbox.")
@@ -422,10 +433,19 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
         f"         {ENCRYPTED_JOB} (KMS keys, VPC, network isolation)."
     )
 
+    _heading("The security team exempts the website bucket through the registry")
+    until = (datetime.now(UTC).date() + timedelta(days=60)).isoformat()
+    print(f"$ mlwarden exempt add {WEBSITE_ARN} --until {until} --reason '{WEBSITE_REASON}'")
+    grant = argparse.Namespace(
+        exempt_command="add", resource_arn=WEBSITE_ARN, until=until, reason=WEBSITE_REASON, check="all"
+    )
+    granted = exempt.run(grant) == 0
+    checks_before = [("the registry exemption is granted (exit 0) and alerted", granted)]
+
     _heading("Events replayed through the template's EventBridge rules")
     replayer = Replayer(template)
     results: list[Replayed] = []
-    checks: list[tuple[str, bool]] = []
+    checks: list[tuple[str, bool]] = list(checks_before)
     for number, step in enumerate(SCENARIO, start=1):
         print(f"{number:>2}. {step.story}")
         for event in read_events(events_dir / step.file):
@@ -466,15 +486,14 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
         account_block_untouched = False
     except clients.client("s3control").exceptions.NoSuchPublicAccessBlockConfiguration:
         account_block_untouched = True
-    print(
-        f"{'account ' + DEFAULT_ACCOUNT:<26} public-access block: "
-        f"{'none (flagged, not forced over the exemption)' if account_block_untouched else 'set'}"
-    )
-    checks.append(("account block not forced over an exempt bucket", account_block_untouched))
+    print(f"{'account ' + DEFAULT_ACCOUNT:<26} public-access block: {'none' if account_block_untouched else 'set'}")
+    checks.append(("account block restored although an exempt bucket exists", not account_block_untouched))
+    checks += _exemption_checks(alerts)
     checks += _sagemaker_checks(alerts)
     checks += _iam_final_state(clients.client("iam"), account["training_policy_arn"])
     alerting = [r for r in results if r.outcome not in ("compliant", "ignored", "unrouted") and not r.redelivered]
-    checks.append((f"one alert per outcome that needs a human ({len(alerting)})", len(alerts) == len(alerting)))
+    expected_alerts = len(alerting) + 1  # and the registry change
+    checks.append((f"one alert per outcome that needs a human ({expected_alerts})", len(alerts) == expected_alerts))
     checks.append(
         (
             "every alert carries severity/check/outcome/account/region attributes",
@@ -493,6 +512,36 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
     failed = [description for description, ok in checks if not ok]
     print(f"\n{len(checks) - len(failed)}/{len(checks)} checks passed")
     return 0 if not failed else 1
+
+
+def _outcome_of(alert: dict[str, Any]) -> dict[str, Any]:
+    body = str(alert.get("Message", ""))
+    marker = "\nOutcome (JSON):\n"
+    return dict(json.loads(body.split(marker, 1)[1])) if marker in body else {}
+
+
+def _exemption_checks(alerts: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+    outcomes = [_outcome_of(a) for a in alerts]
+    granted = [o for o in outcomes if o.get("check") == exempt.CHECK and o.get("resource") == WEBSITE_ARN]
+    refused = [o for o in outcomes if o.get("details", {}).get("exempt_tag_set", {}).get("counts") is False]
+    website_pii = [
+        o
+        for o in outcomes
+        if o.get("check") == "tag_pii_bucket" and o.get("resource") == WEBSITE_ARN and o.get("outcome") == "exempt"
+    ]
+    return [
+        (
+            "the registry grant is alerted, naming who granted it",
+            len(granted) == 1 and bool(granted[0]["trigger"]["actor"]),
+        ),
+        ("the self-service exempt tag is refused and alerted", len(refused) == 1),
+        (
+            "the exempt public website holding credentials is still CRITICAL, naming its exemption",
+            len(website_pii) == 1
+            and website_pii[0]["severity"] == "CRITICAL"
+            and "registry exemption" in website_pii[0]["reason"],
+        ),
+    ]
 
 
 def _iam_final_state(iam: Any, training_policy_arn: str) -> list[tuple[str, bool]]:
