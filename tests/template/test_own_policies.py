@@ -77,6 +77,9 @@ def resolve(value: Any) -> Any:
     if "Fn::Sub" in value:
         sub = value["Fn::Sub"]
         return _sub(sub, {}) if isinstance(sub, str) else _sub(sub[0], sub[1])
+    if "Fn::If" in value:
+        # a value-level condition (the alert key: the stack's own or AlertKeyArn): check the stack's own
+        return resolve(value["Fn::If"][1])
     if "Fn::Join" in value:
         separator, parts = value["Fn::Join"]
         return separator.join(str(resolve(p)) for p in parts)
@@ -93,6 +96,15 @@ def _statements(document: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+def _delegates_to_iam(statement: dict[str, Any]) -> bool:
+    """AWS's default key policy statement: the account may do kms:* on the key, so IAM policies decide.
+
+    It names one key (the one whose policy holds it) and grants nothing by itself: the analyzer reads identity
+    policies and would call it a service wildcard. tests/template/test_deploy_rules.py pins it exactly.
+    """
+    return statement.get("Sid") == "EnableIamPolicies" and statement.get("Action") == "kms:*"
+
+
 def _policies() -> list[tuple[str, dict[str, Any]]]:
     found = []
     for name, resource in RESOURCES.items():
@@ -101,7 +113,10 @@ def _policies() -> list[tuple[str, dict[str, Any]]]:
             found.append((f"{name}/{policy['PolicyName']}", policy["PolicyDocument"]))
         for key in POLICY_KEYS:
             if key in properties:
-                found.append((f"{name}/{key}", properties[key]))
+                document = properties[key]
+                if key == "KeyPolicy":
+                    document = {**document, "Statement": [s for s in document["Statement"] if not _delegates_to_iam(s)]}
+                found.append((f"{name}/{key}", document))
     return found
 
 

@@ -36,6 +36,8 @@ _HEADLINE = {
 
 @dataclass(frozen=True)
 class Alert:
+    """One SNS message: subject, human body and the attributes subscribers filter on."""
+
     subject: str
     body: str
     attributes: dict[str, dict[str, str]]

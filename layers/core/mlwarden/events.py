@@ -34,6 +34,8 @@ MAX_EVENT_DEPTH = 64
 
 @dataclass(frozen=True)
 class Envelope:
+    """The EventBridge envelope every event has: id, source, detail-type, account, region, time."""
+
     id: str
     source: str
     detail_type: str
@@ -61,6 +63,8 @@ class Actor:
 
 @dataclass(frozen=True)
 class ApiCall:
+    """A CloudTrail-recorded API call (detail-type "AWS API Call via CloudTrail")."""
+
     envelope: Envelope
     event_source: str
     event_name: str
@@ -81,6 +85,8 @@ class ApiCall:
 
 @dataclass(frozen=True)
 class ComplianceChange:
+    """An AWS Config rule's compliance change for one resource."""
+
     envelope: Envelope
     rule_name: str
     resource_type: str
@@ -93,6 +99,8 @@ class ComplianceChange:
 
 @dataclass(frozen=True)
 class MacieFinding:
+    """A Macie finding (policy or sensitive data) about a bucket or an object in it."""
+
     envelope: Envelope
     finding_id: str
     finding_type: str
@@ -118,11 +126,22 @@ class StateChange:
 
 @dataclass(frozen=True)
 class Unrecognised:
+    """An event no parser could read, with the reason: checks turn it into `ignored`."""
+
     reason: str
     envelope: Envelope | None = None
 
 
 Event = ApiCall | ComplianceChange | MacieFinding | StateChange | Unrecognised
+
+
+def partition_of(region: str | None) -> str:
+    """The ARN partition of a region: aws-cn and aws-us-gov have their own, everything else is aws."""
+    if region and region.startswith("cn-"):
+        return "aws-cn"
+    if region and region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
 
 
 def scalar(value: Any) -> str | None:

@@ -24,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mlwarden import clients, exemptions
 from mlwarden.errors import AwsCallFailed, error_code
-from mlwarden.events import ApiCall, ComplianceChange, Event, Unrecognised, decode_policy_document
+from mlwarden.events import ApiCall, ComplianceChange, Event, Unrecognised, decode_policy_document, partition_of
 from mlwarden.exemptions import NOT_EXEMPT, Exemption, exemption_for
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
 from mlwarden.policy_analysis import Analysis, analyze, rank
@@ -75,6 +75,8 @@ _FALSE = frozenset({"false", "0", "no", "off", ""})
 
 @dataclass(frozen=True)
 class IamOptions:
+    """This check's optional behaviour (template parameter RevertCriticalPolicyVersions)."""
+
     revert_critical_versions: bool = False
 
 
@@ -89,6 +91,8 @@ def load_options(environ: Mapping[str, str] | None = None) -> IamOptions:
 
 @dataclass(frozen=True)
 class Principal:
+    """An IAM role, user or group, by kind and name."""
+
     kind: PrincipalKind
     name: str
 
@@ -115,6 +119,8 @@ class ManagedPolicyTarget:
 
 @dataclass(frozen=True)
 class InlinePolicyTarget:
+    """An inline policy of a principal, with the document the event carried."""
+
     principal: Principal
     policy_name: str
     event_document: Mapping[str, Any] | None
@@ -142,14 +148,6 @@ TAG_API_CALLS: dict[str, PrincipalKind] = {
     "TagUser": "user",
     "CreateUser": "user",
 }
-
-
-def partition_of(region: str | None) -> str:
-    if region and region.startswith("cn-"):
-        return "aws-cn"
-    if region and region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
 
 
 def _document(value: Any) -> Mapping[str, Any] | None:
@@ -276,6 +274,8 @@ def _call(action: str, func: Callable[..., Any], **kwargs: Any) -> Any:
 
 @dataclass(frozen=True)
 class PolicyDocument:
+    """A policy document as read, and where it was read from."""
+
     document: Mapping[str, Any] | None
     source: str  # where it was read: "live default version v3", "live inline policy", "event (...)"
     version_id: str | None = None

@@ -163,6 +163,8 @@ def _lower(severity: Severity) -> Severity:
 
 @dataclass(frozen=True)
 class Finding:
+    """One rule one statement breaks, with the actions and resources involved."""
+
     statement: int  # index in the Statement list (0 for a single statement object)
     sid: str | None
     rule: Rule
@@ -208,6 +210,8 @@ def _capped(values: tuple[str, ...]) -> list[str]:
 
 @dataclass(frozen=True)
 class Analysis:
+    """The findings of one policy document, and the shapes that could not be read."""
+
     findings: tuple[Finding, ...]
     statements: int
     # Shapes IAM would reject or that could not be read; the rest of the document is still analysed.
