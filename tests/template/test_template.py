@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -435,6 +436,36 @@ def test_iam_rule_says_iam_events_arrive_in_us_east_1_only() -> None:
     description = FUNCTIONS["FlagWildcardIamFunction"]["Properties"]["Description"]
     assert "us-east-1" in description
     pattern = FUNCTIONS["FlagWildcardIamFunction"]["Properties"]["Events"]["CloudTrail"]["Properties"]["Pattern"]
-    assert set(pattern["detail"]["eventName"]) == iam.POLICY_API_CALLS | set(iam.INLINE_API_CALLS) | set(
-        iam.ATTACH_API_CALLS
-    ) | {"TagPolicy"} | set(iam.TAG_API_CALLS)
+    assert set(pattern["detail"]["eventName"]) == iam.ROUTED_API_CALLS
+
+
+# The resource type each IAM action of flag_wildcard_iam authorizes, from the Service Authorization Reference
+# (https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsidentityandaccessmanagementiam.html):
+# role, user and group actions are granted on that type's ARNs in the account only.
+_IAM_RESOURCE_TYPE = re.compile(r"^iam:(?:\w*?)(Role|User|Group)s?(?:Policies|Policy|Tags)?$")
+
+
+def test_iam_principal_actions_are_scoped_to_their_resource_type() -> None:
+    checked = set()
+    for statement in _role_statements("FlagWildcardIamRole"):
+        for action in _as_list(statement["Action"]):
+            if action == "iam:ListGroupsForUser":
+                kind = "user"  # authorizes on the user whose groups are listed
+            elif action == "iam:GetGroup":
+                kind = "group"
+            elif match := _IAM_RESOURCE_TYPE.match(action):
+                kind = match[1].lower()
+            else:
+                continue
+            checked.add(action)
+            arn = f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:{kind}/*"
+            assert statement["Resource"] == {"Fn::Sub": arn}, f"{action} is not scoped to {kind} ARNs"
+    policy_actions = {
+        "iam:GetPolicy",
+        "iam:GetPolicyVersion",
+        "iam:ListEntitiesForPolicy",
+        "iam:ListPolicyTags",
+        "iam:TagPolicy",
+        "iam:UntagPolicy",
+    }
+    assert checked == iam.POLICY_PERMISSIONS - policy_actions

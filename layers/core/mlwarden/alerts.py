@@ -43,13 +43,20 @@ class Alert:
     attributes: dict[str, dict[str, str]]
 
 
+def headline(outcome: Outcome) -> str:
+    """What happened, in a few words; a check that only flags never says it failed to fix."""
+    if outcome.outcome is OutcomeKind.FAILED:
+        return f"FAILED to {outcome.details.get('failed_to') or 'fix'}"
+    return _HEADLINE[outcome.outcome]
+
+
 def subject_for(outcome: Outcome) -> str:
     resource = outcome.resource or "unknown resource"
     short = resource.split(":::", 1)[-1] if resource.startswith("arn:") else resource
     if short.startswith("arn:"):
         # Regional ARNs (arn:aws:sagemaker:REGION:ACCOUNT:training-job/NAME): the type and name say enough.
         short = short.rsplit(":", 1)[-1]
-    text = f"[ML Warden] {outcome.severity.value} {_HEADLINE[outcome.outcome]}: {outcome.check} {short}"
+    text = f"[ML Warden] {outcome.severity.value} {headline(outcome)}: {outcome.check} {short}"
     text = _SUBJECT_UNSAFE.sub("?", text)
     return text if len(text) <= SUBJECT_LIMIT else text[: SUBJECT_LIMIT - 3] + "..."
 
@@ -64,7 +71,7 @@ def render(outcome: Outcome) -> Alert:
     trigger = outcome.trigger
     who = trigger.actor or f"{trigger.kind} ({trigger.source})"
     lines = [
-        f"ML Warden {outcome.check}: {_HEADLINE[outcome.outcome]} ({outcome.severity.value})",
+        f"ML Warden {outcome.check}: {headline(outcome)} ({outcome.severity.value})",
         "",
         f"What:      {outcome.reason}",
         f"Where:     {outcome.resource or 'unknown'} (account {trigger.account or 'unknown'}, "
@@ -80,6 +87,8 @@ def render(outcome: Outcome) -> Alert:
         lines.append(f"Before:    {_state_line(outcome.previous_state)}")
     if outcome.undo:
         lines.append(f"Undo:      {outcome.undo}")
+    if outcome.details.get("next_step"):
+        lines.append(f"To do:     {outcome.details['next_step']}")
     if outcome.exempt_hint:
         lines.append(f"Exempt:    {outcome.exempt_hint}")
     lines += ["", "Outcome (JSON):", json.dumps(outcome.as_dict(), indent=2, sort_keys=True, default=str)]
