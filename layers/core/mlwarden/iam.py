@@ -613,7 +613,10 @@ def _keep_all_findings(grade: Grade, details: dict[str, Any], table: str | None,
 def _summary(grade: Grade) -> str:
     flagged = [f for _, f in grade.findings() if rank(f.severity) >= rank(FLAG_AT)]
     rules = ", ".join(dict.fromkeys(f"{f.rule.value} ({f.severity.value})" for f in flagged))
-    return f"{len(flagged)} finding(s) at {FLAG_AT.value} or above: {rules}"
+    # The escalation path, in words, of the highest finding that completes (or half-completes) one.
+    paths = sorted((f for f in flagged if f.path), key=lambda f: rank(f.severity), reverse=True)
+    named = f"; {paths[0].path}" if paths else ""
+    return f"{len(flagged)} finding(s) at {FLAG_AT.value} or above: {rules}{named}"
 
 
 # --- deciding --------------------------------------------------------------------------------------------
