@@ -466,6 +466,8 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
         body = alert.get("Message", "").split("\nOutcome (JSON):", 1)[0].rstrip()
         print("\n".join("  " + line for line in body.splitlines()))
 
+    checks += _flapping_bucket(replayer, clients.client, events_dir, account["queue_url"])
+
     _heading("Final state")
     expected_blocks = {
         "mlw-training-data-acl": ALL_ON,
@@ -512,6 +514,47 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
     failed = [description for description, ok in checks if not ok]
     print(f"\n{len(checks) - len(failed)}/{len(checks)} checks passed")
     return 0 if not failed else 1
+
+
+FLAPPING_BUCKET = "mlw-flapping-scratch"
+FLAPPING_REOPENINGS = 6
+
+
+def _flapping_bucket(
+    replayer: Replayer, client: Callable[[str], Any], events_dir: Path, queue_url: str
+) -> list[tuple[str, bool]]:
+    """Someone keeps re-opening a bucket: every re-opening is fixed, and the team hears it once as flapping."""
+    _heading(f"A flapping bucket: {FLAPPING_BUCKET} re-opened {FLAPPING_REOPENINGS} times in a row")
+    s3 = client("s3")
+    s3.create_bucket(Bucket=FLAPPING_BUCKET)
+    template = json.loads((events_dir / "s3/put-bucket-acl-public.json").read_text(encoding="utf-8"))
+    outcomes = []
+    for attempt in range(1, FLAPPING_REOPENINGS + 1):
+        if _block_of(s3, FLAPPING_BUCKET) is not None:
+            s3.delete_public_access_block(Bucket=FLAPPING_BUCKET)
+        s3.put_bucket_acl(Bucket=FLAPPING_BUCKET, ACL="public-read")
+        event = json.loads(json.dumps(template).replace("mlw-training-data-acl", FLAPPING_BUCKET))
+        event["id"] = f"{template['id'][:-4]}{attempt:04d}"
+        for result in replayer.replay(event, f"re-opening {attempt}"):
+            outcomes.append(result)
+            print(f"re-opening {attempt}: {result.outcome} {result.severity}, alerted: {result.alerted}")
+    alerts = [
+        a
+        for a in _received_alerts(client("sqs"), queue_url)
+        if FLAPPING_BUCKET in a.get("Subject", "") or FLAPPING_BUCKET in a.get("Message", "")[:2000]
+    ]
+    flapping = [a for a in alerts if a.get("MessageAttributes", {}).get("flapping", {}).get("Value") == "true"]
+    for alert in flapping:
+        print(f"\nSubject: {alert.get('Subject')}")
+        print("  " + alert.get("Message", "").splitlines()[2])
+    locked = _block_of(s3, FLAPPING_BUCKET) == ALL_ON
+    print(f"\n{FLAPPING_BUCKET}: {'locked' if locked else 'OPEN'}; {len(alerts)} alerts, {len(flapping)} flapping")
+    return [
+        (f"every re-opening of {FLAPPING_BUCKET} was fixed", [r.outcome for r in outcomes] == ["remediated"] * 6),
+        (f"{FLAPPING_BUCKET} stays locked while it flaps", locked),
+        ("one flapping alert (SNS attribute flapping=true), not one alert per re-opening", len(flapping) == 1),
+        (f"{FLAPPING_BUCKET} alerted 3 times before flapping, then once as flapping", len(alerts) == 4),
+    ]
 
 
 def _outcome_of(alert: dict[str, Any]) -> dict[str, Any]:

@@ -16,17 +16,15 @@ from mutations import OUTCOMES, SAMPLES, damaged_events, fuzz_settings, run_dama
 
 from mlwarden import s3
 from mlwarden.events import ApiCall, parse_event
-from mlwarden.loopguard import is_own_change
 
 pytestmark = pytest.mark.fuzz
 
 WRITES = {"PutPublicAccessBlock", "DeletePublicAccessBlock", "PutBucketTagging", "PutBucketAcl", "PutBucketPolicy"}
-REMEDIATOR = "arn:aws:iam::123456789012:role/BlockPublicS3Role"
 
 
 def _genuine_trigger(event: Any) -> bool:
     parsed = parse_event(event)
-    if isinstance(parsed, ApiCall) and (parsed.error_code or is_own_change(parsed, REMEDIATOR)):
+    if isinstance(parsed, ApiCall) and parsed.error_code:
         return False
     return not isinstance(s3.target_of(parsed), str)
 

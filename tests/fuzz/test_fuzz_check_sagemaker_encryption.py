@@ -18,7 +18,6 @@ from mutations import OUTCOMES, SAMPLES, damaged_events, fuzz_settings, run_dama
 
 from mlwarden import sagemaker
 from mlwarden.events import ApiCall, parse_event
-from mlwarden.loopguard import is_own_change
 
 pytestmark = pytest.mark.fuzz
 
@@ -28,7 +27,7 @@ ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
 
 def _genuine_trigger(event: Any) -> bool:
     parsed = parse_event(event)
-    if isinstance(parsed, ApiCall) and (parsed.error_code or is_own_change(parsed, REMEDIATOR)):
+    if isinstance(parsed, ApiCall) and parsed.error_code:
         return False
     return not isinstance(sagemaker.target_of(parsed), str)
 

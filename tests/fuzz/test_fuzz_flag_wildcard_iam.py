@@ -20,7 +20,6 @@ from mutations import OUTCOMES, SAMPLES, damaged_events, fuzz_settings, run_dama
 
 from mlwarden import iam
 from mlwarden.events import ApiCall, parse_event
-from mlwarden.loopguard import is_own_change
 from mlwarden.policy_analysis import Analysis, analyze
 
 pytestmark = pytest.mark.fuzz
@@ -38,7 +37,7 @@ TRUST = json.dumps(
 
 def _genuine_trigger(event: Any) -> bool:
     parsed = parse_event(event)
-    if isinstance(parsed, ApiCall) and (parsed.error_code or is_own_change(parsed, REMEDIATOR)):
+    if isinstance(parsed, ApiCall) and parsed.error_code:
         return False
     return not isinstance(iam.target_of(parsed), str)
 

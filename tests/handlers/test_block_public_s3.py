@@ -308,21 +308,43 @@ def test_dry_run_alerts_what_it_would_set_and_writes_nothing(
 # --- loop guard and events that change nothing ---------------------------------------------------------
 
 
-def test_own_change_is_ignored_without_alert_or_write(aws: Any, handler: Any, cloudtrail_event: Any) -> None:
-    aws.bucket("training-data", acl="public-read")
-    own = {
-        "type": "AssumedRole",
-        "arn": "arn:aws:sts::123456789012:assumed-role/BlockPublicS3Role/mlwarden-BlockPublicS3",
-        "accountId": ACCOUNT,
-        "sessionContext": {"sessionIssuer": {"type": "Role", "arn": REMEDIATOR_ROLE_ARN, "accountId": ACCOUNT}},
-    }
+OWN_IDENTITY = {
+    "type": "AssumedRole",
+    "arn": "arn:aws:sts::123456789012:assumed-role/BlockPublicS3Role/mlwarden-BlockPublicS3",
+    "accountId": ACCOUNT,
+    "sessionContext": {"sessionIssuer": {"type": "Role", "arn": REMEDIATOR_ROLE_ARN, "accountId": ACCOUNT}},
+}
 
-    result = handler(cloudtrail_event("PutBucketAcl", "training-data", user_identity=own))
 
-    assert result["outcome"] == "ignored"
-    assert result["reason"] == "change made by ML Warden's own role (loop guard)"
-    assert aws.block_of("training-data") is None
+def test_own_fix_echoed_by_cloudtrail_is_ignored_after_reading_the_bucket(
+    aws: Any, handler: Any, cloudtrail_event: Any
+) -> None:
+    aws.bucket("training-data", block=ALL_ON)
+    parameters = {"bucketName": "training-data", "PublicAccessBlockConfiguration": ALL_ON, "publicAccessBlock": ""}
+
+    result = handler(
+        cloudtrail_event("PutBucketPublicAccessBlock", request_parameters=parameters, user_identity=OWN_IDENTITY)
+    )
+
+    assert (result["outcome"], result["resource"]) == ("ignored", "arn:aws:s3:::training-data")
+    assert result["reason"].startswith("change made by ML Warden's own role (loop guard)")
     assert aws.alerts() == []
+
+
+def test_own_role_opening_a_bucket_is_hostile_fixed_and_critical(aws: Any, handler: Any, cloudtrail_event: Any) -> None:
+    # Attack: whoever can run code as ML Warden's role (say, by passing it to a new function) opens a bucket.
+    # Before, any call claiming that role was ignored before the bucket was read: it stayed public, unalerted.
+    aws.bucket("training-data", acl="public-read")
+
+    result = handler(cloudtrail_event("PutBucketAcl", "training-data", user_identity=OWN_IDENTITY))
+
+    assert (result["outcome"], result["severity"]) == ("remediated", "CRITICAL")
+    assert aws.block_of("training-data") == ALL_ON
+    alert = aws.only_alert()
+    assert alert.attributes["severity"] == "CRITICAL"
+    assert alert.line("What").startswith(
+        "change made by ML Warden's own role left arn:aws:s3:::training-data open: bucket is public"
+    )
 
 
 def test_failed_call_is_ignored(aws: Any, handler: Any, cloudtrail_event: Any) -> None:

@@ -33,7 +33,9 @@ SAMPLES: dict[str, tuple[str, str | None]] = {
     "s3/put-bucket-public-access-block-partial.json": ("remediated", "mlw-feature-store"),
     "s3/put-bucket-acl-exempt-bucket.json": ("exempt", None),
     "s3/create-bucket.json": ("compliant", "mlw-model-artifacts"),
-    "s3/put-bucket-public-access-block-by-mlwarden.json": ("ignored", None),
+    # ML Warden's own fix, echoed while the bucket is still public: the loop guard reads the bucket first, so
+    # the call counts as hostile and the bucket is fixed (once the bucket is fixed, the echo is ignored)
+    "s3/put-bucket-public-access-block-by-mlwarden.json": ("remediated", "mlw-training-data-acl"),
     # an exempt bucket no longer holds the account-wide block back: only the account's own exemption can
     "s3/delete-account-public-access-block.json": ("remediated", None),
     # setting the exempt tag on a public bucket: the bucket is blocked and the alert reports the tag

@@ -3,7 +3,7 @@
 1. Every event ends in exactly one recorded outcome.
 2. Delivering the same event N times yields one remediation and one alert.
 3. A failed alert never undoes or hides a remediation: the retry sends only the alert.
-4. The remediator never flaps with a human (flap guard).
+4. Flapping changes the talking, never the fixing (flap guard).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger
 
 ALL_ON = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
 BUCKET = "training-data"
+ACCOUNT = "123456789012"
 
 
 def fail_calls(client: Any, operation: str, code: str, times: int, status: int = 403) -> list[str]:
@@ -148,15 +149,16 @@ THROTTLED = json.dumps(
 def test_dynamodb_throttled_once_is_retried_by_botocore_and_still_deduplicates(
     aws: Any, handler: Any, cloudtrail_event: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Throttle at the HTTP layer, below botocore's retries: the first GetItem (the flap guard's read) gets a
-    # 400 ThrottlingException. A read, because moto's own before-send hook still executes the request.
+    # Throttle at the HTTP layer, below botocore's retries: the first UpdateItem (the flap guard's count of the
+    # fix) gets a 400 ThrottlingException. moto's own before-send hook still executes the request, so the retry
+    # repeats it: the fix is one attribute keyed by the event, so the repeat does not count it twice.
     aws.bucket(BUCKET, acl="public-read")
     event = cloudtrail_event("PutBucketAcl", BUCKET)
     throttled: list[str] = []
 
     def throttle_once(request: Any, **_: Any) -> AWSResponse | None:
-        if not throttled and request.headers.get("X-Amz-Target", b"").endswith(b"GetItem"):
-            throttled.append("GetItem")
+        if not throttled and request.headers.get("X-Amz-Target", b"").endswith(b"UpdateItem"):
+            throttled.append("UpdateItem")
             return AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.0"}, _Body(THROTTLED))
         return None
 
@@ -167,7 +169,7 @@ def test_dynamodb_throttled_once_is_retried_by_botocore_and_still_deduplicates(
     first = handler(event)
     again = handler(event)
 
-    assert throttled == ["GetItem"]
+    assert throttled == ["UpdateItem"]
     assert len(backoffs) == 1
     assert (first["redelivered"], again["redelivered"]) == (False, True)
     assert len(aws.alerts()) == 1
@@ -209,48 +211,83 @@ def test_records_are_keyed_by_check_and_event_and_expire(aws: Any, handler: Any,
     assert int(decide[0]["expiration"]) > 0
 
 
-# --- guarantee 4: the flap guard ----------------------------------------------------------------------------
+# --- guarantee 4: flapping changes the talking, never the fixing -------------------------------------------
 
 
-def test_a_bucket_re_opened_five_times_is_fixed_three_times_then_held_with_one_critical_alert(
+def reopen_and_deliver(aws: Any, handler: Any, cloudtrail_event: Any, times: int) -> list[dict[str, Any]]:
+    results = []
+    for _ in range(times):
+        if aws.block_of(BUCKET) is not None:
+            aws.s3.delete_public_access_block(Bucket=BUCKET)
+        results.append(handler(cloudtrail_event("DeleteBucketPublicAccessBlock", BUCKET)))
+    return results
+
+
+def test_a_bucket_re_opened_six_times_is_fixed_six_times_with_one_flapping_alert(
     aws: Any, handler: Any, cloudtrail_event: Any
 ) -> None:
+    # Attack (issue 10, item 1): re-opening a bucket a few times made ML Warden stop fixing it for an hour.
     aws.bucket(BUCKET, acl="public-read")
-    results = []
-    for _ in range(5):
-        aws.s3.delete_public_access_block(Bucket=BUCKET) if aws.block_of(BUCKET) else None
-        results.append(handler(cloudtrail_event("DeleteBucketPublicAccessBlock", BUCKET)))
 
-    assert [(r["outcome"], r["severity"]) for r in results] == [
-        ("remediated", "HIGH"),
-        ("remediated", "HIGH"),
-        ("remediated", "HIGH"),
-        ("remediated", "CRITICAL"),  # one too many: locked as last set, and the hold begins
-        ("flagged", "CRITICAL"),  # held: not changed again, not alerted again
+    results = reopen_and_deliver(aws, handler, cloudtrail_event, 6)
+
+    assert [r["outcome"] for r in results] == ["remediated"] * 6
+    assert aws.block_of(BUCKET) == ALL_ON  # the last re-opening is fixed too
+    assert [(r["severity"], r["flapping"], r["alerted"]) for r in results] == [
+        ("HIGH", False, True),
+        ("HIGH", False, True),
+        ("HIGH", False, True),
+        ("CRITICAL", True, True),  # one too many within the hour: the flapping alert
+        ("HIGH", True, False),  # fixed, logged and counted; folded into the next digest
+        ("HIGH", True, False),
     ]
-    assert "Someone keeps re-opening this: fixed 4 times within an hour (threshold 3)" in results[3]["reason"]
-    assert results[4]["actions"] == []
-    assert results[4]["alert_suppressed"]
-    assert aws.block_of(BUCKET) is None  # the fifth re-opening stands: ML Warden stopped fighting
     received = aws.alerts()
-    assert [a.attributes["severity"] for a in received] == ["HIGH", "HIGH", "HIGH", "CRITICAL"]
-    assert "keeps re-opening" in received[3].line("What")
+    assert len(received) == 4
+    flapping = received[3]
+    assert flapping.attributes["flapping"] == "true"
+    assert "flapping" not in received[0].attributes
+    assert flapping.subject != received[0].subject
+    assert flapping.subject.startswith("[ML Warden] CRITICAL FLAPPING")
+    assert flapping.line("What").startswith(
+        "arn:aws:s3:::training-data re-opened 4 times in 1 minutes by "
+        f"arn:aws:sts::{ACCOUNT}:assumed-role/DataScientist/data-scientist"
+    )
 
 
-def test_after_the_hold_remediation_resumes(
+def test_a_digest_goes_out_once_per_interval_while_the_bucket_keeps_flapping(
+    aws: Any, make_handler: Any, cloudtrail_event: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler = make_handler(env={"FLAP_DIGEST_MINUTES": "30"})
+    aws.bucket(BUCKET, acl="public-read")
+    reopen_and_deliver(aws, handler, cloudtrail_event, 6)  # 3 alerts, the flapping alert, 2 fixes folded
+    later = flapguard.time.time() + 30 * 60 + 1
+    monkeypatch.setattr(flapguard.time, "time", lambda: later)
+
+    results = reopen_and_deliver(aws, handler, cloudtrail_event, 3)
+
+    assert [(r["outcome"], r["alerted"]) for r in results] == [
+        ("remediated", True),  # the digest: the interval has passed
+        ("remediated", False),
+        ("remediated", False),
+    ]
+    digest = aws.alerts()[-1]
+    assert len(aws.alerts()) == 5
+    assert digest.attributes["flapping"] == "true"
+    assert digest.line("What").startswith("still flapping: fixed 3 more times since the last alert")
+    assert aws.block_of(BUCKET) == ALL_ON
+
+
+def test_after_a_quiet_hour_a_re_opening_alerts_as_usual(
     aws: Any, handler: Any, cloudtrail_event: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     aws.bucket(BUCKET, acl="public-read")
-    for _ in range(4):
-        aws.s3.delete_public_access_block(Bucket=BUCKET) if aws.block_of(BUCKET) else None
-        handler(cloudtrail_event("DeleteBucketPublicAccessBlock", BUCKET))
-    aws.s3.delete_public_access_block(Bucket=BUCKET)
+    reopen_and_deliver(aws, handler, cloudtrail_event, 4)
 
     later = flapguard.time.time() + flapguard.WINDOW_SECONDS + 1
     monkeypatch.setattr(flapguard.time, "time", lambda: later)
-    result = handler(cloudtrail_event("DeleteBucketPublicAccessBlock", BUCKET))
+    [result] = reopen_and_deliver(aws, handler, cloudtrail_event, 1)
 
-    assert (result["outcome"], result["severity"]) == ("remediated", "HIGH")
+    assert (result["outcome"], result["severity"], result["flapping"]) == ("remediated", "HIGH", False)
     assert aws.block_of(BUCKET) == ALL_ON
 
 
@@ -261,7 +298,7 @@ def test_flap_threshold_is_a_setting(aws: Any, make_handler: Any, cloudtrail_eve
     aws.s3.delete_public_access_block(Bucket=BUCKET)
     second = handler(cloudtrail_event("DeleteBucketPublicAccessBlock", BUCKET))
 
-    assert (first["severity"], second["severity"]) == ("HIGH", "CRITICAL")
+    assert (first["severity"], second["severity"], second["flapping"]) == ("HIGH", "CRITICAL", True)
 
 
 def test_flap_guard_fails_open_when_its_table_is_unreadable(
@@ -270,14 +307,26 @@ def test_flap_guard_fails_open_when_its_table_is_unreadable(
     caplog.set_level(logging.WARNING)
     handler = make_handler(env={"OUTCOME_TABLE": "table-that-does-not-exist", "FLAP_THRESHOLD": "1"})
     aws.bucket(BUCKET, acl="public-read")
-    outcomes: list[dict[str, Any]] = []
-    for _ in range(3):
-        aws.s3.delete_public_access_block(Bucket=BUCKET) if aws.block_of(BUCKET) else None
-        outcomes.append(handler(cloudtrail_event("DeleteBucketPublicAccessBlock", BUCKET)))
+    outcomes = reopen_and_deliver(aws, handler, cloudtrail_event, 3)
 
-    assert [o["outcome"] for o in outcomes] == ["remediated"] * 3
+    assert [(o["outcome"], o["alerted"]) for o in outcomes] == [("remediated", True)] * 3
     assert aws.block_of(BUCKET) == ALL_ON
-    assert "fix counter unavailable, remediating without the flap guard" in caplog.text
+    assert "fix counter unavailable, alerting this fix as usual" in caplog.text
+
+
+def test_a_stored_hold_from_an_older_release_cannot_stop_a_fix(aws: Any, handler: Any, cloudtrail_event: Any) -> None:
+    # Attack (issue 10, item 7): one item with a hold until the year 3000 kept a public PII bucket unfixed.
+    for key in (f"flap#block_public_s3#arn:aws:s3:::{BUCKET}", f"block_public_s3#flap#arn:aws:s3:::{BUCKET}"):
+        aws.dynamodb.put_item(
+            TableName=aws.outcome_table,
+            Item={"id": {"S": key}, "hold_until": {"N": "32503680000"}, "talked_at": {"N": "32503680000"}},
+        )
+    aws.bucket(BUCKET, acl="public-read", tags={"mlwarden:pii": "true"})
+
+    result = handler(cloudtrail_event("PutBucketAcl", BUCKET))
+
+    assert (result["outcome"], result["severity"], result["alerted"]) == ("remediated", "CRITICAL", True)
+    assert aws.block_of(BUCKET) == ALL_ON
 
 
 def test_an_outcome_too_large_for_one_item_is_stored_cut_and_still_answers_redeliveries(aws: Any) -> None:

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
 ACCOUNT = "123456789012"
 ALL_ON = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
-LOOP_GUARD = "change made by ML Warden's own role (loop guard)"
+LOOP_GUARD = "change made by ML Warden's own role (loop guard): the resource is as ML Warden sets it"
 
 
 # --- helpers: answer, count and throttle calls of ML Warden's own clients ----------------------------------
@@ -612,16 +612,25 @@ def test_own_writes_are_either_not_routed_back_or_ignored_by_the_loop_guard(
 ) -> None:
     handler = handler_for()
     scenario.arrange()
-    calls = count_calls(clients.client(scenario.write_service))
+    handler(scenario.event())  # the genuine event: the handler acts, and CloudTrail records its own write
+    alerted = len(scenario.aws.alerts())
+    writes = count_calls(clients.client(scenario.write_service), scenario.write)
     routed_back = 0
     for event in scenario.own_writes():
         if scenario.function not in {f.logical_id for f in TEMPLATE.route(event)}:
             continue  # no rule of this function matches its own write: nothing to guard
         routed_back += 1
         result = handler(event)
-        assert (result["outcome"], result["reason"]) == ("ignored", LOOP_GUARD)
-    assert calls == []
-    assert scenario.aws.alerts() == []
+        # Decided on live state: the resource is as the handler left it (loop guard), or the check has nothing
+        # to look at (the revert's policy is not in this account).
+        assert result["outcome"] == "ignored"
+        assert result["reason"] in (
+            LOOP_GUARD,
+            "the policy or its principal no longer exists (iam:GetPolicy)",
+            "TagRole does not set the exempt tag mlwarden:exempt",  # tagging calls are routed for the exempt tag
+        )
+    assert writes == []
+    assert len(scenario.aws.alerts()) == alerted
     # Which own writes come back is a property of template.yaml; pinned so a rule change is noticed.
     assert routed_back == ROUTED_BACK[scenario.app]
 

@@ -215,3 +215,34 @@ def test_exemption_variables_are_read() -> None:
 def test_invalid_exemption_variables_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         load_settings(env(**{name: value}))
+
+
+# --- flapping and alert dedup ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_flap_digest_and_dedup_window_default_when_empty(value: str) -> None:
+    settings = load_settings(env(FLAP_DIGEST_MINUTES=value, ALERT_DEDUP_HOURS=value))
+    assert (settings.flap_digest_minutes, settings.alert_dedup_hours) == (60, 24)
+
+
+def test_flap_digest_and_dedup_window_are_read() -> None:
+    settings = load_settings(env(FLAP_DIGEST_MINUTES="15", ALERT_DEDUP_HOURS="48"))
+    assert (settings.flap_digest_minutes, settings.alert_dedup_hours) == (15, 48)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FLAP_DIGEST_MINUTES", "4"),
+        ("FLAP_DIGEST_MINUTES", "1441"),
+        ("FLAP_DIGEST_MINUTES", "an hour"),
+        ("FLAP_DIGEST_MINUTES", "7.5"),
+        ("ALERT_DEDUP_HOURS", "0"),
+        ("ALERT_DEDUP_HOURS", "169"),
+        ("ALERT_DEDUP_HOURS", "-1"),
+    ],
+)
+def test_invalid_flap_digest_or_dedup_window_names_the_variable_and_the_range(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=rf"^{name} must be a whole number from \d+ to \d+, got {value!r}"):
+        load_settings(env(**{name: value}))

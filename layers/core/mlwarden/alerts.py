@@ -33,6 +33,9 @@ _HEADLINE = {
     OutcomeKind.IGNORED: "ignored",
 }
 
+# Someone keeps re-opening the resource (flapguard): its own subject, and the message attribute flapping=true.
+_FLAPPING_HEADLINE = "FLAPPING (re-opened again and again)"
+
 
 @dataclass(frozen=True)
 class Alert:
@@ -47,6 +50,8 @@ def headline(outcome: Outcome) -> str:
     """What happened, in a few words; a check that only flags never says it failed to fix."""
     if outcome.outcome is OutcomeKind.FAILED:
         return f"FAILED to {outcome.details.get('failed_to') or 'fix'}"
+    if outcome.flapping:
+        return _FLAPPING_HEADLINE
     return _HEADLINE[outcome.outcome]
 
 
@@ -96,17 +101,16 @@ def render(outcome: Outcome) -> Alert:
     def attribute(value: str | None) -> dict[str, str]:
         return {"DataType": "String", "StringValue": value or "unknown"}
 
-    return Alert(
-        subject=subject_for(outcome),
-        body="\n".join(lines),
-        attributes={
-            "severity": attribute(outcome.severity.value),
-            "check": attribute(outcome.check),
-            "outcome": attribute(outcome.outcome.value),
-            "account": attribute(trigger.account),
-            "region": attribute(trigger.region),
-        },
-    )
+    attributes = {
+        "severity": attribute(outcome.severity.value),
+        "check": attribute(outcome.check),
+        "outcome": attribute(outcome.outcome.value),
+        "account": attribute(trigger.account),
+        "region": attribute(trigger.region),
+    }
+    if outcome.flapping:
+        attributes["flapping"] = attribute("true")
+    return Alert(subject=subject_for(outcome), body="\n".join(lines), attributes=attributes)
 
 
 def publish(outcome: Outcome, topic_arn: str) -> str:

@@ -3,12 +3,18 @@
 EventBridge and Lambda deliver at least once and retry. For each (check, event id) the outcome
 table holds two kinds of record, written through Powertools' idempotency utility:
 
-- `<check>.decide#<hash of event id>`: the outcome of deciding and acting. A redelivery gets the
-  stored outcome back instead of acting again. A `failed` outcome is not kept (Powertools removes
-  the record when the function raises), so a retry tries the fix again.
+- `<check>.decide#<hash of event id>`: the outcome of deciding and acting, with a hash of the whole
+  event. A redelivery (same id, same payload) gets the stored outcome back instead of acting again.
+  A `failed` outcome is not kept (Powertools removes the record when the function raises), so a
+  retry tries the fix again.
 - `<check>.alert.<outcome>#<hash>`: the alert for that kind of outcome was published. A retry after
   a lost alert finds the outcome stored and only sends the alert; a `failed` outcome that fails again
   on every retry is alerted once.
+
+The event id alone is not trusted: anyone who can put an event on a rule's target can choose its id.
+An event whose id is known but whose payload differs raises `EventIdReused`; run_check then decides it as
+a new event under keys that carry its payload hash (`<check>.decide.<payload hash>#...`) and alerts that
+the id was reused.
 
 Without a table, or when DynamoDB fails before the check ran, the check runs anyway: security
 beats dedup. The price is a possible duplicate alert; it is logged and counted (`OutcomeStoreUnavailable`).
@@ -17,6 +23,7 @@ beats dedup. The price is a possible duplicate alert; it is logged and counted (
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +84,19 @@ def _storable(outcome: Outcome) -> dict[str, Any]:
     return data
 
 
+def payload_hash(raw_event: Any) -> str | None:
+    """A hash of the whole event as delivered, or None when it cannot be serialised (then no record is kept)."""
+    try:
+        text = json.dumps(raw_event, sort_keys=True, default=str)
+    except (ValueError, TypeError, RecursionError):
+        return None
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class EventIdReused(Exception):
+    """A known event id arrived with a different payload: not a redelivery."""
+
+
 class EventInProgress(Exception):
     """Another invocation is handling this very event right now; raised so that Lambda retries it later."""
 
@@ -104,10 +124,24 @@ class Decided:
 
 
 class OutcomeStore:
-    def __init__(self, table_name: str, event_id: str, lambda_context: Any = None) -> None:
+    def __init__(self, table_name: str, event_id: str, lambda_context: Any = None, payload: str = "") -> None:
         self.table_name = table_name
         self.event_id = event_id
+        self.payload = payload
+        # Empty for the event id's first payload; ".<payload hash>" for another payload under a known id.
+        self._variant = ""
         self._context: Any = lambda_context if lambda_context is not None else _FixedTimeContext()
+
+    def for_this_payload(self) -> OutcomeStore:
+        """The records of this payload alone, for an event whose id was first seen with another payload."""
+        store = OutcomeStore(self.table_name, self.event_id, self._context, self.payload)
+        store._variant = f".{self.payload[:16]}"
+        return store
+
+    @property
+    def fix_id(self) -> str:
+        """What identifies this delivery's fix: the same for a redelivery, different for a reused id."""
+        return f"{self.event_id}#{self.payload}"
 
     def decide_once(self, check: str, decide: Callable[[], Outcome]) -> Decided:
         decided_here: list[Outcome] = []
@@ -122,6 +156,8 @@ class OutcomeStore:
         _, errors = _idempotency()
         try:
             stored = self._once(f"{check}.decide", decide_and_keep)
+        except errors.IdempotencyValidationError as err:
+            raise EventIdReused(f"{check}: event id {self.event_id!r} was seen with a different payload") from err
         except _NotKept as failed:
             return Decided(failed.outcome, first_delivery=True)
         except errors.IdempotencyAlreadyInProgressError as err:
@@ -139,8 +175,8 @@ class OutcomeStore:
             logger.warning("stored outcome unreadable, deciding again", check=check, event_id=self.event_id)
             return Decided(decide(), first_delivery=True)
 
-    def alert_once(self, outcome: Outcome, publish: Callable[[], str]) -> bool:
-        """Publish unless this kind of outcome of this event was alerted before. True if sent now."""
+    def alert_once(self, outcome: Outcome, publish: Callable[[], str], purpose: str | None = None) -> bool:
+        """Publish unless this kind of outcome (or `purpose`) of this event was alerted before. True if sent now."""
         sent_here: list[str] = []
 
         def publish_and_note(data: dict[str, str]) -> dict[str, str]:
@@ -149,7 +185,11 @@ class OutcomeStore:
 
         _, errors = _idempotency()
         try:
-            self._once(f"{outcome.check}.alert.{outcome.outcome.value}", publish_and_note)
+            self._once(f"{outcome.check}.alert.{purpose or outcome.outcome.value}", publish_and_note)
+        except errors.IdempotencyValidationError:
+            # Only a record kept before payload hashes were stored can disagree here; alerting twice is the safe side.
+            publish()
+            return True
         except errors.IdempotencyAlreadyInProgressError as err:
             raise EventInProgress(f"{outcome.check}: alert for event {self.event_id} is being sent") from err
         except errors.IdempotencyPersistenceLayerError as err:
@@ -163,6 +203,7 @@ class OutcomeStore:
         idempotency, _ = _idempotency()
         config = idempotency.IdempotencyConfig(
             event_key_jmespath="event_id",
+            payload_validation_jmespath="payload",
             raise_on_no_idempotency_key=True,
             expires_after_seconds=RECORD_LIFETIME_SECONDS,
         )
@@ -171,9 +212,9 @@ class OutcomeStore:
             table_name=self.table_name, boto3_client=clients.client("dynamodb")
         )
         once = idempotency.idempotent_function(
-            data_keyword_argument="data", config=config, persistence_store=layer, key_prefix=key_prefix
+            data_keyword_argument="data", config=config, persistence_store=layer, key_prefix=key_prefix + self._variant
         )(function)
-        return once(data={"event_id": self.event_id})
+        return once(data={"event_id": self.event_id, "payload": self.payload})
 
     def _unavailable(self, check: str, stage: str, err: IdempotencyPersistenceLayerError) -> None:
         cause = err.__cause__

@@ -122,6 +122,11 @@ class Outcome:
     alert_suppressed: str | None = None
     # True when an earlier delivery of the same event decided this outcome (and made any change).
     redelivered: bool = False
+    # The sorted ids of the rules or findings that failed: with check, resource, kind and severity, what makes
+    # two alerts "the same" (alert_dedup).
+    findings: tuple[str, ...] = ()
+    # True when someone keeps re-opening the resource: the alert is the flapping alert or its digest (flapguard).
+    flapping: bool = False
     # The AWS error behind a `failed` outcome; re-raised from by the handler.
     cause: BaseException | None = field(default=None, compare=False, repr=False)
 
@@ -149,6 +154,8 @@ class Outcome:
             "alerted": self.alerted,
             "alert_suppressed": self.alert_suppressed,
             "redelivered": self.redelivered,
+            "findings": list(self.findings),
+            "flapping": self.flapping,
             "event_id": self.trigger.event_id,
             "trigger": {
                 "source": self.trigger.source,
@@ -191,6 +198,8 @@ def outcome_from_dict(data: Mapping[str, Any]) -> Outcome:
             error_code=data.get("error_code"),
             alerted=bool(data.get("alerted")),
             alert_suppressed=data.get("alert_suppressed"),
+            findings=tuple(str(finding) for finding in data.get("findings") or ()),
+            flapping=bool(data.get("flapping")),
         )
     except (KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"not a recorded outcome: {err!r}") from err

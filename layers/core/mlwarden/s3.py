@@ -13,7 +13,6 @@ import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -571,6 +570,7 @@ def _block_bucket(bucket: BucketTarget, trigger: Trigger, settings: Settings, *,
         "resource": bucket.arn,
         "details": details,
         "exempt_hint": _exempt_hint(bucket.arn),
+        "findings": tuple(sorted({*exposure.public_via, *exposure.held_back, *exposure.unknown})),
     }
     if exemption.active:
         # An exemption prevents the change, never the truth: PII in the open stays CRITICAL.
@@ -592,7 +592,6 @@ def _block_bucket(bucket: BucketTarget, trigger: Trigger, settings: Settings, *,
 
     s3 = clients.client("s3")
     return _turn_on_and_verify(
-        settings=settings,
         action="s3:PutBucketPublicAccessBlock",
         write=lambda: s3.put_public_access_block(Bucket=bucket.name, PublicAccessBlockConfiguration=ALL_ON),
         read_back=lambda: _read_bucket_block(bucket.name),
@@ -639,7 +638,6 @@ def _block_account(account: AccountTarget, trigger: Trigger, settings: Settings)
         )
     s3control = clients.client("s3control")
     return _turn_on_and_verify(
-        settings=settings,
         action="s3:PutAccountPublicAccessBlock",
         write=lambda: s3control.put_public_access_block(
             AccountId=account.account_id, PublicAccessBlockConfiguration=ALL_ON
@@ -655,7 +653,6 @@ def _block_account(account: AccountTarget, trigger: Trigger, settings: Settings)
 
 def _turn_on_and_verify(
     *,
-    settings: Settings,
     action: str,
     write: Callable[[], Any],
     read_back: Callable[[], dict[str, bool] | None],
@@ -668,24 +665,9 @@ def _turn_on_and_verify(
     """Write all four settings, read them back: a block that does not read back is a failure.
 
     A failure keeps everything already known (severity, exposure, previous state), and once the
-    write went through it also keeps the action and the undo command. A resource on hold (someone keeps
-    re-opening it, see flapguard) is not changed; the fix that starts the hold is CRITICAL.
+    write went through it also keeps the action and the undo command. Every fix is made, however often
+    the resource was re-opened: flapping changes only what is said about it (see flapguard, run by checks).
     """
-    check, resource = str(common["check"]), str(common["resource"])
-    from mlwarden import flapguard  # noqa: PLC0415 - only a fix needs it: not imported at cold start
-
-    hold = flapguard.held_until(settings, check, resource)
-    if hold is not None:
-        return Outcome(
-            outcome=OutcomeKind.FLAGGED,
-            severity=Severity.CRITICAL,
-            reason=(
-                f"{what}; not changed: someone keeps re-opening it, so ML Warden leaves it alone until {_utc(hold)}"
-            ),
-            previous_state=_state(previous),
-            alert_suppressed="the one CRITICAL alert for this hold went out when it began",
-            **common,
-        )
 
     def failed(reason: str, err: AwsCallFailed | None, written: bool, after: dict[str, bool] | None) -> Outcome:
         details = dict(common.get("details") or {})
@@ -717,17 +699,6 @@ def _turn_on_and_verify(
     if after != ALL_ON:
         return failed(f"the block was written but reads back as {after}", None, written=True, after=after)
     reason = f"{what}; all four settings turned on and verified"
-    from mlwarden import flapguard  # noqa: PLC0415 - only a fix needs it: not imported at cold start
-
-    fixes = flapguard.count_fix(settings, check, resource)
-    if fixes is not None and fixes.hold_started and fixes.hold_until is not None:
-        severity = Severity.CRITICAL
-        reason = (
-            f"{reason}. Someone keeps re-opening this: fixed {fixes.fixes_in_window} times within an hour "
-            f"(threshold {settings.flap_threshold}). ML Warden leaves it as now set and stops re-fixing it until "
-            f"{_utc(fixes.hold_until)}: find out who re-opens it and why"
-        )
-        common = {**common, "details": {**(common.get("details") or {}), "hold_until": _utc(fixes.hold_until)}}
     return Outcome(
         outcome=OutcomeKind.REMEDIATED,
         severity=severity,
@@ -738,7 +709,3 @@ def _turn_on_and_verify(
         undo=undo,
         **common,
     )
-
-
-def _utc(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

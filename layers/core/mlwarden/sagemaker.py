@@ -391,6 +391,7 @@ def _decide(
             **common,
         )
     details["failed_rules"] = [f.as_dict() for f in findings]
+    common["findings"] = tuple(sorted({f.rule.name for f in findings}))  # one alert per resource and rule set
     severity = worst(findings)
     what = f"{target.kind.value} {target.name}: {_summary(findings)}"
     if not description.live:

@@ -20,6 +20,8 @@ _TAG_KEY = re.compile(r"^[\w +\-=.:/@]{1,128}$")
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 FLAP_THRESHOLD_RANGE = range(1, 101)
 MAX_EXEMPTION_DAYS_RANGE = range(1, 366)
+FLAP_DIGEST_MINUTES_RANGE = range(5, 1441)
+ALERT_DEDUP_HOURS_RANGE = range(1, 169)
 
 
 class SettingsError(ValueError):
@@ -42,12 +44,17 @@ class Settings:
     remediator_role_arn: str | None
     # DynamoDB table of per-event outcomes and per-resource fix counts; None runs without them.
     outcome_table: str | None = None
-    # More fixes of one resource than this within an hour: stop re-fixing it and raise one CRITICAL alert.
+    # More fixes of one resource than this within an hour is flapping: still fixed every time, but one CRITICAL
+    # flapping alert instead of one alert per fix.
     flap_threshold: int = 3
     # Exemptions (see exemptions.py): the registry table, whether resource tags may exempt, the longest exemption.
     exemption_table: str | None = None
     trust_exemption_tags: bool = False
     max_exemption_days: int = 90
+    # While a resource flaps: at most one digest alert per resource per this many minutes.
+    flap_digest_minutes: int = 60
+    # The same resource with the same failed findings and severity alerts once within this many hours.
+    alert_dedup_hours: int = 24
 
     @property
     def enforce(self) -> bool:
@@ -120,6 +127,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"MAX_EXEMPTION_DAYS must be a whole number of days from {MAX_EXEMPTION_DAYS_RANGE.start} to "
             f"{MAX_EXEMPTION_DAYS_RANGE.stop - 1}, got {max_days_raw[:40]!r}"
         )
+    flap_digest_minutes = _whole_number(env, "FLAP_DIGEST_MINUTES", 60, FLAP_DIGEST_MINUTES_RANGE)
+    alert_dedup_hours = _whole_number(env, "ALERT_DEDUP_HOURS", 24, ALERT_DEDUP_HOURS_RANGE)
 
     return Settings(
         alert_topic_arn=topic,
@@ -131,4 +140,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         exemption_table=exemption_table,
         trust_exemption_tags=trust_raw == "true",
         max_exemption_days=max_days,
+        flap_digest_minutes=flap_digest_minutes,
+        alert_dedup_hours=alert_dedup_hours,
     )
+
+
+def _whole_number(env: Mapping[str, str], name: str, default: int, allowed: range) -> int:
+    raw = env.get(name, "").strip() or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = allowed.start - 1
+    if value not in allowed:
+        raise SettingsError(f"{name} must be a whole number from {allowed.start} to {allowed.stop - 1}, got {raw!r}")
+    return value
