@@ -921,3 +921,24 @@ def test_new_default_version_re_grades_every_role_and_user_holding_the_policy(
     assert policy_tags(iam, arn) == {}
     assert role_tags(iam, "trainer") == {}
     assert user_tags(iam, "alice") == {}
+
+
+def test_the_same_findings_on_a_role_reported_again_under_a_new_event_alert_once(
+    aws: Any, iam: Any, handler: Any, sample_event: Any
+) -> None:
+    # Bug (issue 11): dedup was per event id, so every re-report of the same findings alerted again.
+    first = sample_event("iam/put-role-policy-s3-wildcard.json")
+    iam.create_role(RoleName="mlw-data-scientist", AssumeRolePolicyDocument=TRUST)
+    iam.put_role_policy(
+        RoleName="mlw-data-scientist",
+        PolicyName="s3-everything",
+        PolicyDocument=first["detail"]["requestParameters"]["policyDocument"],
+    )
+    again = {**first, "id": "5f0c3b8e-0000-4000-8000-000000000002"}
+
+    results = [handler(first), handler(again)]
+
+    assert [r["outcome"] for r in results] == ["flagged", "flagged"]
+    assert results[0]["findings"] and results[0]["findings"] == results[1]["findings"]
+    assert [r["alerted"] for r in results] == [True, False]
+    assert len(aws.alerts()) == 1

@@ -623,6 +623,15 @@ def _summary(grade: Grade) -> str:
 
 
 def flag_wildcard_policy(event: Event, settings: Settings, options: IamOptions | None = None) -> Outcome:
+    outcome = _flag_wildcard_policy(event, settings, options)
+    # One alert per resource and rule set (alert_dedup): the rules the report names identify the finding.
+    rules = outcome.details.get("finding_rules")
+    if isinstance(rules, list) and rules and not outcome.findings:
+        outcome = replace(outcome, findings=tuple(sorted(str(rule) for rule in rules)))
+    return outcome
+
+
+def _flag_wildcard_policy(event: Event, settings: Settings, options: IamOptions | None = None) -> Outcome:
     target = target_of(event)
     if isinstance(target, str):
         return ignored(CHECK, event, target)
