@@ -204,3 +204,258 @@ def test_outcome_metric_names_are_camel_case() -> None:
         "Ignored",
         "Failed",
     ]
+
+
+# --- what failed: the subject never claims a fix for a check that only reads or flags ---------------------
+
+SAGEMAKER = "check_sagemaker_encryption"
+# (case, check, the action that failed, how the outcome records it, error code, expected headline)
+# An action in `details.failed_action` raised; an action in `actions` was made but did not read back.
+FAILED_CASES: list[tuple[str, str, str | None, str, str, str]] = [
+    ("block write refused", "block_public_s3", "s3:PutBucketPublicAccessBlock", "raised", "AccessDenied", "to fix"),
+    ("block not read back", "block_public_s3", "s3:PutBucketPublicAccessBlock", "done", "VerificationFailed", "to fix"),
+    ("IAM policy unreadable", "flag_wildcard_iam", "iam:GetRolePolicy", "raised", "Throttling", "to check"),
+    ("IAM tag not read back", "flag_wildcard_iam", "iam:TagRole", "done", "VerificationFailed", "to tag"),
+    ("IAM revert refused", "flag_wildcard_iam", "iam:SetDefaultPolicyVersion", "raised", "AccessDenied", "to fix"),
+    (
+        "SageMaker describe refused",
+        "check_sagemaker_encryption",
+        "sagemaker:DescribeTrainingJob",
+        "raised",
+        "",
+        "to check",
+    ),
+    ("SageMaker stop refused", SAGEMAKER, "sagemaker:StopTrainingJob", "raised", "", "to stop"),
+    ("PII tags refused", "tag_pii_bucket", "s3:PutBucketTagging", "raised", "AccessDenied", "to tag"),
+    ("nothing known about the failure", "tag_pii_bucket", None, "done", "VerificationFailed", ""),
+]
+
+
+@pytest.mark.parametrize(
+    ("check", "action", "recorded", "code", "expected"), [c[1:] for c in FAILED_CASES], ids=[c[0] for c in FAILED_CASES]
+)
+def test_a_failed_subject_says_what_failed(
+    check: str, action: str | None, recorded: str, code: str, expected: str
+) -> None:
+    outcome = remediated(
+        check=check,
+        outcome=OutcomeKind.FAILED,
+        actions=(action,) if action and recorded == "done" else (),
+        details={"failed_action": action} if recorded == "raised" else {},
+        error_code=code or "AccessDeniedException",
+        undo=None,
+        new_state=None,
+        previous_state=None,
+    )
+    headline = f"FAILED {expected}".strip()
+
+    assert subject_for(outcome).startswith(f"[ML Warden] HIGH {headline}: {check} ")
+    assert render(outcome).body.splitlines()[0] == f"ML Warden {check}: {headline} (HIGH)"
+
+
+# --- what to do now -----------------------------------------------------------------------------------------
+
+
+def what_to_do(body: str) -> str:
+    return body.split("\nWhat to do now:\n", 1)[1].split("\n\n", 1)[0]
+
+
+def test_a_fix_says_verify_how_to_undo_and_how_to_keep_it_open() -> None:
+    steps = what_to_do(render(remediated()).body)
+
+    assert "Verify that the change is wanted" in steps
+    assert "To undo it: aws s3api delete-public-access-block --bucket training-data" in steps
+    assert (
+        "ask the security team for an exemption: mlwarden exempt add arn:aws:s3:::training-data "
+        "--until YYYY-MM-DD --reason TEXT --check block_public_s3"
+    ) in steps
+
+
+def test_a_flag_says_the_checks_own_next_step() -> None:
+    outcome = remediated(
+        check="flag_wildcard_iam",
+        outcome=OutcomeKind.FLAGGED,
+        actions=(),
+        undo=None,
+        next_step="replace s3:* on * with the actions and buckets the role needs",
+    )
+
+    steps = what_to_do(render(outcome).body)
+
+    assert "Next: replace s3:* on * with the actions and buckets the role needs" in steps
+    assert "must fix it" in steps
+    assert render(outcome).subject.startswith("[ML Warden] HIGH flagged: flag_wildcard_iam")
+
+
+def test_a_flag_without_a_next_step_still_says_what_to_do() -> None:
+    steps = what_to_do(render(remediated(outcome=OutcomeKind.FLAGGED, actions=(), undo=None)).body)
+
+    assert "Next: fix what What above names" in steps
+    assert "mlwarden exempt add" in steps
+
+
+def test_a_dry_run_says_nothing_was_changed() -> None:
+    steps = what_to_do(render(remediated(outcome=OutcomeKind.WOULD_REMEDIATE, actions=(), undo=None)).body)
+
+    assert steps.strip().startswith("Dry run: nothing was changed")
+
+
+def test_an_exemption_says_how_to_end_it() -> None:
+    outcome = remediated(outcome=OutcomeKind.EXEMPT, details={"exemption": "registry entry until 2026-03-01"})
+
+    steps = what_to_do(render(outcome).body)
+
+    assert "exempt (registry entry until 2026-03-01)" in steps
+    assert "mlwarden exempt revoke arn:aws:s3:::training-data" in steps
+
+
+def test_a_refused_fix_says_which_permission_to_check_and_what_to_set_by_hand() -> None:
+    outcome = remediated(
+        outcome=OutcomeKind.FAILED,
+        actions=(),
+        undo=None,
+        error_code="AccessDenied",
+        details={"failed_action": "s3:PutBucketPublicAccessBlock"},
+    )
+
+    steps = what_to_do(render(outcome).body)
+
+    assert "s3:PutBucketPublicAccessBlock failed with AccessDenied" in steps
+    assert "ML Warden's role may call s3:PutBucketPublicAccessBlock" in steps
+    assert 'By hand: set PublicAccessBlockConfiguration={"BlockPublicAcls": true' in steps
+    assert "mlwarden replay --from-dlq" in steps
+
+
+CHECKS = ["block_public_s3", "tag_pii_bucket", "flag_wildcard_iam", "check_sagemaker_encryption"]
+
+
+@pytest.mark.parametrize("kind", [k for k in OutcomeKind if k not in (OutcomeKind.COMPLIANT, OutcomeKind.IGNORED)])
+@pytest.mark.parametrize("check", CHECKS)
+def test_every_alert_body_says_what_to_do_now(kind: OutcomeKind, check: str) -> None:
+    steps = what_to_do(render(remediated(check=check, outcome=kind)).body)
+
+    assert len(steps.strip().splitlines()) >= 2
+
+
+# --- size: whatever the outcome, the message fits SNS and its JSON block stays whole -----------------------
+
+SNS_LIMIT = 262_144  # https://docs.aws.amazon.com/sns/latest/api/API_MessageAttributeValue.html
+TOP_LEVEL_KEYS = set(remediated().as_dict())
+
+
+def published_bytes(alert: Any) -> int:
+    parts = [alert.subject, alert.body]
+    for name, value in alert.attributes.items():
+        parts += [name, *value.values()]
+    return sum(len(part.encode("utf-8")) for part in parts)
+
+
+def test_a_small_alert_is_not_cut() -> None:
+    alert = render(remediated())
+
+    assert "truncated" not in outcome_json(alert.body)
+    assert "\nCut:" not in alert.body
+
+
+def test_a_huge_finding_list_is_cut_with_counts_and_the_json_stays_whole() -> None:
+    findings = [{"rule": f"rule-{i}", "statement": "s3:* on * " * 20, "severity": "HIGH"} for i in range(6_000)]
+    outcome = remediated(outcome=OutcomeKind.FLAGGED, details={"findings": findings}, reason="x" * 50_000)
+
+    alert = render(outcome)
+
+    assert published_bytes(alert) < SNS_LIMIT // 4
+    parsed = outcome_json(alert.body)
+    assert set(parsed) == TOP_LEVEL_KEYS | {"truncated"}
+    cut = parsed["truncated"]["details.findings"]
+    assert cut["kept"] == len(parsed["details"]["findings"])
+    assert cut["kept"] + cut["left_out"] == 6_000
+    assert parsed["truncated"]["reason"]["characters_left_out"] > 0
+    assert body_line(alert.body, "Cut").startswith("this alert was shortened")
+    # the attributes a filter policy uses are the same as on any alert
+    assert alert.attributes == render(remediated(outcome=OutcomeKind.FLAGGED)).attributes
+
+
+def test_non_ascii_text_is_measured_in_bytes() -> None:
+    outcome = remediated(reason="données " * 40_000, details={"types": ["é" * 1000] * 500})
+
+    alert = render(outcome)
+
+    assert published_bytes(alert) < SNS_LIMIT // 4
+    assert outcome_json(alert.body)["check"] == "block_public_s3"
+
+
+def test_a_deeply_nested_detail_cannot_break_the_alert() -> None:
+    nested: dict[str, Any] = {}
+    inner = nested
+    for _ in range(5_000):
+        inner["next"] = {}
+        inner = inner["next"]
+
+    alert = render(remediated(details={"nested": nested}))
+
+    assert published_bytes(alert) < SNS_LIMIT // 4
+    assert "details.nested" in next(iter(outcome_json(alert.body)["truncated"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    details=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=3_000),
+        lambda children: st.lists(children, max_size=40) | st.dictionaries(st.text(max_size=20), children, max_size=40),
+        max_leaves=400,
+    ),
+    reason=st.text(max_size=20_000),
+)
+def test_any_outcome_renders_within_the_budget_with_a_whole_json_block(details: Any, reason: str) -> None:
+    alert = render(remediated(details={"any": details}, reason=reason))
+
+    assert published_bytes(alert) < SNS_LIMIT // 4
+    assert set(outcome_json(alert.body)) >= TOP_LEVEL_KEYS
+
+
+# --- what an alert may name ----------------------------------------------------------------------------------
+
+EMAIL_ACTOR = (
+    "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_DataScientist_0a1b2c3d/jane.doe@example.com (AssumedRole)"
+)
+
+
+def test_an_email_session_name_is_kept_as_the_actor() -> None:
+    alert = render(remediated(trigger=trigger(actor=EMAIL_ACTOR)))
+
+    assert body_line(alert.body, "Who").startswith(EMAIL_ACTOR)
+    assert outcome_json(alert.body)["trigger"]["actor"] == EMAIL_ACTOR
+
+
+FOREIGN = {"cost-center": "cc-4711-falcon", "owner": "ana.lopez@example.com"}
+OWN = {"mlwarden:pii": "true", "mlwarden:pii-severity": "High"}
+
+
+def test_other_teams_tag_values_are_hidden_wherever_they_appear_and_ours_are_shown() -> None:
+    tag_set = [{"Key": k, "Value": v} for k, v in {**FOREIGN, **OWN}.items()]
+    tagging = json.dumps({"TagSet": tag_set}, separators=(",", ":"))
+    outcome = remediated(
+        check="tag_pii_bucket",
+        previous_state={"Tags": {**FOREIGN, **OWN}},
+        new_state={"TagSet": tag_set},
+        undo=f"aws s3api put-bucket-tagging --bucket b --tagging '{tagging}'",
+        exempt_hint="aws iam tag-role --role-name r --tags Key=owner,Value=ana.lopez@example.com",
+        details={"tags": {"seen": {**FOREIGN, **OWN}}, "resource_tags": tag_set},
+    )
+
+    alert = render(outcome)
+
+    for text in (alert.body, alert.subject):
+        for value in FOREIGN.values():
+            assert value not in text
+    parsed = outcome_json(alert.body)
+    assert parsed["previous_state"]["Tags"] == {
+        "cost-center": "<value not shown>",
+        "owner": "<value not shown>",
+        **OWN,
+    }
+    assert {"Key": "mlwarden:pii", "Value": "true"} in parsed["new_state"]["TagSet"]
+    assert {"Key": "owner", "Value": "<value not shown>"} in parsed["details"]["resource_tags"]
+    assert '{"Key":"owner","Value":"<value not shown>"}' in body_line(alert.body, "Undo")
+    assert '{"Key":"mlwarden:pii","Value":"true"}' in body_line(alert.body, "Undo")
+    assert "Key=owner,Value=<value not shown>" in body_line(alert.body, "Exempt")

@@ -2,33 +2,50 @@
 
 Every outcome worth a human's attention (all but `compliant` and `ignored`)
 becomes one message: a subject under SNS's 100-character limit, a plain-text body
-(what, where, who, what was done, how to undo, how to exempt), the full outcome as
-JSON, and message attributes for SNS filter policies. Alerts carry resource
-names, types and counts, never sensitive values.
+(what, where, who, what was done, and what to do now), the outcome as JSON, and
+message attributes for SNS filter policies.
+
+What an alert may carry: resource names, types, counts and the actor (a session
+name may be an e-mail address: the security team needs it). What it never carries:
+sensitive values, and the values of other teams' tags (an alert names tag keys;
+it shows values only for ML Warden's own `mlwarden:` keys).
+
+However large the outcome (a 10 KB policy's findings, a Macie finding with
+thousands of detections), the whole published message stays within
+ALERT_BUDGET_BYTES: long lists and texts are cut, the JSON block stays valid and
+keeps every top-level key, and its `truncated` entry counts what was left out.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mlwarden import clients
-from mlwarden.errors import AwsCallFailed
+from mlwarden.errors import ACCESS_DENIED_CODES, AwsCallFailed
 from mlwarden.outcomes import Outcome, OutcomeKind
 
 SUBJECT_LIMIT = 99  # SNS allows fewer than 100 characters
 _SUBJECT_UNSAFE = re.compile(r"[^\x20-\x7e]")
+
+# SNS refuses a message above 262,144 bytes, counting the body and every attribute's name, type and value
+# (https://docs.aws.amazon.com/sns/latest/api/API_MessageAttributeValue.html). An SQS subscriber receives the
+# body JSON-escaped inside SNS's envelope (quotes and line breaks double), so alerts keep to a quarter of it:
+# no refusal, and so no event retried for ever over an alert that cannot be sent.
+SNS_MESSAGE_LIMIT_BYTES = 262_144
+ALERT_BUDGET_BYTES = SNS_MESSAGE_LIMIT_BYTES // 4
 
 _HEADLINE = {
     OutcomeKind.REMEDIATED: "fixed",
     OutcomeKind.WOULD_REMEDIATE: "would fix (dry run)",
     OutcomeKind.FLAGGED: "flagged",
     OutcomeKind.EXEMPT: "exempt, left as is",
-    OutcomeKind.FAILED: "FAILED to fix",
+    OutcomeKind.FAILED: "FAILED",
     OutcomeKind.COMPLIANT: "compliant",
     OutcomeKind.IGNORED: "ignored",
 }
@@ -40,6 +57,44 @@ class Alert:
     body: str
     attributes: dict[str, dict[str, str]]
 
+    @property
+    def size_bytes(self) -> int:
+        """What SNS counts against its limit: subject, body and each attribute's name, type and value (UTF-8)."""
+        parts = [self.subject, self.body]
+        for name, value in self.attributes.items():
+            parts += [name, *value.values()]
+        return sum(len(part.encode("utf-8")) for part in parts)
+
+
+# --- what failed -------------------------------------------------------------------------------------------
+
+
+def _failed_action(outcome: Outcome) -> str | None:
+    """The AWS action a failed outcome stopped at: the call that raised, else the last one that did not take."""
+    action = outcome.details.get("failed_action")
+    if isinstance(action, str) and action:
+        return action
+    return outcome.actions[-1] if outcome.actions else None
+
+
+def failed_headline(outcome: Outcome) -> str:
+    """ "FAILED to fix" only when a fix was being made: a check that only reads or tags never claims one."""
+    action = _failed_action(outcome)
+    if action is None:
+        return "FAILED"
+    verb = action.rsplit(":", 1)[-1]
+    if verb.startswith(("Get", "List", "Describe", "Head")):
+        return "FAILED to check"
+    if verb.startswith(("Tag", "Untag")) or "Tagging" in verb:
+        return "FAILED to tag"
+    if verb.startswith("Stop"):
+        return "FAILED to stop"
+    return "FAILED to fix"
+
+
+def headline(outcome: Outcome) -> str:
+    return failed_headline(outcome) if outcome.outcome is OutcomeKind.FAILED else _HEADLINE[outcome.outcome]
+
 
 def subject_for(outcome: Outcome) -> str:
     resource = outcome.resource or "unknown resource"
@@ -47,55 +102,263 @@ def subject_for(outcome: Outcome) -> str:
     if short.startswith("arn:"):
         # Regional ARNs (arn:aws:sagemaker:REGION:ACCOUNT:training-job/NAME): the type and name say enough.
         short = short.rsplit(":", 1)[-1]
-    text = f"[ML Warden] {outcome.severity.value} {_HEADLINE[outcome.outcome]}: {outcome.check} {short}"
+    text = f"[ML Warden] {outcome.severity.value} {headline(outcome)}: {outcome.check} {short}"
     text = _SUBJECT_UNSAFE.sub("?", text)
     return text if len(text) <= SUBJECT_LIMIT else text[: SUBJECT_LIMIT - 3] + "..."
 
 
-def _state_line(state: dict[str, Any] | None) -> str:
+# --- other teams' tag values -------------------------------------------------------------------------------
+
+OWN_TAG_PREFIX = "mlwarden:"
+# Not a valid tag value (AWS tag values allow letters, digits, spaces and + - = . _ : / @ only), so a command
+# copied from an alert with it fails instead of overwriting a tag.
+HIDDEN_TAG_VALUE = "<value not shown>"
+_TAG_CONTAINERS = frozenset({"tags", "tagset", "tag_set"})
+# A tag as AWS CLI commands spell it: JSON {"Key":"k","Value":"v"} and shorthand Key=k,Value=v.
+_JSON_TAG = re.compile(r'("Key"\s*:\s*")((?:[^"\\]|\\.)*)("\s*,\s*"Value"\s*:\s*")((?:[^"\\]|\\.)*)(")')
+_SHORTHAND_TAG = re.compile(r"(Key=)([^,\s'\"]+)(,Value=)(\"[^\"]*\"|[^\s,'\"\]}]*)")
+
+
+def _own_tag(key: Any) -> bool:
+    return isinstance(key, str) and key.startswith(OWN_TAG_PREFIX)
+
+
+def _hide_in_text(text: str) -> str:
+    def json_tag(match: re.Match[str]) -> str:
+        return match[0] if _own_tag(match[2]) else f"{match[1]}{match[2]}{match[3]}{HIDDEN_TAG_VALUE}{match[5]}"
+
+    def shorthand_tag(match: re.Match[str]) -> str:
+        return match[0] if _own_tag(match[2]) else f"{match[1]}{match[2]}{match[3]}{HIDDEN_TAG_VALUE}"
+
+    return _SHORTHAND_TAG.sub(shorthand_tag, _JSON_TAG.sub(json_tag, text))
+
+
+def _hide_tag_values(value: dict[str, Any], under_tags: bool) -> dict[str, Any]:
+    """One mapping with the values of others' tags hidden: a {"Key": k, "Value": v} pair, or a tag map."""
+    keys = {key.lower(): key for key in value}
+    if "key" in keys and "value" in keys:
+        return value if _own_tag(value[keys["key"]]) else {**value, keys["value"]: HIDDEN_TAG_VALUE}
+    if under_tags and all(isinstance(v, str | None) for v in value.values()):
+        return {k: v if v is None or _own_tag(k) else HIDDEN_TAG_VALUE for k, v in value.items()}
+    return value
+
+
+# --- bounded size ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Limits:
+    items: int  # per list or mapping below the top level
+    chars: int  # per text
+    depth: int
+
+
+# Tried in order until the message fits; an ordinary outcome fits the first untouched.
+_LIMITS = (
+    _Limits(items=200, chars=8_000, depth=12),
+    _Limits(items=50, chars=2_000, depth=10),
+    _Limits(items=20, chars=1_000, depth=8),
+    _Limits(items=5, chars=300, depth=6),
+    _Limits(items=2, chars=120, depth=4),
+)
+
+
+class _Cutter:
+    """One walk over the outcome: hides others' tag values, cuts long lists, mappings and texts, and counts per
+    path what was left out. Hiding comes first, so that a cut never leaves half a tag value behind."""
+
+    def __init__(self, limits: _Limits) -> None:
+        self.limits = limits
+        self.cut: dict[str, dict[str, int]] = {}
+
+    def text(self, value: str, path: str) -> str:
+        value = _hide_in_text(value)
+        if len(value) <= self.limits.chars:
+            return value
+        left_out = len(value) - self.limits.chars
+        self.cut[path] = {"characters_kept": self.limits.chars, "characters_left_out": left_out}
+        return f"{value[: self.limits.chars]}... [{left_out} more characters cut]"
+
+    def value(self, value: Any, path: str, depth: int = 0, under_tags: bool = False) -> Any:
+        if isinstance(value, str):
+            return self.text(value, path)
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if depth >= self.limits.depth:
+            self.cut[path] = {"levels_left_out": 1}
+            return "[nested too deep: left out]"
+        if isinstance(value, dict):
+            shown = _hide_tag_values({str(k): v for k, v in value.items()}, under_tags)
+            items = list(shown.items())
+            # The top level and the trigger are small and fixed: the JSON block always has all their keys.
+            limit = len(items) if depth == 0 or path == "trigger" else self.limits.items
+            if len(items) > limit:
+                self.cut[path] = {"kept": limit, "left_out": len(items) - limit}
+            return {
+                k: self.value(v, f"{path}.{k}" if path else k, depth + 1, under_tags or k.lower() in _TAG_CONTAINERS)
+                for k, v in items[:limit]
+            }
+        if isinstance(value, list | tuple | set | frozenset):
+            items = list(value)
+            limit = self.limits.items
+            if len(items) > limit:
+                self.cut[path] = {"kept": limit, "left_out": len(items) - limit}
+            return [self.value(v, f"{path}[{i}]", depth + 1, under_tags) for i, v in enumerate(items[:limit])]
+        return self.text(str(value), path)
+
+
+# --- the body ----------------------------------------------------------------------------------------------
+
+
+def _state_line(state: Any) -> str:
     if not state:
         return "(none recorded)"
+    if not isinstance(state, dict):
+        return json.dumps(state)
     return ", ".join(f"{key}={'none' if value is None else json.dumps(value)}" for key, value in state.items())
 
 
-def render(outcome: Outcome) -> Alert:
-    trigger = outcome.trigger
-    who = trigger.actor or f"{trigger.kind} ({trigger.source})"
+def _exempt_command(data: dict[str, Any]) -> str:
+    return (
+        "ask the security team for an exemption: mlwarden exempt add "
+        f"{data.get('resource') or 'RESOURCE_ARN'} --until YYYY-MM-DD --reason TEXT --check {data.get('check')}"
+    )
+
+
+def _what_to_do(outcome: Outcome, data: dict[str, Any]) -> Iterator[str]:
+    """The "What to do now" paragraph: from the outcome's kind, its undo and the check's own next step."""
+    kind = outcome.outcome
+    next_step = data.get("next_step")
+    undo = data.get("undo")
+    if kind is OutcomeKind.REMEDIATED:
+        yield "ML Warden changed this resource. Verify that the change is wanted."
+        if next_step:
+            yield f"Next: {next_step}"
+        yield f"To undo it: {undo}" if undo else "It cannot be undone by one command: see Before above."
+        yield f"To keep it as it was: {_exempt_command(data)}."
+    elif kind is OutcomeKind.WOULD_REMEDIATE:
+        yield "Dry run: nothing was changed. In enforce mode ML Warden would make the change shown above."
+        yield f"Next: {next_step}" if next_step else "Next: make that change yourself, or decide it is wanted."
+        yield f"If it must stay as it is: {_exempt_command(data)}."
+    elif kind is OutcomeKind.FLAGGED:
+        done = "it only added its tag" if outcome.actions else "it made no change"
+        yield f"ML Warden flags this resource; {done}. The owner of the resource must fix it."
+        yield f"Next: {next_step}" if next_step else "Next: fix what What above names."
+        if undo:
+            yield f"To remove ML Warden's tag again: {undo}"
+        yield f"If it must stay as it is: {_exempt_command(data)}."
+    elif kind is OutcomeKind.EXEMPT:
+        exemption = data.get("details", {}).get("exemption") if isinstance(data.get("details"), dict) else None
+        yield "Nothing was changed because the resource is exempt" + (f" ({exemption})." if exemption else ".")
+        if next_step:
+            yield f"Next: {next_step}"
+        yield (
+            "Check that the exemption is still wanted; to end it: mlwarden exempt revoke "
+            f"{data.get('resource') or 'RESOURCE_ARN'}"
+        )
+    elif kind is OutcomeKind.FAILED:
+        yield from _failed_steps(outcome, data)
+
+
+def _failed_steps(outcome: Outcome, data: dict[str, Any]) -> Iterator[str]:
+    action = _failed_action(outcome)
+    code = outcome.error_code or "an error"
+    if outcome.error_code == "VerificationFailed":
+        yield f"{action or 'The change'} was made but did not read back as set: someone or something changed it again."
+    else:
+        yield f"{action or 'An AWS call'} failed with {code}."
+    if outcome.error_code in ACCESS_DENIED_CODES:
+        yield (
+            f"Check that ML Warden's role may call {action} on this resource (template.yaml grants it) and that "
+            "no SCP, permissions boundary or resource policy denies it."
+        )
+    if data.get("next_step"):
+        yield f"By hand: {data['next_step']}"
+    elif outcome.new_state and headline(outcome) == "FAILED to fix":
+        yield f"By hand: set {_state_line(data.get('new_state'))} on {data.get('resource') or 'the resource'}."
+    else:
+        yield "By hand: check the resource yourself against What above."
+    yield (
+        "ML Warden raised, so the event is retried and then kept in the dead-letter queue; "
+        "once the cause is fixed, re-drive it: mlwarden replay --from-dlq QUEUE_URL"
+    )
+
+
+def _body(outcome: Outcome, data: dict[str, Any], cut: dict[str, dict[str, int]]) -> str:
+    trigger = data["trigger"]
+    who = trigger.get("actor") or f"{trigger.get('kind')} ({trigger.get('source')})"
+    actions = data.get("actions") or []
     lines = [
-        f"ML Warden {outcome.check}: {_HEADLINE[outcome.outcome]} ({outcome.severity.value})",
+        f"ML Warden {data['check']}: {headline(outcome)} ({data['severity']})",
         "",
-        f"What:      {outcome.reason}",
-        f"Where:     {outcome.resource or 'unknown'} (account {trigger.account or 'unknown'}, "
-        f"region {trigger.region or 'unknown'})",
-        f"Who:       {who}, via {trigger.name} at {trigger.time or 'unknown time'} (event {trigger.event_id})",
-        f"Done:      {', '.join(outcome.actions) if outcome.actions else 'no change made'}",
+        f"What:      {data['reason']}",
+        f"Where:     {data.get('resource') or 'unknown'} (account {trigger.get('account') or 'unknown'}, "
+        f"region {trigger.get('region') or 'unknown'})",
+        f"Who:       {who}, via {trigger.get('name')} at {trigger.get('time') or 'unknown time'} "
+        f"(event {data.get('event_id')})",
+        f"Done:      {', '.join(str(a) for a in actions) if actions else 'no change made'}",
     ]
-    if outcome.outcome is OutcomeKind.WOULD_REMEDIATE and outcome.new_state:
-        lines.append(f"Would set: {_state_line(outcome.new_state)}")
-    elif outcome.new_state:
-        lines.append(f"Now:       {_state_line(outcome.new_state)}")
-    if outcome.previous_state is not None:
-        lines.append(f"Before:    {_state_line(outcome.previous_state)}")
-    if outcome.undo:
-        lines.append(f"Undo:      {outcome.undo}")
-    if outcome.exempt_hint:
-        lines.append(f"Exempt:    {outcome.exempt_hint}")
-    lines += ["", "Outcome (JSON):", json.dumps(outcome.as_dict(), indent=2, sort_keys=True, default=str)]
+    if outcome.outcome is OutcomeKind.WOULD_REMEDIATE and data.get("new_state"):
+        lines.append(f"Would set: {_state_line(data['new_state'])}")
+    elif data.get("new_state"):
+        lines.append(f"Now:       {_state_line(data['new_state'])}")
+    if data.get("previous_state") is not None:
+        lines.append(f"Before:    {_state_line(data['previous_state'])}")
+    if data.get("undo"):
+        lines.append(f"Undo:      {data['undo']}")
+    if data.get("exempt_hint"):
+        lines.append(f"Exempt:    {data['exempt_hint']}")
+    if cut:
+        left_out = sum(c.get("left_out", 0) for c in cut.values())
+        lines.append(
+            f"Cut:       this alert was shortened to stay within SNS's size limit ({left_out} list entries and "
+            f"{sum(c.get('characters_left_out', 0) for c in cut.values())} characters left out; "
+            'per field in the JSON\'s "truncated")'
+        )
+    lines += ["", "What to do now:", *(f"  {step}" for step in _what_to_do(outcome, data))]
+    lines += ["", "Outcome (JSON):", json.dumps(data, indent=2, sort_keys=True)]
+    return "\n".join(lines)
+
+
+def _attributes(outcome: Outcome) -> dict[str, dict[str, str]]:
+    """SNS message attributes for subscription filter policies."""
+    trigger = outcome.trigger
 
     def attribute(value: str | None) -> dict[str, str]:
         return {"DataType": "String", "StringValue": value or "unknown"}
 
-    return Alert(
-        subject=subject_for(outcome),
-        body="\n".join(lines),
-        attributes={
-            "severity": attribute(outcome.severity.value),
-            "check": attribute(outcome.check),
-            "outcome": attribute(outcome.outcome.value),
-            "account": attribute(trigger.account),
-            "region": attribute(trigger.region),
-        },
-    )
+    return {
+        "severity": attribute(outcome.severity.value),
+        "check": attribute(outcome.check),
+        "outcome": attribute(outcome.outcome.value),
+        "account": attribute(trigger.account),
+        "region": attribute(trigger.region),
+    }
+
+
+def render(outcome: Outcome) -> Alert:
+    attributes = _attributes(outcome)
+    subject = subject_for(outcome)
+    data = outcome.as_dict()
+    for limits in _LIMITS:
+        cutter = _Cutter(limits)
+        bounded: dict[str, Any] = cutter.value(data, "")
+        if cutter.cut:
+            bounded["truncated"] = cutter.cut
+        alert = Alert(subject=subject, body=_body(outcome, bounded, cutter.cut), attributes=attributes)
+        if alert.size_bytes <= ALERT_BUDGET_BYTES:
+            return alert
+    return _smallest(outcome, data, subject, attributes)
+
+
+def _smallest(outcome: Outcome, data: dict[str, Any], subject: str, attributes: dict[str, dict[str, str]]) -> Alert:
+    """The last resort for an outcome no limit made small enough: its large parts left out, and counted."""
+    cutter = _Cutter(_LIMITS[-1])
+    kept = {key: value for key, value in data.items() if key not in ("details", "previous_state", "new_state")}
+    bounded: dict[str, Any] = cutter.value(kept, "")
+    cut = {**cutter.cut, **{key: {"left_out": 1} for key in ("details", "previous_state", "new_state")}}
+    bounded.update({"details": {}, "previous_state": None, "new_state": None, "truncated": cut})
+    return Alert(subject=subject, body=_body(outcome, bounded, cut), attributes=attributes)
 
 
 def publish(outcome: Outcome, topic_arn: str) -> str:

@@ -122,6 +122,8 @@ class Outcome:
     redelivered: bool = False
     # The AWS error behind a `failed` outcome; re-raised from by the handler.
     cause: BaseException | None = field(default=None, compare=False, repr=False)
+    # What a person should do now, in the check's own words (the alert's "What to do now" builds on it).
+    next_step: str | None = None
 
     @property
     def needs_alert(self) -> bool:
@@ -147,6 +149,7 @@ class Outcome:
             "alerted": self.alerted,
             "alert_suppressed": self.alert_suppressed,
             "redelivered": self.redelivered,
+            "next_step": self.next_step,
             "event_id": self.trigger.event_id,
             "trigger": {
                 "source": self.trigger.source,
@@ -189,6 +192,7 @@ def outcome_from_dict(data: Mapping[str, Any]) -> Outcome:
             error_code=data.get("error_code"),
             alerted=bool(data.get("alerted")),
             alert_suppressed=data.get("alert_suppressed"),
+            next_step=data.get("next_step"),
         )
     except (KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"not a recorded outcome: {err!r}") from err
