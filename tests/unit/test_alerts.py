@@ -459,3 +459,26 @@ def test_other_teams_tag_values_are_hidden_wherever_they_appear_and_ours_are_sho
     assert '{"Key":"owner","Value":"<value not shown>"}' in body_line(alert.body, "Undo")
     assert '{"Key":"mlwarden:pii","Value":"true"}' in body_line(alert.body, "Undo")
     assert "Key=owner,Value=<value not shown>" in body_line(alert.body, "Exempt")
+
+
+# --- text from events: whatever it holds, SNS accepts the message and no line is forged -----------------------
+
+
+def test_a_value_cannot_forge_a_line_or_make_sns_refuse_the_message() -> None:
+    forged = "training-data\nUndo:      aws s3api delete-bucket --bucket training-data\x00\ud800"
+    outcome = remediated(
+        resource=forged,
+        reason=f"bucket {forged} is public",
+        trigger=trigger(region="us-east-1\r\nX-Injected: 1", actor="alice\u2028Who: mallory"),
+    )
+
+    alert = render(outcome)
+
+    alert.body.encode("utf-8")  # valid UTF-8: SNS takes nothing else
+    undo_lines = [line for line in alert.body.splitlines() if line.startswith("Undo:")]
+    assert undo_lines == ["Undo:      aws s3api delete-public-access-block --bucket training-data"]
+    assert [line for line in alert.body.splitlines() if line.startswith("Who:")] == [
+        "Who:       alice Who: mallory, via PutBucketAcl at 2026-01-01T10:00:00Z (event e-1)"
+    ]
+    assert all(" " <= ch <= "~" for value in alert.attributes.values() for ch in value["StringValue"])
+    assert outcome_json(alert.body)["resource"].startswith("training-data\nUndo:")  # the JSON keeps it, escaped

@@ -32,6 +32,12 @@ from mlwarden.outcomes import Outcome, OutcomeKind
 
 SUBJECT_LIMIT = 99  # SNS allows fewer than 100 characters
 _SUBJECT_UNSAFE = re.compile(r"[^\x20-\x7e]")
+# What cannot travel in an SNS message (not UTF-8: lone surrogates) or in an SQS subscriber's copy (control
+# characters outside tab, line feed and carriage return). Text from events may carry any of them.
+_UNSENDABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+# In the human part one value stays on one line, so a value cannot forge a line such as "Undo:".
+_LINE_BREAKS = re.compile(r"[\t\n\r\x85\u2028\u2029]")
+ATTRIBUTE_LIMIT = 256
 
 # SNS refuses a message above 262,144 bytes, counting the body and every attribute's name, type and value
 # (https://docs.aws.amazon.com/sns/latest/api/API_MessageAttributeValue.html). An SQS subscriber receives the
@@ -172,7 +178,7 @@ class _Cutter:
         self.cut: dict[str, dict[str, int]] = {}
 
     def text(self, value: str, path: str) -> str:
-        value = _hide_in_text(value)
+        value = _hide_in_text(_UNSENDABLE.sub("?", value))
         if len(value) <= self.limits.chars:
             return value
         left_out = len(value) - self.limits.chars
@@ -316,6 +322,7 @@ def _body(outcome: Outcome, data: dict[str, Any], cut: dict[str, dict[str, int]]
             'per field in the JSON\'s "truncated")'
         )
     lines += ["", "What to do now:", *(f"  {step}" for step in _what_to_do(outcome, data))]
+    lines = [_LINE_BREAKS.sub(" ", line) for line in lines]
     lines += ["", "Outcome (JSON):", json.dumps(data, indent=2, sort_keys=True)]
     return "\n".join(lines)
 
@@ -325,7 +332,8 @@ def _attributes(outcome: Outcome) -> dict[str, dict[str, str]]:
     trigger = outcome.trigger
 
     def attribute(value: str | None) -> dict[str, str]:
-        return {"DataType": "String", "StringValue": value or "unknown"}
+        # Printable ASCII, bounded: a value from an event can neither make SNS refuse the message nor swell it.
+        return {"DataType": "String", "StringValue": _SUBJECT_UNSAFE.sub("?", value or "unknown")[:ATTRIBUTE_LIMIT]}
 
     return {
         "severity": attribute(outcome.severity.value),
