@@ -111,10 +111,10 @@ def test_personal_finding_tags_a_private_bucket_and_keeps_its_tags(aws: Any, tag
     alert = aws.only_alert()
     assert alert.attributes["check"] == "tag_pii_bucket"
     assert "s3:PutBucketTagging" in alert.line("Done")
-    # Undo restores the whole previous set (PutBucketTagging replaces it); an alert names other teams' tag keys,
-    # never their values (the placeholder is no valid tag value, so a copied command fails instead of writing it).
+    # Undo restores the whole previous set (PutBucketTagging replaces it); an alert never copies other teams'
+    # tags (the placeholders are no valid tag, so a copied command fails instead of writing them).
     assert json.loads(alert.line("Undo").split("--tagging ", 1)[1].strip("'")) == {
-        "TagSet": [{"Key": k, "Value": "<value not shown>"} for k in FOREIGN]
+        "TagSet": [{"Key": "<key not shown>", "Value": "<value not shown>"} for _ in FOREIGN]
     }
 
 

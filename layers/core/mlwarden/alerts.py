@@ -113,12 +113,17 @@ def subject_for(outcome: Outcome) -> str:
     return text if len(text) <= SUBJECT_LIMIT else text[: SUBJECT_LIMIT - 3] + "..."
 
 
-# --- other teams' tag values -------------------------------------------------------------------------------
+# --- other teams' tags ------------------------------------------------------------------------------------
+#
+# An alert names ML Warden's own tags (keys starting with "mlwarden:") with their values. Other teams' tags
+# are theirs: neither key nor value is copied, only how many there are.
 
 OWN_TAG_PREFIX = "mlwarden:"
-# Not a valid tag value (AWS tag values allow letters, digits, spaces and + - = . _ : / @ only), so a command
-# copied from an alert with it fails instead of overwriting a tag.
+# Neither is a valid tag key or value (AWS tags allow letters, digits, spaces and + - = . _ : / @ only), so
+# a command copied from an alert with them fails instead of writing them.
+HIDDEN_TAG_KEY = "<key not shown>"
 HIDDEN_TAG_VALUE = "<value not shown>"
+OTHER_TAGS = "(other tags)"
 _TAG_CONTAINERS = frozenset({"tags", "tagset", "tag_set"})
 # A tag as AWS CLI commands spell it: JSON {"Key":"k","Value":"v"} and shorthand Key=k,Value=v.
 _JSON_TAG = re.compile(r'("Key"\s*:\s*")((?:[^"\\]|\\.)*)("\s*,\s*"Value"\s*:\s*")((?:[^"\\]|\\.)*)(")')
@@ -131,21 +136,25 @@ def _own_tag(key: Any) -> bool:
 
 def _hide_in_text(text: str) -> str:
     def json_tag(match: re.Match[str]) -> str:
-        return match[0] if _own_tag(match[2]) else f"{match[1]}{match[2]}{match[3]}{HIDDEN_TAG_VALUE}{match[5]}"
+        return match[0] if _own_tag(match[2]) else f"{match[1]}{HIDDEN_TAG_KEY}{match[3]}{HIDDEN_TAG_VALUE}{match[5]}"
 
     def shorthand_tag(match: re.Match[str]) -> str:
-        return match[0] if _own_tag(match[2]) else f"{match[1]}{match[2]}{match[3]}{HIDDEN_TAG_VALUE}"
+        return match[0] if _own_tag(match[2]) else f"{match[1]}{HIDDEN_TAG_KEY}{match[3]}{HIDDEN_TAG_VALUE}"
 
     return _SHORTHAND_TAG.sub(shorthand_tag, _JSON_TAG.sub(json_tag, text))
 
 
-def _hide_tag_values(value: dict[str, Any], under_tags: bool) -> dict[str, Any]:
-    """One mapping with the values of others' tags hidden: a {"Key": k, "Value": v} pair, or a tag map."""
+def _hide_tags(value: dict[str, Any], under_tags: bool) -> dict[str, Any]:
+    """One mapping with others' tags hidden: a {"Key": k, "Value": v} pair, or a tag map (counted)."""
     keys = {key.lower(): key for key in value}
     if "key" in keys and "value" in keys:
-        return value if _own_tag(value[keys["key"]]) else {**value, keys["value"]: HIDDEN_TAG_VALUE}
+        if _own_tag(value[keys["key"]]):
+            return value
+        return {**value, keys["key"]: HIDDEN_TAG_KEY, keys["value"]: HIDDEN_TAG_VALUE}
     if under_tags and all(isinstance(v, str | None) for v in value.values()):
-        return {k: v if v is None or _own_tag(k) else HIDDEN_TAG_VALUE for k, v in value.items()}
+        own = {k: v for k, v in value.items() if _own_tag(k)}
+        others = len(value) - len(own)
+        return {**own, OTHER_TAGS: f"{others} not shown"} if others else own
     return value
 
 
@@ -194,7 +203,7 @@ class _Cutter:
             self.cut[path] = {"levels_left_out": 1}
             return "[nested too deep: left out]"
         if isinstance(value, dict):
-            shown = _hide_tag_values({str(k): v for k, v in value.items()}, under_tags)
+            shown = _hide_tags({str(k): v for k, v in value.items()}, under_tags)
             items = list(shown.items())
             # The top level and the trigger are small and fixed: the JSON block always has all their keys.
             limit = len(items) if depth == 0 or path == "trigger" else self.limits.items
