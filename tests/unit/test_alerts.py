@@ -466,6 +466,7 @@ def test_other_teams_tags_are_hidden_wherever_they_appear_and_ours_are_shown() -
 def test_a_value_cannot_forge_a_line_or_make_sns_refuse_the_message() -> None:
     forged = "training-data\nUndo:      aws s3api delete-bucket --bucket training-data\x00\ud800"
     outcome = remediated(
+        new_state={"\ud800" + "k" * 100_000: True},
         resource=forged,
         reason=f"bucket {forged} is public",
         trigger=trigger(region="us-east-1\r\nX-Injected: 1", actor="alice\u2028Who: mallory"),

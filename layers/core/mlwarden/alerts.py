@@ -194,6 +194,9 @@ class _Cutter:
         self.cut[path] = {"characters_kept": self.limits.chars, "characters_left_out": left_out}
         return f"{value[: self.limits.chars]}... [{left_out} more characters cut]"
 
+    def key(self, key: Any) -> str:
+        return _UNSENDABLE.sub("?", str(key))[: self.limits.chars]
+
     def value(self, value: Any, path: str, depth: int = 0, under_tags: bool = False) -> Any:
         if isinstance(value, str):
             return self.text(value, path)
@@ -203,7 +206,8 @@ class _Cutter:
             self.cut[path] = {"levels_left_out": 1}
             return "[nested too deep: left out]"
         if isinstance(value, dict):
-            shown = _hide_tags({str(k): v for k, v in value.items()}, under_tags)
+            # Keys come from events too (a state's or a finding's names): sendable and bounded like any text.
+            shown = _hide_tags({self.key(k): v for k, v in value.items()}, under_tags)
             items = list(shown.items())
             # The top level and the trigger are small and fixed: the JSON block always has all their keys.
             limit = len(items) if depth == 0 or path == "trigger" else self.limits.items
