@@ -482,3 +482,27 @@ def test_a_value_cannot_forge_a_line_or_make_sns_refuse_the_message() -> None:
     ]
     assert all(" " <= ch <= "~" for value in alert.attributes.values() for ch in value["StringValue"])
     assert outcome_json(alert.body)["resource"].startswith("training-data\nUndo:")  # the JSON keeps it, escaped
+
+
+# AWS tag keys and values: letters, digits, spaces and + - = . _ : / @ (values here without spaces, as a
+# command's shorthand needs quotes around one with spaces).
+TAG_TEXT = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-=._:/@", min_size=4)
+
+
+@settings(max_examples=100, deadline=None)
+@given(tags=st.dictionaries(TAG_TEXT.map(lambda k: f"QXK{k}"), TAG_TEXT.map(lambda v: f"QXV{v}"), min_size=1))
+def test_no_shape_of_another_teams_tags_reaches_an_alert(tags: dict[str, str]) -> None:
+    tag_set = [{"Key": k, "Value": v} for k, v in tags.items()]
+    shorthand = " ".join(f"Key={k},Value={v}" for k, v in tags.items())
+    outcome = remediated(
+        previous_state={"Tags": tags},
+        new_state={"TagSet": tag_set},
+        undo=f"aws s3api put-bucket-tagging --bucket b --tagging '{json.dumps({'TagSet': tag_set})}'",
+        exempt_hint=f"aws iam tag-role --role-name r --tags {shorthand}",
+        details={"tags": {"read": tags}, "list": [{"key": k, "value": v} for k, v in tags.items()]},
+    )
+
+    alert = render(outcome)
+
+    assert "QXK" not in alert.body
+    assert "QXV" not in alert.body
