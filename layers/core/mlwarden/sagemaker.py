@@ -361,7 +361,8 @@ def next_step(target: Target, findings: list[Finding]) -> str:
     """What the owner changes, rule by rule, and where (a job or endpoint configuration cannot be edited)."""
     steps = "; ".join(f.rule.next_step.format(fields=_fields_text(f.fields)) for f in findings)
     if target.kind in _JOBS:
-        return f"a job cannot be changed: start the {target.kind.value} again with these settings: {steps}"
+        job = target.kind.value.replace("-", " ")
+        return f"a job cannot be changed: start the {job} again with these settings: {steps}"
     return (
         f"on the {target.kind.value} {target.name}: {steps} (a setting that cannot be updated in place, such as "
         f"a KMS key, needs a new {target.kind.value} created with it)"

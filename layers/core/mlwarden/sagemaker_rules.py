@@ -69,7 +69,7 @@ NO_NETWORK_ISOLATION = Rule(
     Severity.LOW,
     "The containers run outside your VPC with network isolation off, so they can reach the internet and could "
     "send data anywhere. Run in a VPC (VpcConfig) or turn on network isolation.",
-    "set {fields}: a VpcConfig with your subnets and security groups, or network isolation on",
+    "run it in your VPC or with network isolation: set {fields}",
 )
 NO_NETWORK_ISOLATION_PII = Rule(
     NO_NETWORK_ISOLATION.name,
@@ -121,7 +121,7 @@ CREDENTIAL_NAME = Rule(
     "does not look like one (no key shape, not long and random). If it holds the value itself, anyone who can "
     "describe the resource can read it: move it to Secrets Manager. If it names or points to a secret, rename "
     "it (for example DB_SECRET_NAME, TOKEN_PATH) so that it reads as a reference.",
-    "check what {fields} hold: pass a secret's ARN, name or file path there, never the secret itself",
+    "check the value of {fields}: pass a secret's ARN, name or file path there, never the secret itself",
 )
 
 RULES = (
