@@ -161,6 +161,8 @@ def lambda_env(*, tracing: bool) -> dict[str, str]:
             "ALERT_TOPIC_ARN": TOPIC_ARN,
             # As deployed: every event goes through the outcome table (Powertools idempotency) and the flap guard.
             "OUTCOME_TABLE": "mlwarden-outcomes",
+            # ... and every decision on an open resource reads the exemption registry (one Scan).
+            "EXEMPTION_TABLE": "mlwarden-exemptions",
         }
     )
     if tracing:
@@ -318,8 +320,9 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 # A remediated event: 4 bucket reads, the account block (for severity), the write, the read-back, the alert.
-# 8 S3/SNS calls, plus 6 DynamoDB calls: decide and alert records (put, update each), flap guard (get, update).
-REMEDIATED_CALLS = 14
+# 8 S3/SNS calls, plus 7 DynamoDB calls: decide and alert records (put, update each), the exemption registry
+# (one scan), flap guard (get, update).
+REMEDIATED_CALLS = 15
 COMPLIANT_CALLS = 3  # the decide record's put and update around one S3 read
 
 
@@ -352,6 +355,7 @@ def warm(events: int, progress: Callable[[str], None]) -> dict[str, Any]:
         d = stubs["dynamodb"]
         d.add_response("put_item", {})
         if fixed:
+            d.add_response("scan", {"Items": [], "Count": 0, "ScannedCount": 0})
             d.add_response("get_item", {})
             d.add_response("update_item", {"Attributes": {"fixes": {"L": [{"N": str(int(time.time()))}]}}})
         d.add_response("update_item", {})

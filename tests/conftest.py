@@ -18,6 +18,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,7 +28,7 @@ import pytest
 from moto import mock_aws
 
 from mlwarden import clients
-from mlwarden_cli.emulator import create_outcome_table
+from mlwarden_cli.emulator import create_exemption_table, create_outcome_table
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -70,6 +71,9 @@ _UNSET = (
     "STOP_UNENCRYPTED_JOBS",
     "AWS_ENDPOINT_URL_IAM",
     "REVERT_CRITICAL_POLICY_VERSIONS",
+    "EXEMPTION_TABLE",
+    "TRUST_EXEMPTION_TAGS",
+    "MAX_EXEMPTION_DAYS",
 )
 
 
@@ -373,6 +377,7 @@ class AwsWorld:
     def __init__(self) -> None:
         self.dynamodb = _test_client("dynamodb")
         self.outcome_table = create_outcome_table(self.dynamodb)
+        self.exemption_table = create_exemption_table(self.dynamodb)
         self.s3 = _test_client("s3")
         self.s3control = _test_client("s3control")
         self.sns = _test_client("sns")
@@ -406,6 +411,29 @@ class AwsWorld:
         """The outcome table's items by id, attribute values unwrapped."""
         items = self.dynamodb.scan(TableName=self.outcome_table)["Items"]
         return {item["id"]["S"]: {k: next(iter(v.values())) for k, v in item.items()} for item in items}
+
+    def grant_exemption(
+        self,
+        resource: str,
+        *,
+        check: str = "all",
+        days: int = 30,
+        granted_days_ago: int = 0,
+        granted_by: str = f"arn:aws:sts::{ACCOUNT}:assumed-role/SecurityTeam/alice",
+    ) -> None:
+        """A registry entry as `mlwarden exempt add` writes it, granted `granted_days_ago`, lasting `days`."""
+        granted = datetime.now(UTC) - timedelta(days=granted_days_ago)
+        self.dynamodb.put_item(
+            TableName=self.exemption_table,
+            Item={
+                "resource": {"S": resource},
+                "check": {"S": check},
+                "reason": {"S": "public model cards, SEC-1234"},
+                "granted_by": {"S": granted_by},
+                "granted_at": {"S": granted.strftime("%Y-%m-%dT%H:%M:%SZ")},
+                "expires_at": {"S": (granted.date() + timedelta(days=days)).isoformat()},
+            },
+        )
 
     def only_alert(self) -> ReceivedAlert:
         received = self.alerts()
@@ -534,6 +562,7 @@ def make_handler(aws: AwsWorld, monkeypatch: pytest.MonkeyPatch) -> Callable[...
         monkeypatch.setenv("EXEMPT_TAG_KEY", exempt_tag_key)
         monkeypatch.setenv("REMEDIATOR_ROLE_ARN", remediator_role_arn)
         monkeypatch.setenv("OUTCOME_TABLE", aws.outcome_table)
+        monkeypatch.setenv("EXEMPTION_TABLE", aws.exemption_table)
         for name, value in (env or {}).items():
             if value is None:
                 monkeypatch.delenv(name, raising=False)

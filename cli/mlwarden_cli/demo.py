@@ -10,14 +10,25 @@ the final state and exits 0 only if everything is as expected.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mlwarden_cli.emulator import FAKE_CREDENTIALS, OUTCOME_TABLE, EmulatorError, create_outcome_table, moto_server
+from mlwarden_cli import exempt
+from mlwarden_cli.emulator import (
+    EXEMPTION_TABLE,
+    FAKE_CREDENTIALS,
+    OUTCOME_TABLE,
+    EmulatorError,
+    create_exemption_table,
+    create_outcome_table,
+    moto_server,
+)
 from mlwarden_cli.replay import Replayed, Replayer, format_table, read_events
 from mlwarden_cli.template import DEFAULT_ACCOUNT, Template
 
@@ -57,7 +68,7 @@ SCENARIO = (
         "s3/put-bucket-acl-exempt-bucket.json",
         "BlockPublicS3Function",
         "exempt",
-        "the public website bucket (tagged exempt) gets a public ACL",
+        "the public website bucket (exempt in the registry) gets a public ACL: left as is, LOW",
     ),
     Step(
         "s3/create-bucket.json",
@@ -90,10 +101,10 @@ SCENARIO = (
         "Macie's policy finding for the (already fixed) policy bucket",
     ),
     Step(
-        "s3/delete-account-public-access-block.json",
+        "s3/put-bucket-tagging-exempt.json",
         "BlockPublicS3Function",
         "flagged",
-        "the account-level block is deleted while an exempt public bucket exists",
+        "a data scientist tags the training-data bucket mlwarden:exempt=true: refused and alerted",
     ),
     Step(
         "s3/put-bucket-policy-failed.json",
@@ -136,7 +147,13 @@ SCENARIO = (
         "macie/sensitive-data-credentials.json",
         "TagPiiBucketFunction",
         "exempt",
-        "credentials in the exempt public website bucket: tagged, never locked",
+        "credentials in the exempt public website bucket: tagged, not locked, still CRITICAL",
+    ),
+    Step(
+        "s3/delete-account-public-access-block.json",
+        "BlockPublicS3Function",
+        "remediated",
+        "the account-level block is deleted: restored, an exempt bucket does not hold it back",
     ),
     Step(
         "sagemaker/create-training-job-unencrypted.json",
@@ -184,6 +201,8 @@ IAM_TRUST = {
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
 }
 WILDCARD_TAG = "mlwarden:wildcard"
+WEBSITE_ARN = "arn:aws:s3:::mlw-public-website"
+WEBSITE_REASON = "public model cards, SEC-1234"
 
 
 def _heading(text: str) -> None:
@@ -193,6 +212,7 @@ def _heading(text: str) -> None:
 def _create_account(clients: Callable[[str], Any]) -> dict[str, str]:
     s3, sns, sqs = clients("s3"), clients("sns"), clients("sqs")
     create_outcome_table(clients("dynamodb"))
+    create_exemption_table(clients("dynamodb"))
     topic_arn = sns.create_topic(Name="mlwarden-alerts")["TopicArn"]
     queue_url = sqs.create_queue(QueueName="security-team-inbox")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -225,7 +245,7 @@ def _create_account(clients: Callable[[str], Any]) -> dict[str, str]:
     s3.put_public_access_block(Bucket="mlw-feature-store", PublicAccessBlockConfiguration=ALL_ON)
     s3.delete_public_access_block(Bucket="mlw-feature-store")
 
-    bucket("mlw-public-website", {"mlwarden:exempt": "2099-12-31", "purpose": "public model cards"})
+    bucket("mlw-public-website", {"purpose": "public model cards"})
     s3.put_bucket_acl(Bucket="mlw-public-website", ACL="public-read")
 
     bucket("mlw-model-artifacts", {"team": "ml-platform"})
@@ -361,7 +381,7 @@ def _pii_tag_checks(s3: Any) -> list[tuple[str, bool]]:
         ),
         (
             "exempt mlw-public-website is tagged (classification) but not locked",
-            website.get("mlwarden:pii") == "true" and website.get("mlwarden:exempt") == "2099-12-31",
+            website.get("mlwarden:pii") == "true" and website.get("purpose") == "public model cards",
         ),
     ]
 
@@ -405,8 +425,9 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
     account = _create_account(clients.client)
     os.environ["ALERT_TOPIC_ARN"] = account["topic_arn"]
     os.environ["OUTCOME_TABLE"] = OUTCOME_TABLE
+    os.environ["EXEMPTION_TABLE"] = EXEMPTION_TABLE
     print("buckets: mlw-training-data-acl (PII, public ACL), mlw-training-data-policy (public policy),")
-    print("         mlw-feature-store (block deleted), mlw-public-website (exempt, public ACL),")
+    print("         mlw-feature-store (block deleted), mlw-public-website (public ACL, on purpose),")
     print("         mlw-model-artifacts (private), mlw-shared-datasets (public ACL, Macie finds card")
     print("         numbers in it later). Alerts go to SNS topic mlwarden-alerts,")
     print("         subscribed by SQS queue security-team-inbox.")
@@ -415,10 +436,19 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
         f"         {ENCRYPTED_JOB} (KMS keys, VPC, network isolation)."
     )
 
+    _heading("The security team exempts the website bucket through the registry")
+    until = (datetime.now(UTC).date() + timedelta(days=60)).isoformat()
+    print(f"$ mlwarden exempt add {WEBSITE_ARN} --until {until} --reason '{WEBSITE_REASON}'")
+    grant = argparse.Namespace(
+        exempt_command="add", resource_arn=WEBSITE_ARN, until=until, reason=WEBSITE_REASON, check="all"
+    )
+    granted = exempt.run(grant) == 0
+    checks_before = [("the registry exemption is granted (exit 0) and alerted", granted)]
+
     _heading("Events replayed through the template's EventBridge rules")
     replayer = Replayer(template)
     results: list[Replayed] = []
-    checks: list[tuple[str, bool]] = []
+    checks: list[tuple[str, bool]] = list(checks_before)
     for number, step in enumerate(SCENARIO, start=1):
         print(f"{number:>2}. {step.story}")
         for event in read_events(events_dir / step.file):
@@ -459,15 +489,14 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
         account_block_untouched = False
     except clients.client("s3control").exceptions.NoSuchPublicAccessBlockConfiguration:
         account_block_untouched = True
-    print(
-        f"{'account ' + DEFAULT_ACCOUNT:<26} public-access block: "
-        f"{'none (flagged, not forced over the exemption)' if account_block_untouched else 'set'}"
-    )
-    checks.append(("account block not forced over an exempt bucket", account_block_untouched))
+    print(f"{'account ' + DEFAULT_ACCOUNT:<26} public-access block: {'none' if account_block_untouched else 'set'}")
+    checks.append(("account block restored although an exempt bucket exists", not account_block_untouched))
+    checks += _exemption_checks(alerts)
     checks += _sagemaker_checks(alerts)
     checks += _iam_final_state(clients.client("iam"), account["training_policy_arn"])
     alerting = [r for r in results if r.outcome not in ("compliant", "ignored", "unrouted") and not r.redelivered]
-    checks.append((f"one alert per outcome that needs a human ({len(alerting)})", len(alerts) == len(alerting)))
+    expected_alerts = len(alerting) + 1  # and the registry change
+    checks.append((f"one alert per outcome that needs a human ({expected_alerts})", len(alerts) == expected_alerts))
     checks.append(
         (
             "every alert carries severity/check/outcome/account/region attributes",
@@ -486,6 +515,36 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
     failed = [description for description, ok in checks if not ok]
     print(f"\n{len(checks) - len(failed)}/{len(checks)} checks passed")
     return 0 if not failed else 1
+
+
+def _outcome_of(alert: dict[str, Any]) -> dict[str, Any]:
+    body = str(alert.get("Message", ""))
+    marker = "\nOutcome (JSON):\n"
+    return dict(json.loads(body.split(marker, 1)[1])) if marker in body else {}
+
+
+def _exemption_checks(alerts: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+    outcomes = [_outcome_of(a) for a in alerts]
+    granted = [o for o in outcomes if o.get("check") == exempt.CHECK and o.get("resource") == WEBSITE_ARN]
+    refused = [o for o in outcomes if o.get("details", {}).get("exempt_tag_set", {}).get("counts") is False]
+    website_pii = [
+        o
+        for o in outcomes
+        if o.get("check") == "tag_pii_bucket" and o.get("resource") == WEBSITE_ARN and o.get("outcome") == "exempt"
+    ]
+    return [
+        (
+            "the registry grant is alerted, naming who granted it",
+            len(granted) == 1 and bool(granted[0]["trigger"]["actor"]),
+        ),
+        ("the self-service exempt tag is refused and alerted", len(refused) == 1),
+        (
+            "the exempt public website holding credentials is still CRITICAL, naming its exemption",
+            len(website_pii) == 1
+            and website_pii[0]["severity"] == "CRITICAL"
+            and "registry exemption" in website_pii[0]["reason"],
+        ),
+    ]
 
 
 def _iam_final_state(iam: Any, training_policy_arn: str) -> list[tuple[str, bool]]:

@@ -40,6 +40,23 @@ def create_outcome_table(dynamodb: Any, name: str = OUTCOME_TABLE) -> str:
     return name
 
 
+EXEMPTION_TABLE = "mlwarden-exemptions"
+
+
+def create_exemption_table(dynamodb: Any, name: str = EXEMPTION_TABLE) -> str:
+    """The exemption registry as template.yaml declares it (key `resource`, sort key `check`), for moto."""
+    dynamodb.create_table(
+        TableName=name,
+        AttributeDefinitions=[
+            {"AttributeName": "resource", "AttributeType": "S"},
+            {"AttributeName": "check", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "resource", "KeyType": "HASH"}, {"AttributeName": "check", "KeyType": "RANGE"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return name
+
+
 class EmulatorError(RuntimeError):
     """moto server did not start."""
 

@@ -48,7 +48,7 @@ def test_bucket_public_by_acl_is_blocked_and_alerted(aws: Any, handler: Any, clo
     assert alert.line("Undo") == "aws s3api delete-public-access-block --bucket training-data"
     assert alert.line("Done") == "s3:PutBucketPublicAccessBlock"
     assert "DataScientist" in alert.line("Who")
-    assert "mlwarden:exempt" in alert.line("Exempt")
+    assert "mlwarden exempt add arn:aws:s3:::training-data" in alert.line("Exempt")
     # and the handler returns the same outcome
     assert result["outcome"] == "remediated"
     assert result["alerted"] is True
@@ -235,9 +235,9 @@ def test_without_an_outcome_table_a_replayed_event_is_compliant_the_second_time(
 # --- exemptions ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["true", "2099-01-01"])
-def test_exempt_bucket_is_alerted_not_changed(aws: Any, handler: Any, cloudtrail_event: Any, value: str) -> None:
-    aws.bucket("public-demo-site", acl="public-read", tags={"mlwarden:exempt": value})
+def test_exempt_bucket_is_alerted_not_changed(aws: Any, handler: Any, cloudtrail_event: Any) -> None:
+    aws.bucket("public-demo-site", acl="public-read")
+    aws.grant_exemption("arn:aws:s3:::public-demo-site", check="block_public_s3")
 
     result = handler(cloudtrail_event("PutBucketAcl", "public-demo-site"))
 
@@ -249,31 +249,24 @@ def test_exempt_bucket_is_alerted_not_changed(aws: Any, handler: Any, cloudtrail
     assert alert.outcome["actions"] == []
     assert alert.line("Done") == "no change made"
     assert "left as is" in alert.outcome["reason"]
-    assert "mlwarden:exempt" in alert.outcome["reason"]
+    assert "registry exemption for block_public_s3" in alert.outcome["reason"]
+    assert "SecurityTeam/alice" in alert.outcome["reason"]
 
 
-def test_expired_exemption_is_remediated(aws: Any, handler: Any, cloudtrail_event: Any) -> None:
-    aws.bucket("public-demo-site", acl="public-read", tags={"mlwarden:exempt": "2020-01-01"})
-
-    handler(cloudtrail_event("PutBucketAcl", "public-demo-site"))
-
-    assert aws.block_of("public-demo-site") == ALL_ON
-    alert = aws.only_alert()
-    assert alert.attributes["outcome"] == "remediated"
-    assert alert.outcome["details"]["exemption"] == "exemption tag mlwarden:exempt expired on 2020-01-01"
-
-
-@pytest.mark.parametrize("value", ["false", "2027-13-45"])
-def test_non_exempting_tag_values_are_remediated(aws: Any, handler: Any, cloudtrail_event: Any, value: str) -> None:
+@pytest.mark.parametrize("value", ["true", "2099-01-01", "false", "2027-13-45"])
+def test_exempt_tags_are_not_trusted_by_default(aws: Any, handler: Any, cloudtrail_event: Any, value: str) -> None:
     aws.bucket("public-demo-site", acl="public-read", tags={"mlwarden:exempt": value})
 
     handler(cloudtrail_event("PutBucketAcl", "public-demo-site"))
 
     assert aws.block_of("public-demo-site") == ALL_ON
+    assert "not trusted (TrustExemptionTags=false)" in aws.only_alert().outcome["details"]["exemption"]
 
 
-def test_custom_exempt_tag_key_is_honoured(aws: Any, make_handler: Any, cloudtrail_event: Any) -> None:
-    handler = make_handler(exempt_tag_key="security/exempt")
+def test_custom_exempt_tag_key_is_honoured_when_tags_are_trusted(
+    aws: Any, make_handler: Any, cloudtrail_event: Any
+) -> None:
+    handler = make_handler(exempt_tag_key="security/exempt", env={"TRUST_EXEMPTION_TAGS": "true"})
     aws.bucket("public-demo-site", acl="public-read", tags={"security/exempt": "true"})
     aws.bucket("other-site", acl="public-read", tags={"mlwarden:exempt": "true"})
 
@@ -355,7 +348,7 @@ def test_null_request_parameters_are_ignored(aws: Any, handler: Any, cloudtrail_
     ("event_name", "event_source", "reason"),
     [
         ("GetObject", "s3.amazonaws.com", "S3 call GetObject cannot open public access"),
-        ("PutBucketTagging", "s3.amazonaws.com", "S3 call PutBucketTagging cannot open public access"),
+        ("PutBucketTagging", "s3.amazonaws.com", "PutBucketTagging does not set the exempt tag mlwarden:exempt"),
         ("PutBucketAcl", "ec2.amazonaws.com", "ec2.amazonaws.com PutBucketAcl is not an S3 call"),
     ],
 )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 ACCOUNT = "123456789012"
 ALL_ON = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
 
@@ -60,30 +62,15 @@ def test_partial_account_block_is_completed_with_an_exact_undo(aws: Any, handler
     )
 
 
-def test_account_block_is_not_forced_over_an_exempt_bucket(aws: Any, handler: Any, cloudtrail_event: Any) -> None:
-    # Given one bucket exempt on purpose (a public website, say)
-    aws.bucket("public-demo-site", acl="public-read", tags={"mlwarden:exempt": "true"})
-    aws.bucket("training-data")
-
-    result = handler(cloudtrail_event("DeleteAccountPublicAccessBlock"))
-
-    # Then the account block stays as it was, and a person is told why
-    assert aws.account_block() is None
-    assert result["outcome"] == "flagged"
-    alert = aws.only_alert()
-    assert alert.attributes["outcome"] == "flagged"
-    assert alert.attributes["severity"] == "HIGH"
-    assert alert.outcome["details"]["exempt_buckets"] == ["public-demo-site"]
-    assert "public-demo-site" in alert.outcome["reason"]
-    assert alert.outcome["actions"] == []
-    assert aws.block_of("public-demo-site") is None
-
-
-def test_exempt_bucket_with_its_own_block_on_does_not_hold_back_the_account_block(
-    aws: Any, handler: Any, cloudtrail_event: Any
+@pytest.mark.parametrize("exempt_how", ["tag", "registry"])
+def test_an_exempt_bucket_does_not_keep_the_account_block_off(
+    aws: Any, make_handler: Any, cloudtrail_event: Any, exempt_how: str
 ) -> None:
-    # Exempt, but not relying on public access: the account block cannot break it.
-    aws.bucket("exempt-but-private", tags={"mlwarden:exempt": "true"}, block=ALL_ON)
+    # Attack (issue 10, item 2): one attacker-owned exempt bucket used to stop the account block's restoration.
+    handler = make_handler(env={"TRUST_EXEMPTION_TAGS": "true"})
+    aws.bucket("attacker-site", acl="public-read", tags={"mlwarden:exempt": "true"} if exempt_how == "tag" else None)
+    if exempt_how == "registry":
+        aws.grant_exemption("arn:aws:s3:::attacker-site")
 
     result = handler(cloudtrail_event("DeleteAccountPublicAccessBlock"))
 
@@ -91,14 +78,19 @@ def test_exempt_bucket_with_its_own_block_on_does_not_hold_back_the_account_bloc
     assert aws.account_block() == ALL_ON
 
 
-def test_expired_bucket_exemption_does_not_hold_back_the_account_block(
+def test_a_registry_exemption_for_the_account_keeps_its_block_off(
     aws: Any, handler: Any, cloudtrail_event: Any
 ) -> None:
-    aws.bucket("old-demo-site", tags={"mlwarden:exempt": "2020-01-01"})
+    aws.grant_exemption(f"AWS::::Account:{ACCOUNT}", check="block_public_s3")
 
-    handler(cloudtrail_event("DeleteAccountPublicAccessBlock"))
+    result = handler(cloudtrail_event("DeleteAccountPublicAccessBlock"))
 
-    assert aws.account_block() == ALL_ON
+    assert aws.account_block() is None
+    assert result["outcome"] == "exempt"
+    alert = aws.only_alert()
+    assert alert.attributes["severity"] == "MEDIUM"
+    assert "registry exemption for block_public_s3" in alert.outcome["reason"]
+    assert alert.outcome["actions"] == []
 
 
 def test_account_already_blocked_is_compliant(aws: Any, handler: Any, cloudtrail_event: Any) -> None:
@@ -122,15 +114,6 @@ def test_config_account_rule_routes_to_the_account(aws: Any, handler: Any, confi
     alert = aws.only_alert()
     assert alert.outcome["resource"] == f"AWS::::Account:{ACCOUNT}"
     assert alert.outcome["trigger"]["kind"] == "config"
-
-
-def test_config_account_rule_with_an_exempt_bucket_is_flagged(aws: Any, handler: Any, config_event: Any) -> None:
-    aws.bucket("public-demo-site", tags={"mlwarden:exempt": "2099-01-01"})
-
-    handler(config_event("s3-account-level-public-access-blocks", "AWS::::Account", ACCOUNT, "NON_COMPLIANT"))
-
-    assert aws.account_block() is None
-    assert aws.only_alert().attributes["outcome"] == "flagged"
 
 
 def test_dry_run_leaves_the_account_block_off(aws: Any, make_handler: Any, cloudtrail_event: Any) -> None:

@@ -354,8 +354,11 @@ def test_unreadable_acl_still_blocks_and_says_exposure_is_unknown(
     assert "could not be read" in alert.outcome["reason"]
 
 
-def test_unreadable_tags_fail_closed_and_the_bucket_is_blocked(aws: Any, handler: Any, cloudtrail_event: Any) -> None:
-    # The bucket may carry an exemption tag, but it cannot be read: no exemption applies.
+def test_unreadable_tags_fail_closed_and_the_bucket_is_blocked(
+    aws: Any, make_handler: Any, cloudtrail_event: Any
+) -> None:
+    # Tags may exempt (TrustExemptionTags=true) and the bucket may carry one, but it cannot be read: none applies.
+    handler = make_handler(env={"TRUST_EXEMPTION_TAGS": "true"})
     bucket = {"Bucket": BUCKET}
     event = cloudtrail_event("PutBucketAcl", BUCKET)
     with Stubber(clients.client("s3")) as stub:

@@ -21,6 +21,7 @@ def demo_state(aws: Any) -> None:
     aws.bucket("mlw-training-data-policy", public_policy=True)
     aws.bucket("mlw-feature-store")
     aws.bucket("mlw-public-website", acl="public-read", tags={"mlwarden:exempt": "true"})
+    aws.grant_exemption("arn:aws:s3:::mlw-public-website")
     aws.bucket("mlw-model-artifacts", block=ALL_ON)
 
 
@@ -33,13 +34,18 @@ SAMPLES: dict[str, tuple[str, str | None]] = {
     "s3/put-bucket-acl-exempt-bucket.json": ("exempt", None),
     "s3/create-bucket.json": ("compliant", "mlw-model-artifacts"),
     "s3/put-bucket-public-access-block-by-mlwarden.json": ("ignored", None),
-    # the exempt website holds the account-wide block back
-    "s3/delete-account-public-access-block.json": ("flagged", None),
+    # an exempt bucket no longer holds the account-wide block back: only the account's own exemption can
+    "s3/delete-account-public-access-block.json": ("remediated", None),
+    # setting the exempt tag on a public bucket: the bucket is blocked and the alert reports the tag
+    "s3/put-bucket-tagging-exempt.json": ("remediated", "mlw-training-data-acl"),
+    "iam/tag-role-exempt.json": ("ignored", None),
+    "iam/create-policy-admin-exempt-tag.json": ("ignored", None),
+    "sagemaker/add-tags-exempt.json": ("ignored", None),
     "s3/put-bucket-policy-failed.json": ("ignored", None),
     "s3/put-bucket-policy-null-parameters.json": ("ignored", None),
     "config/s3-bucket-public-read-prohibited-noncompliant.json": ("remediated", "mlw-training-data-acl"),
     "config/s3-bucket-level-public-access-prohibited-noncompliant.json": ("remediated", "mlw-feature-store"),
-    "config/s3-account-level-public-access-blocks-periodic-noncompliant.json": ("flagged", None),
+    "config/s3-account-level-public-access-blocks-periodic-noncompliant.json": ("remediated", None),
     "config/s3-bucket-public-read-prohibited-compliant.json": ("ignored", None),
     "config/cloudtrail-enabled-noncompliant.json": ("ignored", None),
     "macie/policy-s3-bucket-public.json": ("remediated", "mlw-training-data-policy"),
@@ -85,6 +91,12 @@ def test_every_sample_says_what_the_handler_does_with_it() -> None:
     assert samples == sorted(SAMPLES)
 
 
+ACCOUNT_SAMPLES = {
+    "s3/delete-account-public-access-block.json",
+    "config/s3-account-level-public-access-blocks-periodic-noncompliant.json",
+}
+
+
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 def test_sample_event(aws: Any, handler: Any, sample_event: Any, name: str) -> None:
     outcome, blocked = SAMPLES[name]
@@ -100,7 +112,7 @@ def test_sample_event(aws: Any, handler: Any, sample_event: Any, name: str) -> N
         assert aws.block_of(blocked) == ALL_ON
     for bucket in untouched:
         assert aws.block_of(bucket) is None, f"{bucket} was changed"
-    assert aws.account_block() is None
+    assert aws.account_block() == (ALL_ON if name in ACCOUNT_SAMPLES else None)
     received = aws.alerts()
     assert len(received) == (1 if outcome in ALERTED else 0)
     if received:

@@ -626,8 +626,8 @@ def test_own_writes_are_either_not_routed_back_or_ignored_by_the_loop_guard(
     assert routed_back == ROUTED_BACK[scenario.app]
 
 
-# block_public_s3: PutBucketPublicAccessBlock is in its own rule. flag_wildcard_iam: TagRole is not, the
-# optional revert's SetDefaultPolicyVersion is. tag_pii_bucket: PutBucketTagging is in no rule (its lock goes to
-# block_public_s3). check_sagemaker_encryption: StopTrainingJob is in no rule, and the Stopping state change is
-# filtered out (only InProgress is routed).
-ROUTED_BACK = {"block_public_s3": 1, "tag_pii_bucket": 0, "flag_wildcard_iam": 1, "check_sagemaker_encryption": 0}
+# block_public_s3: PutBucketPublicAccessBlock is in its own rule. flag_wildcard_iam: TagRole (routed for the
+# exempt tag) and the optional revert's SetDefaultPolicyVersion are. tag_pii_bucket: its PutBucketTagging and its
+# lock go to block_public_s3's rule, not its own. check_sagemaker_encryption: StopTrainingJob is in no rule, and
+# the Stopping state change is filtered out (only InProgress is routed).
+ROUTED_BACK = {"block_public_s3": 1, "tag_pii_bucket": 0, "flag_wildcard_iam": 2, "check_sagemaker_encryption": 0}

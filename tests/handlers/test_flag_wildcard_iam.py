@@ -217,13 +217,14 @@ def test_role_keeps_its_higher_flag_from_another_policy(
 
 
 def test_exempt_role_is_alerted_not_tagged(aws: Any, iam: Any, handler: Any, cloudtrail_event: Any) -> None:
-    iam.create_role(RoleName="r", AssumeRolePolicyDocument=TRUST, Tags=[{"Key": "mlwarden:exempt", "Value": "true"}])
+    iam.create_role(RoleName="r", AssumeRolePolicyDocument=TRUST)
     iam.put_role_policy(RoleName="r", PolicyName="inline", PolicyDocument=json.dumps(S3_EVERYTHING))
+    aws.grant_exemption("arn:aws:iam::123456789012:role/r", check="flag_wildcard_iam")
 
     result = handler(put_role_policy_event(cloudtrail_event, "r", S3_EVERYTHING))
 
     assert result["outcome"] == "exempt"
-    assert role_tags(iam, "r") == {"mlwarden:exempt": "true"}
+    assert role_tags(iam, "r") == {}
     alert = aws.only_alert()
     assert alert.attributes["outcome"] == "exempt"
     assert alert.attributes["severity"] == "LOW"
@@ -348,7 +349,7 @@ def test_fixed_policy_loses_its_stale_flag(aws: Any, iam: Any, handler: Any, sam
 
 def test_exempt_policy_is_not_tagged(aws: Any, iam: Any, handler: Any, sample_event: Any) -> None:
     arn = _policy_with_admin_version(iam)
-    iam.tag_policy(PolicyArn=arn, Tags=[{"Key": "mlwarden:exempt", "Value": "2999-01-01"}])
+    aws.grant_exemption(arn)
 
     result = handler(sample_event("iam/create-policy-version-admin.json"))
 

@@ -394,6 +394,7 @@ def test_public_policy_bucket_is_locked(aws: Any, tagger: Any, sample_event: Any
 
 def test_exempt_public_bucket_is_tagged_but_never_locked(aws: Any, tagger: Any, sample_event: Any) -> None:
     aws.bucket("mlw-public-website", acl="public-read", tags={"mlwarden:exempt": "true", "purpose": "model cards"})
+    aws.grant_exemption("arn:aws:s3:::mlw-public-website")
 
     result = tagger()(sample_event("macie/sensitive-data-credentials.json"))
 
@@ -419,7 +420,8 @@ def test_exempt_public_bucket_is_tagged_but_never_locked(aws: Any, tagger: Any, 
 def test_replayed_finding_on_a_bucket_left_public_is_not_alerted_twice(
     aws: Any, tagger: Any, sample_event: Any, bucket: str, sample: str, env: dict[str, str]
 ) -> None:
-    aws.bucket(bucket, acl="public-read", tags={"mlwarden:exempt": "true"} if bucket == "mlw-public-website" else None)
+    aws.bucket(bucket, acl="public-read")
+    aws.grant_exemption("arn:aws:s3:::mlw-public-website")
     handler = tagger(env=env)
     handler(sample_event(f"macie/sensitive-data-{sample}.json"))
     tags = aws.tags_of(bucket)
@@ -434,7 +436,8 @@ def test_replayed_finding_on_a_bucket_left_public_is_not_alerted_twice(
 
 
 def test_a_new_finding_on_an_exempt_public_bucket_is_alerted_again(aws: Any, tagger: Any, sample_event: Any) -> None:
-    aws.bucket("mlw-public-website", acl="public-read", tags={"mlwarden:exempt": "true"})
+    aws.bucket("mlw-public-website", acl="public-read")
+    aws.grant_exemption("arn:aws:s3:::mlw-public-website")
     handler = tagger()
     handler(sample_event("macie/sensitive-data-credentials.json"))
 
@@ -714,6 +717,7 @@ def test_sample_event(aws: Any, tagger: Any, sample_event: Any, name: str) -> No
     aws.bucket(PII_BUCKET, tags={"team": "ml-research", "mlwarden:pii": "true"}, block=ALL_ON)
     aws.bucket(PUBLIC_BUCKET, acl="public-read", tags={"team": "analytics"})
     aws.bucket("mlw-public-website", acl="public-read", tags={"mlwarden:exempt": "2099-12-31"})
+    aws.grant_exemption("arn:aws:s3:::mlw-public-website")
     for bucket in ("mlw-training-data-policy", "mlw-feature-store", "mlw-model-artifacts"):
         aws.bucket(bucket)
     expected = SAMPLE_OUTCOMES.get(name, "ignored")

@@ -8,13 +8,21 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
-from mlwarden_cli.emulator import FAKE_CREDENTIALS, OUTCOME_TABLE, create_outcome_table, moto_server
+from mlwarden_cli.emulator import (
+    EXEMPTION_TABLE,
+    FAKE_CREDENTIALS,
+    OUTCOME_TABLE,
+    create_exemption_table,
+    create_outcome_table,
+    moto_server,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -215,3 +223,40 @@ def test_demo_runs_end_to_end() -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "checks passed" in result.stdout
     assert "[FAIL]" not in result.stdout
+
+
+def test_an_exemption_granted_with_the_cli_over_http_keeps_the_bucket_as_it_is(account: dict[str, Any]) -> None:
+    # `mlwarden exempt` follows replay's conventions: the standard environment, AWS_ENDPOINT_URL included.
+    dynamodb = boto3.client(
+        "dynamodb",
+        region_name="us-east-1",
+        endpoint_url=account["endpoint"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    create_exemption_table(dynamodb)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        **FAKE_CREDENTIALS,
+        "AWS_ENDPOINT_URL": account["endpoint"],
+        "ALERT_TOPIC_ARN": account["topic"],
+        "OUTCOME_TABLE": OUTCOME_TABLE,
+        "EXEMPTION_TABLE": EXEMPTION_TABLE,
+    }
+    until = (datetime.now(UTC).date() + timedelta(days=30)).isoformat()
+
+    def mlwarden(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(MLWARDEN), *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False
+        )
+
+    added = mlwarden("exempt", "add", "arn:aws:s3:::mlw-training-data-acl", "--until", until, "--reason", "SEC-9")
+    listed = mlwarden("exempt", "list", "--json")
+    replayed = mlwarden("replay", "--json", str(EVENTS / "s3/put-bucket-acl-public.json"))
+
+    assert added.returncode == 0, added.stderr
+    assert [row["in_force"] for row in json.loads(listed.stdout)] == [True]
+    assert _lines(replayed)[0]["outcome"] == "exempt"
+    assert _block(account) is None
+    subjects = [alert["Subject"] for alert in _alerts(account)]
+    assert any("exemption_registry" in subject for subject in subjects)

@@ -70,6 +70,11 @@ EXPECTED_ROUTES: dict[str, set[str]] = {
     "sagemaker/create-endpoint-config-no-key.json": SAGEMAKER,
     "sagemaker/training-job-state-change.json": SAGEMAKER,
     "sagemaker/create-training-job-failed.json": NOWHERE,
+    # Setting the exempt tag goes to the check that owns the resource type.
+    "s3/put-bucket-tagging-exempt.json": BLOCK,
+    "iam/tag-role-exempt.json": IAM,
+    "iam/create-policy-admin-exempt-tag.json": IAM,
+    "sagemaker/add-tags-exempt.json": SAGEMAKER,
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mlwarden import flapguard, iam, macie, outcome_store, s3, sagemaker
+from mlwarden import exemptions, flapguard, iam, macie, outcome_store, s3, sagemaker
 from mlwarden_cli.template import load_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,16 +26,20 @@ ACTIONS_WITHOUT_RESOURCE_TYPE = {
     "iam:ListPolicies": "find the ARN of the policy id a Config event names, flag_wildcard_iam",
 }
 # What every function needs besides its own check's actions.
-COMMON_ACTIONS = {
-    "logs:CreateLogStream",
-    "logs:PutLogEvents",
-    "sns:Publish",
-    "kms:GenerateDataKey",
-    "kms:Decrypt",
-    "sqs:SendMessage",
-    "xray:PutTraceSegments",
-    "xray:PutTelemetryRecords",
-} | outcome_store.PERMISSIONS
+COMMON_ACTIONS = (
+    {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "sns:Publish",
+        "kms:GenerateDataKey",
+        "kms:Decrypt",
+        "sqs:SendMessage",
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+    }
+    | outcome_store.PERMISSIONS
+    | exemptions.READ_PERMISSIONS
+)
 # Each function's check module declares the actions its code calls.
 CHECK_ACTIONS = {
     "BlockPublicS3Function": s3.BUCKET_PERMISSIONS | s3.ACCOUNT_PERMISSIONS,
@@ -279,6 +283,7 @@ def test_outcome_table_actions_are_item_actions_on_that_table_alone(function_nam
         s
         for s in _role_statements(_role_of(FUNCTIONS[function_name]))
         if any(a.startswith("dynamodb:") for a in _as_list(s["Action"]))
+        and s["Resource"] != {"Fn::GetAtt": ["ExemptionTable", "Arn"]}
     ]
     assert len(dynamodb) == 1
     assert set(_as_list(dynamodb[0]["Action"])) == outcome_store.PERMISSIONS
@@ -421,4 +426,4 @@ def test_iam_rule_says_iam_events_arrive_in_us_east_1_only() -> None:
     pattern = FUNCTIONS["FlagWildcardIamFunction"]["Properties"]["Events"]["CloudTrail"]["Properties"]["Pattern"]
     assert set(pattern["detail"]["eventName"]) == iam.POLICY_API_CALLS | set(iam.INLINE_API_CALLS) | set(
         iam.ATTACH_API_CALLS
-    )
+    ) | {"TagPolicy"} | set(iam.TAG_API_CALLS)

@@ -265,9 +265,12 @@ def test_a_fix_says_verify_how_to_undo_and_how_to_keep_it_open() -> None:
 
     assert "Verify that the change is wanted" in steps
     assert "To undo it: aws s3api delete-public-access-block --bucket training-data" in steps
+    # the check's own exemption hint, else the registry command the security team runs
+    assert "To keep it as it was, add the tag mlwarden:exempt=true to bucket training-data" in steps
+    steps = what_to_do(render(remediated(exempt_hint=None)).body)
     assert (
-        "ask the security team for an exemption: mlwarden exempt add arn:aws:s3:::training-data "
-        "--until YYYY-MM-DD --reason TEXT --check block_public_s3"
+        "To keep it as it was, ask the security team to register it: mlwarden exempt add "
+        "arn:aws:s3:::training-data --until YYYY-MM-DD --reason TEXT --check block_public_s3"
     ) in steps
 
 
@@ -288,7 +291,9 @@ def test_a_flag_says_the_checks_own_next_step() -> None:
 
 
 def test_a_flag_without_a_next_step_still_says_what_to_do() -> None:
-    steps = what_to_do(render(remediated(outcome=OutcomeKind.FLAGGED, actions=(), undo=None)).body)
+    outcome = remediated(outcome=OutcomeKind.FLAGGED, actions=(), undo=None, exempt_hint=None)
+
+    steps = what_to_do(render(outcome).body)
 
     assert "Next: fix what What above names" in steps
     assert "mlwarden exempt add" in steps

@@ -168,3 +168,50 @@ def test_invalid_remediator_role_names_the_variable(value: str) -> None:
 
 def test_settings_error_is_a_value_error() -> None:
     assert issubclass(SettingsError, ValueError)
+
+
+# --- exemptions ------------------------------------------------------------------------------------------
+
+
+def test_exemption_defaults_trust_no_tags_and_allow_90_days() -> None:
+    settings = load_settings(env())
+
+    assert settings.exemption_table is None
+    assert settings.trust_exemption_tags is False
+    assert settings.max_exemption_days == 90
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_empty_exemption_variables_mean_the_defaults(empty: str) -> None:
+    settings = load_settings(env(EXEMPTION_TABLE=empty, TRUST_EXEMPTION_TAGS=empty, MAX_EXEMPTION_DAYS=empty))
+
+    assert (settings.exemption_table, settings.trust_exemption_tags, settings.max_exemption_days) == (None, False, 90)
+
+
+def test_exemption_variables_are_read() -> None:
+    settings = load_settings(
+        env(EXEMPTION_TABLE="mlwarden-exemptions", TRUST_EXEMPTION_TAGS="TRUE", MAX_EXEMPTION_DAYS="30")
+    )
+
+    assert (settings.exemption_table, settings.trust_exemption_tags, settings.max_exemption_days) == (
+        "mlwarden-exemptions",
+        True,
+        30,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("EXEMPTION_TABLE", "no spaces allowed"),
+        ("TRUST_EXEMPTION_TAGS", "yes"),
+        ("MAX_EXEMPTION_DAYS", "0"),
+        ("MAX_EXEMPTION_DAYS", "366"),
+        ("MAX_EXEMPTION_DAYS", "-5"),
+        ("MAX_EXEMPTION_DAYS", "²"),
+        ("MAX_EXEMPTION_DAYS", "ninety"),
+    ],
+)
+def test_invalid_exemption_variables_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load_settings(env(**{name: value}))

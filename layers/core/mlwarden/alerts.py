@@ -26,7 +26,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mlwarden import clients
+from mlwarden import clients, exemptions
 from mlwarden.errors import ACCESS_DENIED_CODES, AwsCallFailed
 from mlwarden.outcomes import Outcome, OutcomeKind
 
@@ -238,10 +238,9 @@ def _state_line(state: Any) -> str:
 
 
 def _exempt_command(data: dict[str, Any]) -> str:
-    return (
-        "ask the security team for an exemption: mlwarden exempt add "
-        f"{data.get('resource') or 'RESOURCE_ARN'} --until YYYY-MM-DD --reason TEXT --check {data.get('check')}"
-    )
+    """How a person keeps the resource as it is: the check's own hint, else the registry command."""
+    hint = data.get("exempt_hint")
+    return str(hint) if hint else exemptions.hint(str(data.get("resource") or "RESOURCE_ARN"), str(data["check"]))
 
 
 def _what_to_do(outcome: Outcome, data: dict[str, Any]) -> Iterator[str]:
@@ -254,18 +253,18 @@ def _what_to_do(outcome: Outcome, data: dict[str, Any]) -> Iterator[str]:
         if next_step:
             yield f"Next: {next_step}"
         yield f"To undo it: {undo}" if undo else "It cannot be undone by one command: see Before above."
-        yield f"To keep it as it was: {_exempt_command(data)}."
+        yield f"To keep it as it was, {_exempt_command(data)}"
     elif kind is OutcomeKind.WOULD_REMEDIATE:
         yield "Dry run: nothing was changed. In enforce mode ML Warden would make the change shown above."
         yield f"Next: {next_step}" if next_step else "Next: make that change yourself, or decide it is wanted."
-        yield f"If it must stay as it is: {_exempt_command(data)}."
+        yield f"If it must stay as it is, {_exempt_command(data)}"
     elif kind is OutcomeKind.FLAGGED:
         done = "it only added its tag" if outcome.actions else "it made no change"
         yield f"ML Warden flags this resource; {done}. The owner of the resource must fix it."
         yield f"Next: {next_step}" if next_step else "Next: fix what What above names."
         if undo:
             yield f"To remove ML Warden's tag again: {undo}"
-        yield f"If it must stay as it is: {_exempt_command(data)}."
+        yield f"If it must stay as it is, {_exempt_command(data)}"
     elif kind is OutcomeKind.EXEMPT:
         exemption = data.get("details", {}).get("exemption") if isinstance(data.get("details"), dict) else None
         yield "Nothing was changed because the resource is exempt" + (f" ({exemption})." if exemption else ".")

@@ -22,6 +22,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from mlwarden import alerts
 from mlwarden.errors import AlertDeliveryFailed, AwsCallFailed, RemediationFailed
 from mlwarden.events import ApiCall, Event, Unrecognised, parse_event
+from mlwarden.exemptions import ROUTED_FOR_THE_EXEMPT_TAG, report_tag_change, tag_set_by
 from mlwarden.loopguard import is_own_change
 from mlwarden.observability import logger, metrics, tracer
 from mlwarden.outcome_store import Decided, EventInProgress, OutcomeStore
@@ -33,6 +34,7 @@ Check = Callable[[Event, Settings], Outcome]
 
 def run_check(name: str, check: Check, raw_event: Any, settings: Settings, lambda_context: Any = None) -> Outcome:
     event = parse_event(raw_event)
+    check = _reporting_exempt_tags(name, check)
     screened = _screen(name, event, settings)
     store = _store_for(event, settings, lambda_context) if screened is None else None
     if screened is not None:
@@ -61,6 +63,19 @@ def run_check(name: str, check: Check, raw_event: Any, settings: Settings, lambd
     if outcome.outcome is OutcomeKind.FAILED:
         raise RemediationFailed(outcome) from outcome.cause
     return outcome
+
+
+def _reporting_exempt_tags(name: str, check: Check) -> Check:
+    """A call that sets the exempt tag is decided like any other, and its outcome also reports the tag."""
+
+    def decide(event: Event, settings: Settings) -> Outcome:
+        change = tag_set_by(event, settings)
+        if change is None and isinstance(event, ApiCall) and event.event_name in ROUTED_FOR_THE_EXEMPT_TAG:
+            return ignored(name, event, f"{event.event_name} does not set the exempt tag {settings.exempt_tag_key}")
+        outcome = check(event, settings)
+        return outcome if change is None else report_tag_change(outcome, change, settings)
+
+    return decide
 
 
 def _store_for(event: Event, settings: Settings, lambda_context: Any) -> OutcomeStore | None:

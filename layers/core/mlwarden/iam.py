@@ -22,10 +22,10 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mlwarden import clients
+from mlwarden import clients, exemptions
 from mlwarden.errors import AwsCallFailed, error_code
 from mlwarden.events import ApiCall, ComplianceChange, Event, Unrecognised, decode_policy_document
-from mlwarden.exemptions import NOT_EXEMPT, Exemption, exemption_from_tags
+from mlwarden.exemptions import NOT_EXEMPT, Exemption, exemption_for
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
 from mlwarden.policy_analysis import Analysis, analyze, rank
 from mlwarden.settings import Settings, SettingsError
@@ -127,7 +127,21 @@ class ConfigPolicyTarget:
     policy_id: str
 
 
-Target = ManagedPolicyTarget | InlinePolicyTarget | ConfigPolicyTarget
+@dataclass(frozen=True)
+class PrincipalTarget:
+    """A role or user whose exempt tag was set (TagRole, TagUser, or CreateRole/CreateUser with tags)."""
+
+    principal: Principal
+
+
+Target = ManagedPolicyTarget | InlinePolicyTarget | ConfigPolicyTarget | PrincipalTarget
+# Calls routed here because they may set the exempt tag (run_check ignores them when they do not).
+TAG_API_CALLS: dict[str, PrincipalKind] = {
+    "TagRole": "role",
+    "CreateRole": "role",
+    "TagUser": "user",
+    "CreateUser": "user",
+}
 
 
 def partition_of(region: str | None) -> str:
@@ -208,6 +222,12 @@ def _api_call_target(event: ApiCall) -> Target | str:
         if policy_name is None or not _NAME.match(policy_name):
             return f"{what} names no valid policy"
         return InlinePolicyTarget(principal, policy_name, _document(event.request_parameters.get("policyDocument")))
+    if what == "TagPolicy":
+        tagged = _policy_arn(event.parameter("policyArn"))
+        return ManagedPolicyTarget(tagged) if tagged is not None else "TagPolicy names no valid policy ARN"
+    if what in TAG_API_CALLS:
+        tagged_principal = _principal(TAG_API_CALLS[what], event.parameter(f"{TAG_API_CALLS[what]}Name"), what)
+        return tagged_principal if isinstance(tagged_principal, str) else PrincipalTarget(tagged_principal)
     if what in ATTACH_API_CALLS:
         kind = ATTACH_API_CALLS[what]  # type: ignore[assignment]
         principal = _principal(kind, event.parameter(f"{kind}Name"), what)
@@ -353,6 +373,8 @@ def flag_wildcard_policy(event: Event, settings: Settings, options: IamOptions |
     options = options or IamOptions()
     resource = _resource_of(target, trigger)
     try:
+        if isinstance(target, PrincipalTarget):
+            return _principal_flag(target, trigger, resource)
         subject = _subject(target, trigger)
         if subject is None:
             return ignored(CHECK, event, "Config names a policy that no longer exists")
@@ -366,13 +388,37 @@ def flag_wildcard_policy(event: Event, settings: Settings, options: IamOptions |
 def _resource_of(target: Target, trigger: Trigger) -> str:
     if isinstance(target, ManagedPolicyTarget):
         return target.policy_arn
+    if isinstance(target, PrincipalTarget):
+        return target.principal.arn(partition_of(trigger.region), trigger.account)
     if isinstance(target, InlinePolicyTarget):
         principal = target.principal.arn(partition_of(trigger.region), trigger.account)
         return f"{principal} (inline policy {target.policy_name})"
     return f"AWS::IAM::Policy {target.policy_id}"
 
 
+def _principal_flag(target: PrincipalTarget, trigger: Trigger, resource: str) -> Outcome:
+    """A role or user is judged by the flag ML Warden keeps on it: the highest severity of all its policies."""
+    flag = _tags(target.principal.kind, target.principal.name).get(WILDCARD_TAG) or ""
+    common: dict[str, Any] = {"check": CHECK, "trigger": trigger, "resource": resource}
+    if flag in Severity.__members__ and rank(Severity(flag)) >= rank(FLAG_AT):
+        return Outcome(
+            outcome=OutcomeKind.FLAGGED,
+            severity=Severity(flag),
+            reason=f"the {target.principal.kind} carries {WILDCARD_TAG}={flag}: one of its policies was flagged",
+            details={WILDCARD_TAG: flag},
+            **common,
+        )
+    return Outcome(
+        outcome=OutcomeKind.COMPLIANT,
+        severity=Severity.INFORMATIONAL,
+        reason=f"the {target.principal.kind} carries no {WILDCARD_TAG} flag",
+        **common,
+    )
+
+
 def _subject(target: Target, trigger: Trigger) -> _Subject | None:
+    if isinstance(target, PrincipalTarget):
+        return None
     if isinstance(target, ConfigPolicyTarget):
         arn = _resolve_policy_id(target.policy_id)
         if arn is None:
@@ -409,24 +455,38 @@ def _subject(target: Target, trigger: Trigger) -> _Subject | None:
     return _Subject(arn, document, None, reason, (), target)
 
 
-def _exemption(subject: _Subject, tag_key: str) -> Exemption:
-    """The first active exemption among the policy's and the principal's tags (unreadable: fail closed)."""
-    for source in subject.exemption_sources:
-        try:
-            tags: dict[str, str] | None = _tags(*source)
-        except AwsCallFailed:
-            tags = None
-        exemption = exemption_from_tags(tags, tag_key)
-        if exemption.active or tags is None:
+def _source_arn(source: tuple[str, str], trigger: Trigger) -> str:
+    kind, name = source
+    if kind == "policy":
+        return name
+    return f"arn:{partition_of(trigger.region)}:iam::{trigger.account or 'unknown'}:{kind}/{name}"
+
+
+def _exemption(subject: _Subject, trigger: Trigger, settings: Settings) -> Exemption:
+    """The first exemption in force for the policy or its principal: the registry's, or a trusted tag's.
+
+    Tags are read only when they may count (TrustExemptionTags); unreadable tags exempt nothing.
+    """
+    refused: Exemption = NOT_EXEMPT
+    for source in subject.exemption_sources or (("policy", subject.resource),):
+        tags: dict[str, str] | None = None
+        if settings.trust_exemption_tags and subject.exemption_sources:
+            try:
+                tags = _tags(*source)
+            except AwsCallFailed:
+                tags = None
+        exemption = exemption_for(_source_arn(source, trigger), CHECK, tags, settings)
+        if exemption.active:
             return exemption
-    return NOT_EXEMPT
+        if refused is NOT_EXEMPT:
+            refused = exemption
+    return refused
 
 
-def _exempt_hint(subject: _Subject, tag_key: str) -> str | None:
+def _exempt_hint(subject: _Subject, trigger: Trigger) -> str | None:
     if not subject.exemption_sources:
         return None
-    kind, name = subject.exemption_sources[0]
-    return f"add the tag {tag_key}=YYYY-MM-DD (expiry) or {tag_key}=true to the {kind} {name}"
+    return exemptions.hint(_source_arn(subject.exemption_sources[0], trigger), CHECK)
 
 
 def _decide(subject: _Subject, trigger: Trigger, settings: Settings, options: IamOptions) -> Outcome:
@@ -457,14 +517,15 @@ def _decide(subject: _Subject, trigger: Trigger, settings: Settings, options: Ia
     common: dict[str, Any] = {"check": CHECK, "trigger": trigger, "resource": subject.resource}
     if not flagged:
         return _compliant(subject, analysis, details, common)
-    exemption = _exemption(subject, settings.exempt_tag_key)
+    exemption = _exemption(subject, trigger, settings)
     details["exemption"] = exemption.reason
     summary = _summary(analysis)
     if exemption.active:
-        # Exempt resources are still alerted, at LOW like every exemption, so exemptions stay visible.
+        # Exempt resources are still alerted: at LOW when the security team granted it in the registry, at
+        # the content's own severity when only a (trusted) tag exempts it.
         return Outcome(
             outcome=OutcomeKind.EXEMPT,
-            severity=Severity.LOW,
+            severity=Severity.LOW if exemption.source == "registry" else highest,
             reason=f"{summary}, highest {highest.value}; exempt ({exemption.reason}), not tagged",
             details=details,
             **common,
@@ -535,7 +596,7 @@ def _flag(
     settings: Settings,
     common: dict[str, Any],
 ) -> Outcome:
-    hint = _exempt_hint(subject, settings.exempt_tag_key)
+    hint = _exempt_hint(subject, common["trigger"])
     if subject.tag_target is None:
         return Outcome(
             outcome=OutcomeKind.FLAGGED,
@@ -685,7 +746,7 @@ def _revert_version(
         previous_state=state_before,
         new_state=state_after,
         undo=undo,
-        exempt_hint=_exempt_hint(subject, settings.exempt_tag_key),
+        exempt_hint=_exempt_hint(subject, common["trigger"]),
         details=details,
         **common,
     )

@@ -17,17 +17,25 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mlwarden import clients, flapguard
+from mlwarden import clients, exemptions, flapguard
 from mlwarden.errors import AwsCallFailed, error_code
 from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, StateChange, Unrecognised
-from mlwarden.exemptions import Exemption, exemption_from_tags
+from mlwarden.exemptions import Exemption, exemption_for
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
 from mlwarden.settings import Settings
 
 CHECK = "block_public_s3"
 
 BUCKET_API_CALLS = frozenset(
-    {"CreateBucket", "PutBucketAcl", "PutBucketPolicy", "DeleteBucketPublicAccessBlock", "PutBucketPublicAccessBlock"}
+    {
+        "CreateBucket",
+        "PutBucketAcl",
+        "PutBucketPolicy",
+        "DeleteBucketPublicAccessBlock",
+        "PutBucketPublicAccessBlock",
+        # Routed for the exempt tag only (run_check ignores tagging calls that do not set it).
+        "PutBucketTagging",
+    }
 )
 ACCOUNT_API_CALLS = frozenset({"PutAccountPublicAccessBlock", "DeleteAccountPublicAccessBlock"})
 S3_EVENT_SOURCES = frozenset({"s3.amazonaws.com", "s3control.amazonaws.com", "s3-control.amazonaws.com"})
@@ -52,9 +60,7 @@ BUCKET_PERMISSIONS = frozenset(
     }
 )
 # Account-level actions have no resource type: IAM only accepts Resource "*" for them.
-ACCOUNT_PERMISSIONS = frozenset(
-    {"s3:GetAccountPublicAccessBlock", "s3:PutAccountPublicAccessBlock", "s3:ListAllMyBuckets"}
-)
+ACCOUNT_PERMISSIONS = frozenset({"s3:GetAccountPublicAccessBlock", "s3:PutAccountPublicAccessBlock"})
 
 FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
 ALL_ON: dict[str, bool] = dict.fromkeys(FLAGS, True)
@@ -271,29 +277,6 @@ def _read_account_block(account: str) -> dict[str, bool] | None:
     return {flag: bool(config.get(flag, False)) for flag in FLAGS}
 
 
-def _exempt_buckets(tag_key: str) -> list[str]:
-    """Exempt buckets that an account-wide block would override.
-
-    An exempt bucket whose own block is fully on does not rely on public access, so the account
-    block cannot hurt it; one whose block cannot be read is counted (the safe side is to ask).
-    """
-    s3 = clients.client("s3")
-    buckets = _call("s3:ListAllMyBuckets", s3.list_buckets).get("Buckets", [])
-    exempt = []
-    for bucket in buckets:
-        try:
-            if not exemption_from_tags(read_bucket_tags(bucket["Name"]), tag_key).active:
-                continue
-            if _read_bucket_block(bucket["Name"]) == ALL_ON:
-                continue
-        except _Gone:
-            continue
-        except AwsCallFailed:
-            pass
-        exempt.append(bucket["Name"])
-    return exempt
-
-
 # --- deciding ------------------------------------------------------------------------------------------
 
 
@@ -320,11 +303,8 @@ def _undo_account(account: str, previous: Mapping[str, bool] | None) -> str:
     )
 
 
-def _exempt_hint(name: str, tag_key: str) -> str:
-    return (
-        f"add the tag {tag_key}=YYYY-MM-DD (expiry) or {tag_key}=true to bucket {name}, keeping its other tags "
-        "(PutBucketTagging replaces the whole set)"
-    )
+def _exempt_hint(arn: str) -> str:
+    return exemptions.hint(arn, CHECK)
 
 
 def _state(config: Mapping[str, bool] | None) -> dict[str, Any]:
@@ -338,7 +318,7 @@ def block_public_access(event: Event, settings: Settings) -> Outcome:
     trigger = Trigger.of(event)
     try:
         if isinstance(target, BucketTarget):
-            return _block_bucket(target, trigger, settings)
+            return exemptions.at_most_daily(_block_bucket(target, trigger, settings), settings)
         return _block_account(target, trigger, settings)
     except _Gone:
         return ignored(CHECK, event, "the bucket no longer exists")
@@ -372,7 +352,7 @@ def _block_bucket(bucket: BucketTarget, trigger: Trigger, settings: Settings) ->
         )
     current = block or dict.fromkeys(FLAGS, False)
     tags = read_bucket_tags(bucket.name)
-    exemption: Exemption = exemption_from_tags(tags, settings.exempt_tag_key)
+    exemption: Exemption = exemption_for(bucket.arn, CHECK, tags, settings)
     pii = tags is not None and tags.get(PII_TAG, "").strip().lower() == "true"
     exposure = _read_exposure(bucket.name, current, _account_block_if_readable(trigger.account))
     off = [flag for flag in FLAGS if not current[flag]]
@@ -410,12 +390,13 @@ def _block_bucket(bucket: BucketTarget, trigger: Trigger, settings: Settings) ->
         "trigger": trigger,
         "resource": bucket.arn,
         "details": details,
-        "exempt_hint": _exempt_hint(bucket.name, settings.exempt_tag_key),
+        "exempt_hint": _exempt_hint(bucket.arn),
     }
     if exemption.active:
+        # An exemption prevents the change, never the truth: PII in the open stays CRITICAL.
         return Outcome(
             outcome=OutcomeKind.EXEMPT,
-            severity=Severity.LOW,
+            severity=Severity.CRITICAL if exposure.public and pii else Severity.LOW,
             reason=f"{what}; left as is: {exemption.reason}",
             **common,
         )
@@ -455,17 +436,14 @@ def _block_account(account: AccountTarget, trigger: Trigger, settings: Settings)
         )
     off = [flag for flag in FLAGS if not (block or {}).get(flag)]
     what = f"account-level public-access block settings off: {', '.join(off)}"
-    exempt = _exempt_buckets(settings.exempt_tag_key)
-    details: dict[str, Any] = {"settings_off": off, "exempt_buckets": exempt}
-    if exempt:
-        shown = ", ".join(exempt[:10]) + (f" and {len(exempt) - 10} more" if len(exempt) > 10 else "")
+    # Only the registry can keep the account-level block off: a bucket's exemption (or its tag) cannot.
+    exemption = exemption_for(account.resource, CHECK, None, settings)
+    details: dict[str, Any] = {"settings_off": off, "exemption": exemption.reason}
+    if exemption.active:
         return Outcome(
-            outcome=OutcomeKind.FLAGGED,
-            severity=Severity.HIGH,
-            reason=(
-                f"{what}; not turned on because an account-wide block would override the exemption of "
-                f"{len(exempt)} bucket(s): {shown}. Each bucket's own block is still enforced."
-            ),
+            outcome=OutcomeKind.EXEMPT,
+            severity=Severity.MEDIUM,
+            reason=f"{what}; left as is: {exemption.reason}. Each bucket's own block is still enforced.",
             details=details,
             **common,
         )

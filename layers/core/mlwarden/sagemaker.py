@@ -18,10 +18,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mlwarden import clients
+from mlwarden import clients, exemptions
 from mlwarden.errors import AwsCallFailed, error_code
 from mlwarden.events import ApiCall, ComplianceChange, Event, StateChange, Unrecognised, scalar
-from mlwarden.exemptions import exemption_from_tags
+from mlwarden.exemptions import exemption_for
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
 from mlwarden.s3 import PII_TAG, partition_of
 from mlwarden.sagemaker_rules import Finding, Kind, evaluate, input_buckets, worst
@@ -184,6 +184,8 @@ def _target(
 def _api_call_target(event: ApiCall) -> Target | str:
     if event.event_source != SAGEMAKER_EVENT_SOURCE:
         return f"{event.event_source} {event.event_name} is not a SageMaker call"
+    if event.event_name == "AddTags":
+        return _tagged_target(event)
     if event.event_name not in API_CALLS:
         return f"SageMaker call {event.event_name} creates nothing this check covers"
     kind, parameter = API_CALLS[event.event_name]
@@ -201,6 +203,16 @@ def _api_call_target(event: ApiCall) -> Target | str:
         from_event=pascal_case(event.request_parameters),
         event_copy=f"{event.event_name} request parameters",
     )
+
+
+def _tagged_target(event: ApiCall) -> Target | str:
+    """AddTags names the resource by ARN (arn:...:sagemaker:REGION:ACCOUNT:<kind>/<name>); routed for the exempt tag."""
+    arn = event.parameter("resourceArn") or ""
+    kind_name = arn.split(":", 5)[-1] if arn.startswith("arn:") and arn.count(":") >= 5 else ""
+    kind = next((k for k in Kind if kind_name.startswith(f"{k.value}/")), None)
+    if kind is None:
+        return "AddTags names no SageMaker resource this check covers"
+    return _target(kind, _last_segment(arn), what="AddTags", region=event.aws_region, account=event.recipient_account)
 
 
 def _compliance_target(event: ComplianceChange) -> Target | str:
@@ -451,7 +463,7 @@ def _stop(
             details=details,
             **common,
         )
-    exemption = exemption_from_tags(tags, settings.exempt_tag_key)
+    exemption = exemption_for(target.arn, CHECK, tags, settings)
     details["exemption"] = exemption.reason
     previous = {status_field: status}
     if exemption.active:
@@ -475,7 +487,7 @@ def _stop(
         )
     undo = (
         f"a stopped job cannot be resumed: start a new {target.kind.value} with the settings named above, "
-        f"or tag it {settings.exempt_tag_key}=YYYY-MM-DD before starting it to keep it running"
+        f"or, to keep such a job running, {exemptions.hint(target.arn, CHECK)} before starting it"
     )
     by_hand = f"stop the job yourself ({_stop_command(target, stop)}), then {common['next_step']}"
     try:

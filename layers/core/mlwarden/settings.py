@@ -19,6 +19,7 @@ _ROLE_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 _TAG_KEY = re.compile(r"^[\w +\-=.:/@]{1,128}$")
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 FLAP_THRESHOLD_RANGE = range(1, 101)
+MAX_EXEMPTION_DAYS_RANGE = range(1, 366)
 
 
 class SettingsError(ValueError):
@@ -41,6 +42,10 @@ class Settings:
     outcome_table: str | None = None
     # More fixes of one resource than this within an hour: stop re-fixing it and raise one CRITICAL alert.
     flap_threshold: int = 3
+    # Exemptions (see exemptions.py): the registry table, whether resource tags may exempt, the longest exemption.
+    exemption_table: str | None = None
+    trust_exemption_tags: bool = False
+    max_exemption_days: int = 90
 
     @property
     def enforce(self) -> bool:
@@ -97,6 +102,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"{FLAP_THRESHOLD_RANGE.stop - 1}, got {threshold_raw!r}"
         )
 
+    exemption_table = env.get("EXEMPTION_TABLE", "").strip() or None
+    if exemption_table is not None and not _TABLE_NAME.match(exemption_table):
+        raise SettingsError(
+            "EXEMPTION_TABLE must be a DynamoDB table name (3-255 characters: letters, digits, _ . -), "
+            f"got {exemption_table!r}"
+        )
+    trust_raw = env.get("TRUST_EXEMPTION_TAGS", "").strip().lower() or "false"
+    if trust_raw not in ("true", "false"):
+        raise SettingsError(f"TRUST_EXEMPTION_TAGS must be one of true | false, got {trust_raw[:40]!r}")
+    max_days_raw = env.get("MAX_EXEMPTION_DAYS", "").strip() or "90"
+    max_days = int(max_days_raw) if re.fullmatch(r"[0-9]{1,4}", max_days_raw) else 0
+    if max_days not in MAX_EXEMPTION_DAYS_RANGE:
+        raise SettingsError(
+            f"MAX_EXEMPTION_DAYS must be a whole number of days from {MAX_EXEMPTION_DAYS_RANGE.start} to "
+            f"{MAX_EXEMPTION_DAYS_RANGE.stop - 1}, got {max_days_raw[:40]!r}"
+        )
+
     return Settings(
         alert_topic_arn=topic,
         remediation_mode=mode,
@@ -104,4 +126,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         remediator_role_arn=role,
         outcome_table=table,
         flap_threshold=threshold,
+        exemption_table=exemption_table,
+        trust_exemption_tags=trust_raw == "true",
+        max_exemption_days=max_days,
     )
