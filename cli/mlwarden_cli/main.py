@@ -9,7 +9,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from mlwarden_cli import exempt
+from mlwarden_cli import exempt, lint
 from mlwarden_cli.dlq import queue_region, redrive
 from mlwarden_cli.replay import HandlerSetupError, Replayed, Replayer, ReplayInputError, format_table, read_events
 from mlwarden_cli.template import Template, TemplateError, find_template, load_template
@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run ML Warden against a local AWS emulator (moto server)")
     demo.add_argument("--template", type=Path, help="template.yaml to route with (default: found from cwd)")
     exempt.add_parsers(commands)
+    lint.add_parser(commands)
     return parser
 
 
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "exempt":
         return exempt.run(args)
+    if args.command == "lint":
+        return lint.run(args)
     try:
         template = load_template(args.template or find_template())
     except TemplateError as err:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mlwarden import s3
 from mlwarden.checks import run_check
 from mlwarden.observability import logger, metrics, tracer
 from mlwarden.settings import load_settings
+
+if TYPE_CHECKING:  # an annotation only: not imported at cold start
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 SETTINGS = load_settings()
 

@@ -134,8 +134,10 @@ def test_deeply_nested_policy_is_a_problem_not_a_crash() -> None:
             }
         )
     )
-    assert isinstance(target, iam.InlinePolicyTarget)
-    assert target.event_document is None
+    assert isinstance(target, iam.PrincipalTarget)
+    document = iam.bounded_document(target.event_document, iam.INLINE_POLICY_LIMITS["role"], "event")
+    assert document.document is None
+    assert document.refused == "not a JSON policy document"
 
 
 def test_huge_policy_is_analysed_in_bounded_time() -> None:

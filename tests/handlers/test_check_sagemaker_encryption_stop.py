@@ -243,7 +243,7 @@ def test_stop_refused_is_a_failed_outcome_that_raises_for_retry(
     # the subject says what failed (a stop, not a fix), and the body how to stop the job by hand
     assert alert.subject.startswith("[ML Warden] HIGH FAILED to stop: check_sagemaker_encryption")
     steps = alert.body.split("\nWhat to do now:\n", 1)[1].split("\n\n", 1)[0]
-    assert f"aws sagemaker stop-training-job --training-job-name {JOB}" in steps
+    assert f"aws sagemaker stop-training-job --training-job-name {JOB}" in alert.line("To do")
     assert "sagemaker:StopTrainingJob" in steps  # the permission to check
 
 

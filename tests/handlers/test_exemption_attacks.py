@@ -262,6 +262,9 @@ def test_tag_role_exempt_is_reported_with_the_roles_flag(
 ) -> None:
     iam.create_role(RoleName="pipeline", AssumeRolePolicyDocument=TRUST, Tags=[{"Key": "mlwarden:wildcard",
                                                                                "Value": "HIGH"}])  # fmt: skip
+    # The flag is re-graded from live state: the role holds what earned it
+    s3_everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    iam.put_role_policy(RoleName="pipeline", PolicyName="s3", PolicyDocument=json.dumps(s3_everything))
     event = cloudtrail_event(
         "TagRole",
         event_source="iam.amazonaws.com",

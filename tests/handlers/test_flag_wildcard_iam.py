@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
@@ -103,13 +105,16 @@ def test_data_scientist_role_with_s3_star_is_tagged_high_and_alerted(
     alert = aws.only_alert()
     assert alert.attributes["severity"] == "HIGH"
     assert alert.attributes["outcome"] == "flagged"
-    assert alert.outcome["resource"] == f"arn:aws:iam::{ACCOUNT}:role/mlw-data-scientist (inline policy s3-everything)"
+    # The resource is an ARN a person can act on; the policy's name is beside it
+    assert alert.outcome["resource"] == f"arn:aws:iam::{ACCOUNT}:role/mlw-data-scientist"
+    assert alert.outcome["details"]["policy_name"] == "s3-everything"
     assert alert.outcome["actions"] == ["iam:TagRole"]
     assert alert.outcome["previous_state"] == {TAG: None}
     assert alert.outcome["new_state"] == {TAG: "HIGH"}
     assert alert.line("Undo") == f"aws iam untag-role --role-name mlw-data-scientist --tag-keys {TAG}"
     assert "DataScientist" in alert.line("Who")
     (finding,) = alert.outcome["details"]["findings"]
+    assert finding["policy"] == "inline policy s3-everything"
     assert finding["statement"] == 0
     assert finding["sid"] == "AllS3"
     assert finding["rule"] == "service-wildcard"
@@ -146,6 +151,7 @@ def test_unreadable_inline_policy_falls_back_to_the_event_document_and_says_so(
     aws: Any, iam: Any, handler: Any, cloudtrail_event: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     iam.create_role(RoleName="r", AssumeRolePolicyDocument=TRUST)
+    iam.put_role_policy(RoleName="r", PolicyName="inline", PolicyDocument=json.dumps(S3_EVERYTHING))
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetRolePolicy")
 
     def refuse(**_: Any) -> Any:
@@ -174,10 +180,15 @@ def test_url_encoded_user_policy_with_passrole_on_star_is_privilege_escalation(
     handler(event)
 
     assert user_tags(iam, "mlw-pipeline-bot") == {TAG: "HIGH"}
-    findings = aws.only_alert().outcome["details"]["findings"]
+    alert = aws.only_alert().outcome
+    findings = [f for f in alert["details"]["findings"] if f["severity"] != "LOW"]
     assert [(f["rule"], f["actions"]) for f in findings] == [
         ("privilege-escalation", ["iam:PassRole", "sagemaker:CreateTrainingJob"])
     ]
+    # The alert names the path it completes, in words.
+    path = "iam:PassRole on all roles + sagemaker:CreateTrainingJob: run code as any role that trusts SageMaker"
+    assert findings[0]["path"] == path
+    assert path in alert["reason"]
 
 
 def test_group_policy_with_notaction_is_critical_and_says_groups_cannot_be_tagged(
@@ -206,6 +217,7 @@ def test_role_keeps_its_higher_flag_from_another_policy(
     aws: Any, iam: Any, handler: Any, cloudtrail_event: Any
 ) -> None:
     iam.create_role(RoleName="r", AssumeRolePolicyDocument=TRUST, Tags=[{"Key": TAG, "Value": "CRITICAL"}])
+    iam.put_role_policy(RoleName="r", PolicyName="admin", PolicyDocument=json.dumps(ADMIN))
     iam.put_role_policy(RoleName="r", PolicyName="inline", PolicyDocument=json.dumps(S3_EVERYTHING))
 
     result = handler(put_role_policy_event(cloudtrail_event, "r", S3_EVERYTHING))
@@ -401,7 +413,9 @@ def test_attaching_administrator_access_tags_the_role(
 
     assert role_tags(iam, "new-role") == {TAG: "CRITICAL"}
     alert = aws.only_alert()
-    assert alert.outcome["resource"] == ADMINISTRATOR_ACCESS
+    assert alert.outcome["resource"] == f"arn:aws:iam::{ACCOUNT}:role/new-role"
+    assert alert.outcome["details"]["changed"] == ADMINISTRATOR_ACCESS
+    assert alert.outcome["details"]["findings"][0]["policy"] == ADMINISTRATOR_ACCESS
     assert alert.outcome["actions"] == ["iam:TagRole"]
 
 
@@ -494,14 +508,15 @@ def test_invalid_revert_setting_fails_at_cold_start(make_iam_handler: Any) -> No
         make_iam_handler(env={"REVERT_CRITICAL_POLICY_VERSIONS": "maybe"})
 
 
-def test_tag_write_denied_is_a_failed_outcome_that_raises(
-    aws: Any, iam: Any, handler: Any, cloudtrail_event: Any, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("code", ["AccessDenied", "Throttling"])
+def test_tag_write_refused_is_a_failed_flag_that_raises_and_never_says_failed_to_fix(
+    aws: Any, iam: Any, handler: Any, cloudtrail_event: Any, monkeypatch: pytest.MonkeyPatch, code: str
 ) -> None:
     iam.create_role(RoleName="r", AssumeRolePolicyDocument=TRUST)
     iam.put_role_policy(RoleName="r", PolicyName="inline", PolicyDocument=json.dumps(S3_EVERYTHING))
 
     def refuse(**_: Any) -> Any:
-        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "TagRole")
+        raise ClientError({"Error": {"Code": code, "Message": "no"}}, "TagRole")
 
     monkeypatch.setattr(clients.client("iam"), "tag_role", refuse)
 
@@ -509,4 +524,397 @@ def test_tag_write_denied_is_a_failed_outcome_that_raises(
         handler(put_role_policy_event(cloudtrail_event, "r", S3_EVERYTHING))
     alert = aws.only_alert()
     assert alert.attributes["outcome"] == "failed"
-    assert alert.outcome["error_code"] == "AccessDenied"
+    assert alert.outcome["error_code"] == code
+    # The check only flags: the subject says what failed, and the body what to do about it
+    assert "FAILED to flag" in alert.subject
+    assert "fix" not in alert.subject
+    assert "iam:TagRole" in alert.line("To do")
+
+
+# --- stale flags: a principal is re-graded from what it holds now (issue 11) -------------------------------
+
+PASS_AND_CREATE_FUNCTION = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": ["iam:PassRole", "lambda:CreateFunction"], "Resource": "*"}],
+}
+NOT_ACTION_ADMIN = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "NotAction": ["iam:*", "organizations:*"], "Resource": "*"}],
+}
+
+
+def test_detaching_administrator_access_lowers_the_role_flag_to_what_it_still_holds(
+    aws: Any, iam: Any, handler: Any, sample_event: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a role flagged CRITICAL for AdministratorAccess that also holds s3:* on *
+    role_with_administrator_access(iam, monkeypatch, "mlw-data-scientist")
+    iam.put_role_policy(
+        RoleName="mlw-data-scientist", PolicyName="s3-everything", PolicyDocument=json.dumps(S3_EVERYTHING)
+    )
+    iam.tag_role(
+        RoleName="mlw-data-scientist", Tags=[{"Key": TAG, "Value": "CRITICAL"}, {"Key": "team", "Value": "ds"}]
+    )
+
+    # When AdministratorAccess is detached and CloudTrail reports it
+    iam.detach_role_policy(RoleName="mlw-data-scientist", PolicyArn=ADMINISTRATOR_ACCESS)
+    result = handler(sample_event("iam/detach-role-policy-administrator-access.json"))
+
+    # Then the flag says what the role still holds, and the lowered flag is alerted
+    assert role_tags(iam, "mlw-data-scientist") == {TAG: "HIGH", "team": "ds"}
+    assert result["outcome"] == "flagged"
+    assert result["previous_state"] == {TAG: "CRITICAL"}
+    assert result["new_state"] == {TAG: "HIGH"}
+    assert aws.only_alert().outcome["details"]["finding_rules"] == ["service-wildcard"]
+
+
+def test_deleting_the_last_flagged_inline_policy_removes_the_flag_quietly(
+    aws: Any, iam: Any, handler: Any, sample_event: Any
+) -> None:
+    iam.create_role(
+        RoleName="mlw-data-scientist",
+        AssumeRolePolicyDocument=TRUST,
+        Tags=[{"Key": TAG, "Value": "HIGH"}, {"Key": "team", "Value": "ds"}],
+    )
+    iam.put_role_policy(RoleName="mlw-data-scientist", PolicyName="read", PolicyDocument=json.dumps(TIGHT))
+
+    result = handler(sample_event("iam/delete-role-policy-s3-wildcard.json"))
+
+    assert role_tags(iam, "mlw-data-scientist") == {"team": "ds"}
+    assert result["outcome"] == "compliant"
+    assert result["actions"] == ["iam:UntagRole"]
+    assert result["undo"] == f"aws iam tag-role --role-name mlw-data-scientist --tags Key={TAG},Value=HIGH"
+    assert aws.alerts() == []
+
+
+def test_attach_event_for_a_policy_detached_since_flags_nothing(
+    aws: Any, iam: Any, handler: Any, sample_event: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given AdministratorAccess was attached and detached again before the attach event is handled
+    role_with_administrator_access(iam, monkeypatch, "mlw-data-scientist")
+    iam.detach_role_policy(RoleName="mlw-data-scientist", PolicyArn=ADMINISTRATOR_ACCESS)
+
+    result = handler(sample_event("iam/attach-role-policy-administrator-access.json"))
+
+    assert role_tags(iam, "mlw-data-scientist") == {}
+    assert result["outcome"] == "compliant"
+    assert aws.alerts() == []
+
+
+def _researchers_group(iam: Any, *members: str) -> None:
+    iam.create_group(GroupName="mlw-researchers")
+    iam.put_group_policy(
+        GroupName="mlw-researchers", PolicyName="all-but-iam", PolicyDocument=json.dumps(NOT_ACTION_ADMIN)
+    )
+    for member in members:
+        iam.add_user_to_group(GroupName="mlw-researchers", UserName=member)
+
+
+def test_user_joining_an_admin_group_is_flagged(aws: Any, iam: Any, handler: Any, sample_event: Any) -> None:
+    iam.create_user(UserName="mlw-pipeline-bot")
+    _researchers_group(iam, "mlw-pipeline-bot")
+
+    result = handler(sample_event("iam/add-user-to-group.json"))
+
+    assert user_tags(iam, "mlw-pipeline-bot") == {TAG: "CRITICAL"}
+    alert = aws.only_alert()
+    assert alert.outcome["resource"] == f"arn:aws:iam::{ACCOUNT}:user/mlw-pipeline-bot"
+    assert alert.outcome["details"]["findings"][0]["policy"] == "group mlw-researchers inline policy all-but-iam"
+    assert result["severity"] == "CRITICAL"
+
+
+def test_user_leaving_an_admin_group_loses_its_flag(aws: Any, iam: Any, handler: Any, sample_event: Any) -> None:
+    iam.create_user(UserName="mlw-pipeline-bot", Tags=[{"Key": TAG, "Value": "CRITICAL"}])
+    _researchers_group(iam)  # the user has left already
+
+    result = handler(sample_event("iam/remove-user-from-group.json"))
+
+    assert user_tags(iam, "mlw-pipeline-bot") == {}
+    assert result["outcome"] == "compliant"
+    assert result["actions"] == ["iam:UntagUser"]
+
+
+def test_group_policy_change_flags_the_members_who_hold_it(aws: Any, iam: Any, handler: Any, sample_event: Any) -> None:
+    iam.create_user(UserName="alice")
+    iam.create_user(UserName="bob")
+    aws.grant_exemption(f"arn:aws:iam::{ACCOUNT}:user/bob", check="flag_wildcard_iam")
+    _researchers_group(iam, "alice", "bob")
+
+    result = handler(sample_event("iam/put-group-policy-notaction.json"))
+
+    assert user_tags(iam, "alice") == {TAG: "CRITICAL"}
+    assert TAG not in user_tags(iam, "bob")
+    assert result["outcome"] == "flagged"
+    assert result["details"]["members_retagged"] == {"user alice": {"before": None, "after": "CRITICAL"}}
+    assert "user bob is exempt: not tagged" in result["details"]["members_notes"]
+
+
+def test_deleting_a_policy_version_removes_a_stale_policy_flag(
+    aws: Any, iam: Any, handler: Any, sample_event: Any
+) -> None:
+    arn = iam.create_policy(
+        PolicyName="mlw-training", PolicyDocument=json.dumps(TIGHT), Tags=[{"Key": TAG, "Value": "CRITICAL"}]
+    )["Policy"]["Arn"]
+
+    result = handler(sample_event("iam/delete-policy-version.json"))
+
+    assert policy_tags(iam, arn) == {}
+    assert result["outcome"] == "compliant"
+    assert result["actions"] == ["iam:UntagPolicy"]
+
+
+# --- principals AWS manages cannot be tagged: the finding is the outcome (issue 11) ---------------------
+
+
+@pytest.mark.parametrize(
+    ("role", "path"),
+    [
+        ("AWSReservedSSO_AdministratorAccess_0123456789abcdef", "/aws-reserved/sso.amazonaws.com/"),
+        ("AWSServiceRoleForSupport", "/aws-service-role/support.amazonaws.com/"),
+    ],
+)
+def test_unmodifiable_role_with_full_admin_is_flagged_critical_with_a_note(
+    aws: Any, iam: Any, handler: Any, cloudtrail_event: Any, monkeypatch: pytest.MonkeyPatch, role: str, path: str
+) -> None:
+    # Given a role AWS manages (IAM refuses TagRole on it with UnmodifiableEntity; moto does not know that)
+    iam.create_role(RoleName=role, Path=path, AssumeRolePolicyDocument=TRUST)
+    iam.put_role_policy(RoleName=role, PolicyName="inline", PolicyDocument=json.dumps(ADMIN))
+
+    def unmodifiable(**_: Any) -> Any:
+        raise ClientError(
+            {"Error": {"Code": "UnmodifiableEntity", "Message": "Cannot perform the operation on the protected role"}},
+            "TagRole",
+        )
+
+    monkeypatch.setattr(clients.client("iam"), "tag_role", unmodifiable)
+
+    # When its inline policy is reported
+    result = handler(put_role_policy_event(cloudtrail_event, role, ADMIN))
+
+    # Then the outcome is the finding, not a failure: CRITICAL, findings kept, a note about the tag
+    assert result["outcome"] == "flagged"
+    alert = aws.only_alert()
+    assert alert.attributes["severity"] == "CRITICAL"
+    assert "FAILED" not in alert.subject
+    assert alert.outcome["details"]["findings"][0]["rule"] == "full-admin"
+    assert "cannot be tagged (UnmodifiableEntity" in alert.outcome["details"]["not_tagged"]
+    assert role_tags(iam, role) == {}
+
+
+def test_flagged_alert_says_what_to_do(aws: Any, iam: Any, handler: Any, sample_event: Any) -> None:
+    iam.create_role(RoleName="mlw-data-scientist", AssumeRolePolicyDocument=TRUST)
+    iam.put_role_policy(
+        RoleName="mlw-data-scientist", PolicyName="s3-everything", PolicyDocument=json.dumps(S3_EVERYTHING)
+    )
+
+    handler(sample_event("iam/put-role-policy-s3-wildcard.json"))
+
+    assert "the policies of the role mlw-data-scientist" in aws.only_alert().line("To do")
+
+
+# --- bounded work on unbounded input (issue 11) --------------------------------------------------------
+# IAM's size limits: https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html
+# SNS refuses messages above 256 KB: https://docs.aws.amazon.com/sns/latest/api/API_Publish.html
+
+SNS_LIMIT = 262_144
+
+
+def _wildcard_statements(count: int) -> dict[str, Any]:
+    """A document of `count` statements, each a different wildcard finding."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": [f"s3:Get{i}*", "ec2:*"], "Resource": "*"} for i in range(count)],
+    }
+
+
+def _create_version_event(cloudtrail_event: Any, arn: str, document: Any, *, default: bool) -> dict[str, Any]:
+    text = document if isinstance(document, str) else json.dumps(document)
+    parameters = {"policyArn": arn, "policyDocument": text, "setAsDefault": default}
+    return cloudtrail_event("CreatePolicyVersion", request_parameters=parameters, event_source="iam.amazonaws.com")
+
+
+def test_256_kb_staged_version_in_an_event_is_not_analysed_and_the_alert_is_delivered(
+    aws: Any, iam: Any, handler: Any, cloudtrail_event: Any
+) -> None:
+    # Given an event carrying a document of 256 KB, far above IAM's 6,144 characters for a managed policy
+    arn = iam.create_policy(PolicyName="p", PolicyDocument=json.dumps(S3_EVERYTHING))["Policy"]["Arn"]
+    huge = _wildcard_statements(4_000)
+    assert len(json.dumps(huge)) > 200_000
+
+    result = handler(_create_version_event(cloudtrail_event, arn, huge, default=False))
+
+    # Then the live default version decides; the event's document is refused, and the alert fits in SNS
+    assert result["outcome"] == "flagged"
+    assert "above IAM's limit of 6,144" in result["details"]["event_document_not_analysed"]
+    assert "non_default_version_findings" not in result["details"]
+    alert = aws.only_alert()
+    assert len(alert.body) < SNS_LIMIT // 8
+
+
+def test_unreadable_policy_with_a_256_kb_event_document_fails_with_a_small_alert(
+    aws: Any, iam: Any, handler: Any, cloudtrail_event: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    iam.create_role(RoleName="r", AssumeRolePolicyDocument=TRUST)
+    iam.put_role_policy(RoleName="r", PolicyName="inline", PolicyDocument=json.dumps(S3_EVERYTHING))
+
+    def refuse(**_: Any) -> Any:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetRolePolicy")
+
+    monkeypatch.setattr(clients.client("iam"), "get_role_policy", refuse)
+
+    with pytest.raises(Exception, match="flag_wildcard_iam failed"):
+        handler(put_role_policy_event(cloudtrail_event, "r", _wildcard_statements(4_000)))
+    alert = aws.only_alert()
+    assert alert.attributes["outcome"] == "failed"
+    assert len(alert.body) < SNS_LIMIT // 8
+
+
+def test_findings_reported_are_the_highest_ten_with_counts_of_the_rest(
+    aws: Any, iam: Any, handler: Any, cloudtrail_event: Any
+) -> None:
+    iam.create_role(RoleName="r", AssumeRolePolicyDocument=TRUST)
+    document = _wildcard_statements(60)
+    document["Statement"].append({"Effect": "Allow", "Action": "*", "Resource": "*"})
+    iam.put_role_policy(RoleName="r", PolicyName="inline", PolicyDocument=json.dumps(document))
+
+    handler(put_role_policy_event(cloudtrail_event, "r", document))
+
+    details = aws.only_alert().outcome["details"]
+    assert len(details["findings"]) == 10
+    assert details["findings"][0]["rule"] == "full-admin"  # highest first
+    assert details["findings_total"] > 60
+    assert details["findings_not_shown"] == details["findings_total"] - 10
+    assert sum(details["findings_by_rule"].values()) == details["findings_total"]
+    # and all of them are kept in the outcome table, where the alert says
+    (key,) = [k for k in aws.outcome_records() if k.startswith("flag_wildcard_iam#findings#")]
+    assert key in details["all_findings"]
+    kept = json.loads(gzip.decompress(aws.outcome_records()[key]["findings"]))
+    assert len(kept) == details["findings_total"]
+    assert kept[:10] == details["findings"]
+
+
+def test_10_mb_event_document_is_refused_without_being_decoded(cloudtrail_event: Any) -> None:
+    from mlwarden import iam as iam_module  # noqa: PLC0415 - the module under test, without AWS
+
+    text = json.dumps(_wildcard_statements(1))[:-2] + ", " + ", ".join(["{}"] * 2_500_000) + "]}"
+    assert len(text) > 10_000_000
+    tracemalloc.start()
+    try:
+        document = iam_module.bounded_document(text, iam_module.MANAGED_POLICY_LIMIT, "event")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert document.document is None
+    assert "far above IAM's 6,144" in (document.refused or "")
+    assert peak < 1_000_000
+
+
+# --- RevertCriticalPolicyVersions restores only a former default that grades lower (issue 10) ------------
+
+
+def _revert_handler(make_iam_handler: Any) -> Any:
+    return make_iam_handler(env={"REVERT_CRITICAL_POLICY_VERSIONS": "true"})
+
+
+def _staged_then_admin(iam: Any, first: dict[str, Any]) -> str:
+    """v1 = `first`; v2 staged, never default (PassRole + lambda:CreateFunction on *); v3 admin, made default."""
+    arn: str = iam.create_policy(PolicyName="mlw-training", PolicyDocument=json.dumps(first))["Policy"]["Arn"]
+    iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(PASS_AND_CREATE_FUNCTION), SetAsDefault=False)
+    iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(ADMIN), SetAsDefault=True)
+    return arn
+
+
+def test_revert_never_restores_a_staged_version_granting_passrole_and_create_function(
+    aws: Any, iam: Any, make_iam_handler: Any, sample_event: Any
+) -> None:
+    # Given an attacker staged v2 (never default: PassRole + lambda:CreateFunction on *), then made admin v3 default
+    arn = _staged_then_admin(iam, TIGHT)
+
+    # When the revert option handles the CreatePolicyVersion of v3
+    result = _revert_handler(make_iam_handler)(sample_event("iam/create-policy-version-admin.json"))
+
+    # Then v1 (the default CreatePolicy made) is restored, not the staged v2, and the alert says what it grants
+    assert iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"] == "v1"
+    assert result["outcome"] == "remediated"
+    alert = aws.only_alert()
+    assert alert.outcome["new_state"] == {"DefaultVersionId": "v1"}
+    assert alert.outcome["details"]["restored_version"]["version"] == "v1"
+    assert alert.outcome["details"]["restored_version"]["highest"] == "INFORMATIONAL"
+    assert "a former default, grades INFORMATIONAL" in alert.outcome["reason"]
+    assert policy_tags(iam, arn) == {}
+
+
+def test_revert_flags_only_when_the_only_former_default_is_no_safer(
+    aws: Any, iam: Any, make_iam_handler: Any, sample_event: Any
+) -> None:
+    # Given v1 (the only version ever default) is admin too, and v2 is a staged escalation
+    arn = _staged_then_admin(iam, ADMIN)
+
+    result = _revert_handler(make_iam_handler)(sample_event("iam/create-policy-version-admin.json"))
+
+    # Then nothing is restored: the check flags, says why, and never calls it fixed
+    assert iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"] == "v3"
+    assert result["outcome"] == "flagged"
+    assert policy_tags(iam, arn) == {TAG: "CRITICAL"}
+    not_reverted = aws.only_alert().outcome["details"]["not_reverted"]
+    assert "no former default (v1) grades lower than CRITICAL" in not_reverted
+    assert "never-default version(s) v2 are not candidates" in not_reverted
+
+
+def test_revert_restores_the_newest_former_default_it_saw_and_reports_its_findings(
+    aws: Any, iam: Any, make_iam_handler: Any, sample_event: Any, cloudtrail_event: Any
+) -> None:
+    # Given v2 (s3:* on *) was made default, and ML Warden saw it as the default
+    handler = _revert_handler(make_iam_handler)
+    arn = iam.create_policy(PolicyName="mlw-training", PolicyDocument=json.dumps(TIGHT))["Policy"]["Arn"]
+    iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(S3_EVERYTHING), SetAsDefault=True)
+    handler(_create_version_event(cloudtrail_event, arn, S3_EVERYTHING, default=True))
+    assert policy_tags(iam, arn) == {TAG: "HIGH"}
+    assert len(aws.alerts()) == 1
+
+    # When admin v3 is made default
+    iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(ADMIN), SetAsDefault=True)
+    result = handler(sample_event("iam/create-policy-version-admin.json"))
+
+    # Then v2, the default just before, is restored; the alert reports its HIGH finding and the flag follows it
+    assert iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"] == "v2"
+    assert result["outcome"] == "remediated"
+    first, revert = aws.alerts()
+    assert first.subject.startswith("[ML Warden] HIGH flagged")
+    restored = revert.outcome["details"]["restored_version"]
+    assert restored["version"] == "v2"
+    assert restored["highest"] == "HIGH"
+    assert restored["findings"][0]["rule"] == "service-wildcard"
+    assert policy_tags(iam, arn) == {TAG: "HIGH"}
+    assert set(aws.outcome_records()[f"flag_wildcard_iam#default#{arn}"]["versions"]) == {"v2", "v3"}
+
+
+def test_new_default_version_re_grades_every_role_and_user_holding_the_policy(
+    aws: Any, iam: Any, handler: Any, sample_event: Any
+) -> None:
+    # Given a tight policy held by a role directly and by a user through a group
+    arn = iam.create_policy(PolicyName="mlw-training", PolicyDocument=json.dumps(TIGHT))["Policy"]["Arn"]
+    iam.create_role(RoleName="trainer", AssumeRolePolicyDocument=TRUST)
+    iam.attach_role_policy(RoleName="trainer", PolicyArn=arn)
+    iam.create_user(UserName="alice")
+    iam.create_group(GroupName="trainers")
+    iam.attach_group_policy(GroupName="trainers", PolicyArn=arn)
+    iam.add_user_to_group(GroupName="trainers", UserName="alice")
+
+    # When admin v2 is made the default
+    iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(ADMIN), SetAsDefault=True)
+    result = handler(sample_event("iam/create-policy-version-admin.json"))
+
+    # Then the policy and everyone holding it are flagged
+    assert policy_tags(iam, arn) == {TAG: "CRITICAL"}
+    assert role_tags(iam, "trainer") == {TAG: "CRITICAL"}
+    assert user_tags(iam, "alice") == {TAG: "CRITICAL"}
+    assert set(result["details"]["holders_retagged"]) == {"role trainer", "user alice"}
+    assert set(result["actions"]) == {"iam:TagPolicy", "iam:TagRole", "iam:TagUser"}
+
+    # When v1 is made the default again, the flags come off everyone
+    iam.set_default_policy_version(PolicyArn=arn, VersionId="v1")
+    handler(sample_event("iam/set-default-policy-version.json") | {"id": "another-event-id"})
+
+    assert policy_tags(iam, arn) == {}
+    assert role_tags(iam, "trainer") == {}
+    assert user_tags(iam, "alice") == {}

@@ -231,6 +231,21 @@ FAILED_CASES: list[tuple[str, str, str | None, str, str, str]] = [
 ]
 
 
+def test_a_check_may_say_itself_what_it_failed_to_do() -> None:
+    outcome = remediated(
+        check="flag_wildcard_iam",
+        outcome=OutcomeKind.FAILED,
+        actions=(),
+        details={"failed_action": "iam:TagRole", "failed_to": "flag", "next_step": "grant iam:TagRole"},
+    )
+
+    alert = render(outcome)
+
+    assert alert.subject.startswith("[ML Warden] HIGH FAILED to flag: flag_wildcard_iam")
+    assert body_line(alert.body, "To do") == "grant iam:TagRole"
+    assert "By hand: do what To do above says." in what_to_do(alert.body)
+
+
 @pytest.mark.parametrize(
     ("check", "action", "recorded", "code", "expected"), [c[1:] for c in FAILED_CASES], ids=[c[0] for c in FAILED_CASES]
 )
@@ -283,10 +298,11 @@ def test_a_flag_says_the_checks_own_next_step() -> None:
         next_step="replace s3:* on * with the actions and buckets the role needs",
     )
 
-    steps = what_to_do(render(outcome).body)
+    body = render(outcome).body
 
-    assert "Next: replace s3:* on * with the actions and buckets the role needs" in steps
-    assert "must fix it" in steps
+    assert body_line(body, "To do") == "replace s3:* on * with the actions and buckets the role needs"
+    assert "Next: do what To do above says." in what_to_do(body)
+    assert "must fix it" in what_to_do(body)
     assert render(outcome).subject.startswith("[ML Warden] HIGH flagged: flag_wildcard_iam")
 
 

@@ -25,6 +25,12 @@ def summary(analysis: Analysis) -> list[tuple[str, str]]:
 
 
 TAG = {"StringEquals": {"aws:ResourceTag/team": "ml"}}
+STAR = [("resource-star", "LOW")]
+FULL = ("privilege-escalation", "HIGH")
+HALF = ("partial-escalation", "MEDIUM")
+WILDCARD = ("data-access-wildcard", "MEDIUM")
+ESC_FULL = [*STAR, FULL]
+ESC_HALF = [*STAR, HALF]
 
 # (case, document, expected [(rule, severity)])
 CASES: list[tuple[str, Any, list[tuple[str, str]]]] = [
@@ -57,73 +63,46 @@ CASES: list[tuple[str, Any, list[tuple[str, str]]]] = [
     (
         "service wildcard lowered by a resource tag",
         statement(Action="sagemaker:*", Resource="*", Condition=TAG),
-        [("service-wildcard", "MEDIUM")],
+        # sagemaker:* holds sagemaker:CreatePresignedNotebookInstanceUrl (sagemaker-004), lowered too
+        [("service-wildcard", "MEDIUM"), ("privilege-escalation", "MEDIUM")],
     ),
     (
         "service wildcard lowered by SourceVpce",
         statement(Action="s3:*", Resource="*", Condition={"StringEquals": {"aws:SourceVpce": "vpce-1"}}),
         [("service-wildcard", "MEDIUM")],
     ),
-    # HIGH: privilege escalation on star
-    ("iam:PassRole on star", statement(Action="iam:PassRole", Resource="*"), [("privilege-escalation", "HIGH")]),
-    (
-        "iam:CreatePolicyVersion",
-        statement(Action="iam:CreatePolicyVersion", Resource="*"),
-        [("privilege-escalation", "HIGH")],
-    ),
-    (
-        "iam:SetDefaultPolicyVersion",
-        statement(Action="iam:setdefaultpolicyversion", Resource="*"),
-        [("privilege-escalation", "HIGH")],
-    ),
-    (
-        "iam:AttachRolePolicy",
-        statement(Action="iam:AttachRolePolicy", Resource="*"),
-        [("privilege-escalation", "HIGH")],
-    ),
-    ("iam:PutUserPolicy", statement(Action="iam:PutUserPolicy", Resource="*"), [("privilege-escalation", "HIGH")]),
-    ("iam:CreateAccessKey", statement(Action="iam:CreateAccessKey", Resource="*"), [("privilege-escalation", "HIGH")]),
-    (
-        "iam:UpdateAssumeRolePolicy",
-        statement(Action="iam:UpdateAssumeRolePolicy", Resource="*"),
-        [("privilege-escalation", "HIGH")],
-    ),
-    ("sts:AssumeRole on star", statement(Action="sts:AssumeRole", Resource="*"), [("privilege-escalation", "HIGH")]),
-    (
-        "lambda:CreateFunction",
-        statement(Action="lambda:CreateFunction", Resource="*"),
-        [("privilege-escalation", "HIGH")],
-    ),
-    (
-        "sagemaker:CreateTrainingJob",
-        statement(Action="sagemaker:CreateTrainingJob", Resource="*"),
-        [("privilege-escalation", "HIGH")],
-    ),
-    (
-        "glue:CreateDevEndpoint",
-        statement(Action="glue:CreateDevEndpoint", Resource="*"),
-        [("privilege-escalation", "HIGH")],
-    ),
-    ("iam:Put* expands to Put*Policy", statement(Action="iam:Put*", Resource="*"), [("privilege-escalation", "HIGH")]),
-    ("iam:*Policy* expands", statement(Action="iam:*Policy*", Resource="*"), [("privilege-escalation", "HIGH")]),
-    (
-        "iam:Attach?olePolicy expands",
-        statement(Action="iam:Attach?olePolicy", Resource="*"),
-        [("privilege-escalation", "HIGH")],
-    ),
+    # Escalation paths (escalation_paths.json): a complete path on * is HIGH, half of one MEDIUM; the
+    # resource-star LOW of each action stays alongside.
+    ("iam:PassRole alone is half a path", statement(Action="iam:PassRole", Resource="*"), ESC_HALF),
+    ("iam:CreatePolicyVersion", statement(Action="iam:CreatePolicyVersion", Resource="*"), ESC_FULL),
+    ("iam:AttachRolePolicy", statement(Action="iam:AttachRolePolicy", Resource="*"), ESC_FULL),
+    ("iam:PutUserPolicy", statement(Action="iam:PutUserPolicy", Resource="*"), ESC_FULL),
+    ("iam:CreateAccessKey", statement(Action="iam:CreateAccessKey", Resource="*"), ESC_FULL),
+    ("iam:UpdateAssumeRolePolicy", statement(Action="iam:UpdateAssumeRolePolicy", Resource="*"), ESC_FULL),
+    ("sts:AssumeRole on star", statement(Action="sts:AssumeRole", Resource="*"), ESC_FULL),
+    # Not in pathfinding.cloud on its own (only an older version could come back): an action on *, no more
+    ("iam:SetDefaultPolicyVersion", statement(Action="iam:setdefaultpolicyversion", Resource="*"), STAR),
+    # A create action without iam:PassRole runs nothing as anyone else: not even half a path
+    ("lambda:CreateFunction alone", statement(Action="lambda:CreateFunction", Resource="*"), STAR),
+    ("sagemaker:CreateTrainingJob alone", statement(Action="sagemaker:CreateTrainingJob", Resource="*"), STAR),
+    ("ec2:RunInstances alone is not HIGH", statement(Action="ec2:RunInstances", Resource="*"), STAR),
+    ("glue:CreateDevEndpoint alone", statement(Action="glue:CreateDevEndpoint", Resource="*"), []),
+    ("iam:Put* reaches Put*Policy", statement(Action="iam:Put*", Resource="*"), [WILDCARD, FULL]),
+    ("iam:*Policy* reaches them too", statement(Action="iam:*Policy*", Resource="*"), [WILDCARD, FULL]),
+    ("iam:Attach?olePolicy", statement(Action="iam:Attach?olePolicy", Resource="*"), [WILDCARD, FULL]),
     (
         "PassRole on every role in every account",
         statement(Action="iam:PassRole", Resource="arn:aws:iam::*:role/*"),
-        [("privilege-escalation", "HIGH")],
+        ESC_HALF,
     ),
     (
-        "PassRole lowered by PassedToService",
+        "PassRole half lowered by PassedToService",
         statement(
             Action="iam:PassRole",
             Resource="*",
             Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
         ),
-        [("privilege-escalation", "MEDIUM")],
+        [("resource-star", "LOW"), ("partial-escalation", "LOW")],
     ),
     # MEDIUM
     ("s3:* on a bucket", statement(Action="s3:*", Resource="arn:aws:s3:::data/*"), [("service-wildcard", "MEDIUM")]),
@@ -173,9 +152,9 @@ CASES: list[tuple[str, Any, list[tuple[str, str]]]] = [
     ("scoped actions", statement(Action=["s3:GetObject", "s3:PutObject"], Resource="arn:aws:s3:::data/*"), []),
     ("PassRole to one role", statement(Action="iam:PassRole", Resource="arn:aws:iam::123456789012:role/train"), []),
     (
-        "account-scoped wildcard is scoped",
+        "PassRole to every role of one account is as wide as *",
         statement(Action="iam:PassRole", Resource="arn:aws:iam::123456789012:role/*"),
-        [],
+        [HALF],
     ),
     ("deny star", {"Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}]}, []),
     (
@@ -237,7 +216,7 @@ def test_finding_names_statement_sid_pair_reason_suggestion_and_condition() -> N
         ]
     }
 
-    (finding,) = analyze(document).findings
+    finding, _presigned_url_path = analyze(document).findings
 
     assert finding.as_dict() == {
         "statement": 1,
@@ -257,18 +236,18 @@ def test_finding_names_statement_sid_pair_reason_suggestion_and_condition() -> N
 
 
 def test_wildcard_finding_lists_the_escalation_actions_it_reaches() -> None:
-    (finding,) = analyze(statement(Action="iam:Put*", Resource="*")).findings
+    (wildcard, _paths) = analyze(statement(Action="iam:*", Resource="*")).findings[:2]
 
-    assert {"iam:PutRolePolicy", "iam:PutUserPolicy", "iam:PutGroupPolicy"} <= set(finding.expands_to)
+    assert {"iam:PutRolePolicy", "iam:PutUserPolicy", "iam:PutGroupPolicy"} <= set(wildcard.expands_to)
 
 
 def test_long_action_lists_are_capped_in_the_alert() -> None:
     actions = ["iam:PassRole", "iam:CreateAccessKey", "iam:PutRolePolicy"] + [
         f"s3:GetObject{'x' * i}" for i in range(1, 31)
     ]
-    (escalation, unknown) = analyze(statement(Action=actions, Resource="*")).findings
+    (star, unknown, *_paths) = analyze(statement(Action=actions, Resource="*")).findings
 
-    assert escalation.as_dict()["actions"] == ["iam:PassRole", "iam:CreateAccessKey", "iam:PutRolePolicy"]
+    assert star.as_dict()["actions"] == ["iam:PassRole", "iam:CreateAccessKey", "iam:PutRolePolicy"]
     assert unknown.as_dict()["actions"][-1] == "... and 10 more"
 
 
@@ -351,8 +330,9 @@ PARLIAMENT_EXPECTED: dict[str, list[tuple[str, str]]] = {
     # IAM rejects Action + NotAction; NotAction on * would be admin, so the safe side flags it
     "test_formatting__test_analyze_policy_string_opposites__0": [("full-admin", "CRITICAL")],
     "test_formatting__test_analyze_policy_string_multiple_statements_one_bad__0": [("unknown-action", "INFORMATIONAL")],
-    # ec2:* and s3:* on *: parliament says RESOURCE_STAR; the iam:ResourceTag condition (negated) does not lower
-    "test_formatting__test_condition_mismatch__0": [("service-wildcard", "HIGH")],
+    # ec2:* and s3:* on *: parliament says RESOURCE_STAR; the iam:ResourceTag condition (negated) does not lower;
+    # ec2:* completes the launch-template path (ec2-004)
+    "test_formatting__test_condition_mismatch__0": [("service-wildcard", "HIGH"), ("privilege-escalation", "HIGH")],
     "test_formatting__test_condition_type_unqoted_bool__0": [("resource-star", "LOW")],
     "test_formatting__test_lambda_TerminateInstances__0": [("resource-star", "LOW")],
     "test_formatting__test_condition_operator_values__0": [("resource-star", "LOW")],

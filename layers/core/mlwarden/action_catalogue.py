@@ -17,6 +17,8 @@ ACCESS_LEVELS = {"L": "List", "R": "Read", "W": "Write", "P": "Permissions manag
 
 @dataclass(frozen=True)
 class ActionInfo:
+    """One IAM action as AWS's reference describes it."""
+
     service: str
     name: str
     access_level: str

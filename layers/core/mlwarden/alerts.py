@@ -84,7 +84,13 @@ def _failed_action(outcome: Outcome) -> str | None:
 
 
 def failed_headline(outcome: Outcome) -> str:
-    """ "FAILED to fix" only when a fix was being made: a check that only reads or tags never claims one."""
+    """ "FAILED to fix" only when a fix was being made: a check that only reads or tags never claims one.
+
+    A check may say it itself (`details.failed_to`, e.g. "flag"); else it follows from the AWS action that failed.
+    """
+    failed_to = outcome.details.get("failed_to")
+    if isinstance(failed_to, str) and failed_to:
+        return f"FAILED to {failed_to}"
     action = _failed_action(outcome)
     if action is None:
         return "FAILED"
@@ -243,33 +249,38 @@ def _exempt_command(data: dict[str, Any]) -> str:
     return str(hint) if hint else exemptions.hint(str(data.get("resource") or "RESOURCE_ARN"), str(data["check"]))
 
 
+def _next_step(data: dict[str, Any]) -> str | None:
+    """The check's own next step: the outcome's `next_step`, or (as flag_wildcard_iam writes it) its details'."""
+    details = data.get("details")
+    step = data.get("next_step") or (details.get("next_step") if isinstance(details, dict) else None)
+    return str(step) if step else None
+
+
 def _what_to_do(outcome: Outcome, data: dict[str, Any]) -> Iterator[str]:
-    """The "What to do now" paragraph: from the outcome's kind, its undo and the check's own next step."""
+    """The "What to do now" paragraph: from the outcome's kind and its undo; the check's step is "To do" above."""
     kind = outcome.outcome
-    next_step = data.get("next_step")
+    to_do = _next_step(data) is not None
     undo = data.get("undo")
     if kind is OutcomeKind.REMEDIATED:
-        yield "ML Warden changed this resource. Verify that the change is wanted."
-        if next_step:
-            yield f"Next: {next_step}"
+        yield "ML Warden changed this resource. Verify that the change is wanted" + (
+            ", and do what To do above says." if to_do else "."
+        )
         yield f"To undo it: {undo}" if undo else "It cannot be undone by one command: see Before above."
         yield f"To keep it as it was, {_exempt_command(data)}"
     elif kind is OutcomeKind.WOULD_REMEDIATE:
         yield "Dry run: nothing was changed. In enforce mode ML Warden would make the change shown above."
-        yield f"Next: {next_step}" if next_step else "Next: make that change yourself, or decide it is wanted."
+        yield "Next: do what To do above says." if to_do else "Next: make that change yourself, or decide it is wanted."
         yield f"If it must stay as it is, {_exempt_command(data)}"
     elif kind is OutcomeKind.FLAGGED:
         done = "it only added its tag" if outcome.actions else "it made no change"
         yield f"ML Warden flags this resource; {done}. The owner of the resource must fix it."
-        yield f"Next: {next_step}" if next_step else "Next: fix what What above names."
+        yield "Next: do what To do above says." if to_do else "Next: fix what What above names."
         if undo:
             yield f"To remove ML Warden's tag again: {undo}"
         yield f"If it must stay as it is, {_exempt_command(data)}"
     elif kind is OutcomeKind.EXEMPT:
         exemption = data.get("details", {}).get("exemption") if isinstance(data.get("details"), dict) else None
         yield "Nothing was changed because the resource is exempt" + (f" ({exemption})." if exemption else ".")
-        if next_step:
-            yield f"Next: {next_step}"
         yield (
             "Check that the exemption is still wanted; to end it: mlwarden exempt revoke "
             f"{data.get('resource') or 'RESOURCE_ARN'}"
@@ -290,8 +301,8 @@ def _failed_steps(outcome: Outcome, data: dict[str, Any]) -> Iterator[str]:
             f"Check that ML Warden's role may call {action} on this resource (template.yaml grants it) and that "
             "no SCP, permissions boundary or resource policy denies it."
         )
-    if data.get("next_step"):
-        yield f"By hand: {data['next_step']}"
+    if _next_step(data):
+        yield "By hand: do what To do above says."
     elif outcome.new_state and headline(outcome) == "FAILED to fix":
         yield f"By hand: set {_state_line(data.get('new_state'))} on {data.get('resource') or 'the resource'}."
     else:
@@ -324,6 +335,9 @@ def _body(outcome: Outcome, data: dict[str, Any], cut: dict[str, dict[str, int]]
         lines.append(f"Before:    {_state_line(data['previous_state'])}")
     if data.get("undo"):
         lines.append(f"Undo:      {data['undo']}")
+    to_do = _next_step(data)
+    if to_do:
+        lines.append(f"To do:     {to_do}")
     if data.get("exempt_hint"):
         lines.append(f"Exempt:    {data['exempt_hint']}")
     if cut:

@@ -29,6 +29,8 @@ _MAX_TEXT = 2048  # longer values are cut: they only ever end up in logs and ale
 
 @dataclass(frozen=True)
 class Envelope:
+    """The EventBridge envelope every event has: id, source, detail-type, account, region, time."""
+
     id: str
     source: str
     detail_type: str
@@ -56,6 +58,8 @@ class Actor:
 
 @dataclass(frozen=True)
 class ApiCall:
+    """A CloudTrail-recorded API call (detail-type "AWS API Call via CloudTrail")."""
+
     envelope: Envelope
     event_source: str
     event_name: str
@@ -76,6 +80,8 @@ class ApiCall:
 
 @dataclass(frozen=True)
 class ComplianceChange:
+    """An AWS Config rule's compliance change for one resource."""
+
     envelope: Envelope
     rule_name: str
     resource_type: str
@@ -88,6 +94,8 @@ class ComplianceChange:
 
 @dataclass(frozen=True)
 class MacieFinding:
+    """A Macie finding (policy or sensitive data) about a bucket or an object in it."""
+
     envelope: Envelope
     finding_id: str
     finding_type: str
@@ -113,11 +121,22 @@ class StateChange:
 
 @dataclass(frozen=True)
 class Unrecognised:
+    """An event no parser could read, with the reason: checks turn it into `ignored`."""
+
     reason: str
     envelope: Envelope | None = None
 
 
 Event = ApiCall | ComplianceChange | MacieFinding | StateChange | Unrecognised
+
+
+def partition_of(region: str | None) -> str:
+    """The ARN partition of a region: aws-cn and aws-us-gov have their own, everything else is aws."""
+    if region and region.startswith("cn-"):
+        return "aws-cn"
+    if region and region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
 
 
 def scalar(value: Any) -> str | None:

@@ -48,6 +48,8 @@ _TRUE = "true"
 
 @dataclass(frozen=True)
 class Exemption:
+    """Whether a resource is exempt from remediation, why, and until when."""
+
     active: bool
     reason: str
     expires: dt.date | None = None

@@ -31,6 +31,8 @@ PERMISSIONS = frozenset({"dynamodb:GetItem", "dynamodb:UpdateItem"})
 
 @dataclass(frozen=True)
 class FixCount:
+    """How often a resource was fixed in the window, and whether this fix starts a hold."""
+
     fixes_in_window: int
     # True for the one fix that crossed the threshold: it starts the hold and carries the CRITICAL alert.
     hold_started: bool

@@ -1,47 +1,103 @@
-"""Wildcard IAM policies: read the policy as IAM holds it now, analyse it, tag and alert.
+"""Wildcard IAM policies: read the policies as IAM holds them now, analyse them, tag and alert.
 
-Triggers: CloudTrail IAM calls that create, change or attach a policy, and the AWS Config managed
-rules about admin and full-service access. IAM is global: its CloudTrail events reach EventBridge in
-us-east-1 only, so the rules that feed this check live there.
+Triggers: CloudTrail IAM calls that create, change, attach, detach or delete a policy or change group
+membership, and the AWS Config managed rules about admin and full-service access. IAM is global: its
+CloudTrail events reach EventBridge in us-east-1 only, so the rules that feed this check live there.
 
-Flag, don't break: a policy with findings of MEDIUM or above is tagged `mlwarden:wildcard` = its
-highest severity (customer-managed policies), or its role or user is (inline policies, and AWS-managed
-policies, which cannot be tagged). Groups cannot be tagged: the alert says so. The one optional fix
-(off by default) sets the previous version back as default after a CreatePolicyVersion introduced
-full administrator access.
+Flag, don't break. Two things carry the flag `mlwarden:wildcard` = highest severity (MEDIUM or above):
+
+- a customer-managed policy, after the calls that change it (CreatePolicy, CreatePolicyVersion,
+  SetDefaultPolicyVersion, DeletePolicyVersion, Config): it says what its default version grants;
+- a role or user, after any call that changes what it holds (Put/Delete inline policy, Attach/Detach,
+  Add/RemoveUserFromGroup): it is re-graded from all its live policies (inline and attached, and for a
+  user its groups'), so the tag is raised, lowered or removed to match, whatever the order of the events.
+
+Groups cannot be tagged: a group's policy change is reported on the group and its members are re-graded.
+Roles AWS manages (IAM Identity Center `AWSReservedSSO_*`, service-linked roles) cannot be tagged either: the
+finding is the outcome and the missing tag a note in it. The one optional fix (off by default) sets a
+version that was the default before back as default, and only when it grades strictly lower (iam_versions).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mlwarden import clients, exemptions
+from mlwarden import clients, exemptions, iam_versions
 from mlwarden.errors import AwsCallFailed, error_code
-from mlwarden.events import ApiCall, ComplianceChange, Event, Unrecognised, decode_policy_document
-from mlwarden.exemptions import NOT_EXEMPT, Exemption, exemption_for
+from mlwarden.events import ApiCall, ComplianceChange, Event, Unrecognised, decode_policy_document, partition_of
+from mlwarden.exemptions import Exemption, exemption_for
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
-from mlwarden.policy_analysis import Analysis, analyze, rank
+from mlwarden.policy_analysis import Analysis, Finding, analyze, rank
 from mlwarden.settings import Settings, SettingsError
 
 CHECK = "flag_wildcard_iam"
+PrincipalKind = Literal["role", "user", "group"]
 WILDCARD_TAG = "mlwarden:wildcard"
 FLAG_AT = Severity.MEDIUM  # findings below this are reported in details but do not flag
 IAM_EVENT_SOURCE = "iam.amazonaws.com"
-# SetDefaultPolicyVersion is not in the issue's list, but it is how a version created as non-default
-# (reported, not flagged) comes into force: without it that path would go unseen.
-POLICY_API_CALLS = frozenset({"CreatePolicy", "CreatePolicyVersion", "SetDefaultPolicyVersion"})
+# SetDefaultPolicyVersion puts a version created as non-default (reported, not flagged) in force;
+# DeletePolicyVersion and DeletePolicy can leave a stale flag on the policy.
+POLICY_API_CALLS = frozenset(
+    {"CreatePolicy", "CreatePolicyVersion", "SetDefaultPolicyVersion", "DeletePolicyVersion", "DeletePolicy"}
+)
 INLINE_API_CALLS = {"PutRolePolicy": "role", "PutUserPolicy": "user", "PutGroupPolicy": "group"}
 ATTACH_API_CALLS = {"AttachRolePolicy": "role", "AttachUserPolicy": "user", "AttachGroupPolicy": "group"}
+# Calls that take access away: without them a principal's flag goes stale.
+DELETE_INLINE_API_CALLS = {"DeleteRolePolicy": "role", "DeleteUserPolicy": "user", "DeleteGroupPolicy": "group"}
+DETACH_API_CALLS = {"DetachRolePolicy": "role", "DetachUserPolicy": "user", "DetachGroupPolicy": "group"}
+MEMBERSHIP_API_CALLS = frozenset({"AddUserToGroup", "RemoveUserFromGroup"})
+# Routed because they may set the exempt tag (run_check ignores them when they do not): the tagged policy or
+# principal is graded, so the report says whether it is non-compliant right now.
+TAG_API_CALLS: dict[str, PrincipalKind] = {
+    "TagRole": "role",
+    "CreateRole": "role",
+    "TagUser": "user",
+    "CreateUser": "user",
+}
+# Every CloudTrail eventName the template routes to this check.
+ROUTED_API_CALLS = (
+    POLICY_API_CALLS
+    | set(INLINE_API_CALLS)
+    | set(ATTACH_API_CALLS)
+    | set(DELETE_INLINE_API_CALLS)
+    | set(DETACH_API_CALLS)
+    | MEMBERSHIP_API_CALLS
+    | {"TagPolicy"}
+    | set(TAG_API_CALLS)
+)
 # AWS Config managed rules, matched by prefix (deployed names carry suffixes; Security Hub adds a prefix).
 CONFIG_RULES = ("iam-policy-no-statements-with-admin-access", "iam-policy-no-statements-with-full-access")
 REVERT_VARIABLE = "REVERT_CRITICAL_POLICY_VERSIONS"
+
+# IAM's own size limits, in characters not counting whitespace
+# (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html). IAM refuses larger documents,
+# so a larger one (an event replayed or crafted) was never in force: it is not analysed.
+MANAGED_POLICY_LIMIT = 6_144
+INLINE_POLICY_LIMITS = {"role": 10_240, "user": 2_048, "group": 5_120}  # all inline policies of one principal
+# The PolicyDocument parameter's own limit, times three for URL encoding: longer text is not even decoded.
+_RAW_DOCUMENT_LIMIT = 3 * 131_072
+# What one outcome reports: the highest findings, and counts of the rest (the alert must fit in SNS's 256 KB).
+REPORTED_FINDINGS = 10
+REPORTED_POLICIES = 25
+# Bounded reads: 20 attached policies per role or user, 10 groups per user, 10 attached per group are IAM's
+# maxima; inline policies are bounded by size. A group's members are re-graded up to MEMBER_LIMIT.
+POLICY_READ_LIMIT = 150
+MEMBER_LIMIT = 25
+# All findings of a cut report are kept in the outcome table (one item, below DynamoDB's 400 KB) this long.
+FINDINGS_KEPT_DAYS = 30
+_FINDINGS_ITEM_LIMIT = 350_000
+# Concurrent events for one principal: re-grade and re-tag until the tag matches, this many times at most.
+TAG_ATTEMPTS = 4
 
 # The IAM actions this module calls: template.yaml grants exactly these (tests/template checks it).
 POLICY_PERMISSIONS = frozenset(
@@ -51,13 +107,24 @@ POLICY_PERMISSIONS = frozenset(
         "iam:GetRolePolicy",
         "iam:GetUserPolicy",
         "iam:GetGroupPolicy",
+        "iam:GetGroup",
+        "iam:ListRolePolicies",
+        "iam:ListUserPolicies",
+        "iam:ListGroupPolicies",
+        "iam:ListAttachedRolePolicies",
+        "iam:ListAttachedUserPolicies",
+        "iam:ListAttachedGroupPolicies",
+        "iam:ListGroupsForUser",
+        "iam:ListEntitiesForPolicy",
         "iam:ListPolicyTags",
         "iam:ListRoleTags",
         "iam:ListUserTags",
         "iam:TagPolicy",
         "iam:UntagPolicy",
         "iam:TagRole",
+        "iam:UntagRole",
         "iam:TagUser",
+        "iam:UntagUser",
     }
 )
 # Config names a policy by its id: finding its ARN needs ListPolicies, which has no resource type.
@@ -65,16 +132,19 @@ LIST_PERMISSIONS = frozenset({"iam:ListPolicies"})
 # Only when REVERT_CRITICAL_POLICY_VERSIONS=true (granted under a template Condition).
 REVERT_PERMISSIONS = frozenset({"iam:ListPolicyVersions", "iam:SetDefaultPolicyVersion"})
 
-PrincipalKind = Literal["role", "user", "group"]
 _NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
 _POLICY_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}|aws):policy/([\w+=,.@/-]{1,1024})$")
 _POLICY_ID = re.compile(r"^[A-Z0-9]{16,128}$")  # ANPA... in AWS
+_VERSION_ID = re.compile(r"^v[1-9][0-9]{0,8}$")
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
+_UNMODIFIABLE = "UnmodifiableEntity"
 
 
 @dataclass(frozen=True)
 class IamOptions:
+    """This check's optional behaviour (template parameter RevertCriticalPolicyVersions)."""
+
     revert_critical_versions: bool = False
 
 
@@ -89,6 +159,8 @@ def load_options(environ: Mapping[str, str] | None = None) -> IamOptions:
 
 @dataclass(frozen=True)
 class Principal:
+    """An IAM role, user or group, by kind and name."""
+
     kind: PrincipalKind
     name: str
 
@@ -98,15 +170,21 @@ class Principal:
 
 @dataclass(frozen=True)
 class ManagedPolicyTarget:
-    """A managed policy: created, given a new version, attached, or named by Config."""
+    """A managed policy: created, given a new version, a version deleted, or named by Config."""
 
     policy_arn: str
-    principal: Principal | None = None
     # The document the event carries (CreatePolicy, CreatePolicyVersion): used only if IAM can't be read.
-    event_document: Mapping[str, Any] | None = None
+    event_document: Any = None
     new_default_version: bool = False
     # CreatePolicyVersion without setAsDefault: the event's version grants nothing until made default.
     non_default_version: bool = False
+    # SetDefaultPolicyVersion: another version is in force.
+    made_default: bool = False
+
+    @property
+    def default_changed(self) -> bool:
+        """What the policy grants changed: the roles, users and groups holding it are re-graded."""
+        return self.new_default_version or self.made_default
 
     @property
     def aws_managed(self) -> bool:
@@ -114,10 +192,19 @@ class ManagedPolicyTarget:
 
 
 @dataclass(frozen=True)
-class InlinePolicyTarget:
+class PrincipalTarget:
+    """A role, user or group whose policies changed: what it holds now is re-graded."""
+
     principal: Principal
-    policy_name: str
-    event_document: Mapping[str, Any] | None
+    # What the event changed, for the alert: "inline policy NAME", a policy ARN, or "group NAME".
+    changed: str
+    # True when the event can only have taken access away (detach, delete, leave a group).
+    reduces: bool = False
+    # Put*Policy: the inline policy's name and the document the event carries (used only if IAM can't be read).
+    inline_name: str | None = None
+    event_document: Any = None
+    # Tag and create calls: the outcome is the principal's grade even when nothing changed.
+    report_grade: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,40 +214,11 @@ class ConfigPolicyTarget:
     policy_id: str
 
 
-@dataclass(frozen=True)
-class PrincipalTarget:
-    """A role or user whose exempt tag was set (TagRole, TagUser, or CreateRole/CreateUser with tags)."""
-
-    principal: Principal
-
-
-Target = ManagedPolicyTarget | InlinePolicyTarget | ConfigPolicyTarget | PrincipalTarget
-# Calls routed here because they may set the exempt tag (run_check ignores them when they do not).
-TAG_API_CALLS: dict[str, PrincipalKind] = {
-    "TagRole": "role",
-    "CreateRole": "role",
-    "TagUser": "user",
-    "CreateUser": "user",
-}
-
-
-def partition_of(region: str | None) -> str:
-    if region and region.startswith("cn-"):
-        return "aws-cn"
-    if region and region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
-
-
-def _document(value: Any) -> Mapping[str, Any] | None:
-    try:
-        return decode_policy_document(value)
-    except RecursionError:
-        return None  # nested deeper than json allows: IAM would not have accepted it either
+Target = ManagedPolicyTarget | PrincipalTarget | ConfigPolicyTarget
 
 
 def target_of(event: Event) -> Target | str:
-    """The policy an event is about, or the reason it is not this check's."""
+    """The policy or principal an event is about, or the reason it is not this check's."""
     if isinstance(event, Unrecognised):
         return event.reason
     if isinstance(event, ApiCall):
@@ -188,6 +246,53 @@ def _api_call_target(event: ApiCall) -> Target | str:
     what = event.event_name
     if event.event_source != IAM_EVENT_SOURCE:
         return f"{event.event_source} {what} is not an IAM call"
+    if what in POLICY_API_CALLS:
+        return _policy_call_target(event)
+    if what == "TagPolicy":
+        tagged = _policy_arn(event.parameter("policyArn"))
+        return ManagedPolicyTarget(tagged) if tagged is not None else "TagPolicy names no valid policy ARN"
+    if what in TAG_API_CALLS:
+        tagged_principal = _principal(TAG_API_CALLS[what], event.parameter(f"{TAG_API_CALLS[what]}Name"), what)
+        if isinstance(tagged_principal, str):
+            return tagged_principal
+        return PrincipalTarget(tagged_principal, changed="its tags", report_grade=True)
+    if what in MEMBERSHIP_API_CALLS:
+        user = _principal("user", event.parameter("userName"), what)
+        group = event.parameter("groupName")
+        if isinstance(user, str):
+            return user
+        if group is None or not _NAME.match(group):
+            return f"{what} names no valid group"
+        return PrincipalTarget(user, changed=f"group {group}", reduces=what == "RemoveUserFromGroup")
+    for calls, inline, reduces in (
+        (INLINE_API_CALLS, True, False),
+        (DELETE_INLINE_API_CALLS, True, True),
+        (ATTACH_API_CALLS, False, False),
+        (DETACH_API_CALLS, False, True),
+    ):
+        if what not in calls:
+            continue
+        kind: PrincipalKind = calls[what]  # type: ignore[assignment]
+        principal = _principal(kind, event.parameter(f"{kind}Name"), what)
+        if isinstance(principal, str):
+            return principal
+        if not inline:
+            policy = _policy_arn(event.parameter("policyArn"))
+            if policy is None:
+                return f"{what} names no valid policy ARN"
+            return PrincipalTarget(principal, changed=policy, reduces=reduces)
+        name = event.parameter("policyName")
+        if name is None or not _NAME.match(name):
+            return f"{what} names no valid policy"
+        document = None if reduces else event.request_parameters.get("policyDocument")
+        return PrincipalTarget(
+            principal, changed=f"inline policy {name}", reduces=reduces, inline_name=name, event_document=document
+        )
+    return f"IAM call {what} does not create, change, attach or remove a policy"
+
+
+def _policy_call_target(event: ApiCall) -> Target | str:
+    what = event.event_name
     if what == "CreatePolicy":
         name, path = event.parameter("policyName"), event.parameter("path") or "/"
         if name is None or not _NAME.match(name) or not path.startswith("/") or not path.endswith("/"):
@@ -196,48 +301,19 @@ def _api_call_target(event: ApiCall) -> Target | str:
         if account is None:
             return "CreatePolicy names no account"
         arn = f"arn:{partition_of(event.aws_region)}:iam::{account}:policy{path}{name}"
-        return ManagedPolicyTarget(arn, event_document=_document(event.request_parameters.get("policyDocument")))
+        return ManagedPolicyTarget(arn, event_document=event.request_parameters.get("policyDocument"))
+    named = _policy_arn(event.parameter("policyArn"))
+    if named is None:
+        return f"{what} names no valid policy ARN"
     if what == "CreatePolicyVersion":
-        version_of = _policy_arn(event.parameter("policyArn"))
-        if version_of is None:
-            return "CreatePolicyVersion names no valid policy ARN"
         set_as_default = str(event.request_parameters.get("setAsDefault", "")).lower() == "true"
         return ManagedPolicyTarget(
-            version_of,
-            event_document=_document(event.request_parameters.get("policyDocument")),
+            named,
+            event_document=event.request_parameters.get("policyDocument"),
             new_default_version=set_as_default,
             non_default_version=not set_as_default,
         )
-    if what == "SetDefaultPolicyVersion":
-        made_default = _policy_arn(event.parameter("policyArn"))
-        if made_default is None:
-            return "SetDefaultPolicyVersion names no valid policy ARN"
-        return ManagedPolicyTarget(made_default)
-    if what in INLINE_API_CALLS:
-        kind: PrincipalKind = INLINE_API_CALLS[what]  # type: ignore[assignment]
-        principal = _principal(kind, event.parameter(f"{kind}Name"), what)
-        if isinstance(principal, str):
-            return principal
-        policy_name = event.parameter("policyName")
-        if policy_name is None or not _NAME.match(policy_name):
-            return f"{what} names no valid policy"
-        return InlinePolicyTarget(principal, policy_name, _document(event.request_parameters.get("policyDocument")))
-    if what == "TagPolicy":
-        tagged = _policy_arn(event.parameter("policyArn"))
-        return ManagedPolicyTarget(tagged) if tagged is not None else "TagPolicy names no valid policy ARN"
-    if what in TAG_API_CALLS:
-        tagged_principal = _principal(TAG_API_CALLS[what], event.parameter(f"{TAG_API_CALLS[what]}Name"), what)
-        return tagged_principal if isinstance(tagged_principal, str) else PrincipalTarget(tagged_principal)
-    if what in ATTACH_API_CALLS:
-        kind = ATTACH_API_CALLS[what]  # type: ignore[assignment]
-        principal = _principal(kind, event.parameter(f"{kind}Name"), what)
-        if isinstance(principal, str):
-            return principal
-        attached = _policy_arn(event.parameter("policyArn"))
-        if attached is None:
-            return f"{what} names no valid policy ARN"
-        return ManagedPolicyTarget(attached, principal=principal)
-    return f"IAM call {what} does not create, change or attach a policy"
+    return ManagedPolicyTarget(named, made_default=what == "SetDefaultPolicyVersion")
 
 
 def _compliance_target(event: ComplianceChange) -> Target | str:
@@ -253,6 +329,37 @@ def _compliance_target(event: ComplianceChange) -> Target | str:
     if _POLICY_ID.match(event.resource_id):
         return ConfigPolicyTarget(event.resource_id)
     return f"Config rule {event.rule_name} names an invalid policy id {event.resource_id[:80]!r}"
+
+
+# --- documents: bounded before they are analysed ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicyDocument:
+    """A policy document as read (None when refused), and where it was read from."""
+
+    document: Mapping[str, Any] | None
+    source: str  # where it was read: "live default version v3", "live inline policy", "event (...)"
+    version_id: str | None = None
+    # Why `document` is None although there was something: not JSON, or larger than IAM accepts.
+    refused: str | None = None
+
+
+def bounded_document(value: Any, limit: int, source: str, version_id: str | None = None) -> PolicyDocument:
+    """A policy document no larger than IAM's `limit` (non-whitespace characters), or None and why."""
+    if isinstance(value, str) and len(value) > _RAW_DOCUMENT_LIMIT:
+        return PolicyDocument(None, source, version_id, f"{len(value):,} characters, far above IAM's {limit:,}")
+    try:
+        document = decode_policy_document(value)
+        compact = None if document is None else json.dumps(document, separators=(",", ":"), default=str)
+    except (RecursionError, ValueError, TypeError):
+        document, compact = None, None
+    if document is None or compact is None:
+        return PolicyDocument(None, source, version_id, "not a JSON policy document")
+    size = len(compact) - sum(1 for c in compact if c.isspace())
+    if size > limit:
+        return PolicyDocument(None, source, version_id, f"{size:,} characters, above IAM's limit of {limit:,}")
+    return PolicyDocument(document, source, version_id)
 
 
 # --- reading and writing IAM ----------------------------------------------------------------------------
@@ -274,11 +381,18 @@ def _call(action: str, func: Callable[..., Any], **kwargs: Any) -> Any:
         raise AwsCallFailed.from_error(action, err) from err
 
 
-@dataclass(frozen=True)
-class PolicyDocument:
-    document: Mapping[str, Any] | None
-    source: str  # where it was read: "live default version v3", "live inline policy", "event (...)"
-    version_id: str | None = None
+def _pages(action: str, operation: str, key: str, **kwargs: Any) -> Iterator[Any]:
+    """Every item of a paginated IAM list call."""
+    paginator = clients.client("iam").get_paginator(operation)
+    try:
+        for page in paginator.paginate(**kwargs):
+            yield from page.get(key, [])
+    except ClientError as err:
+        if error_code(err) == "NoSuchEntity":
+            raise _Gone(action) from err
+        raise AwsCallFailed.from_error(action, err) from err
+    except BotoCoreError as err:
+        raise AwsCallFailed.from_error(action, err) from err
 
 
 def _read_default_version(policy_arn: str) -> PolicyDocument:
@@ -291,7 +405,7 @@ def _read_default_version(policy_arn: str) -> PolicyDocument:
 def _read_version(policy_arn: str, version_id: str, source: str) -> PolicyDocument:
     iam = clients.client("iam")
     version = _call("iam:GetPolicyVersion", iam.get_policy_version, PolicyArn=policy_arn, VersionId=version_id)
-    return PolicyDocument(_document(version["PolicyVersion"].get("Document")), source, version_id)
+    return bounded_document(version["PolicyVersion"].get("Document"), MANAGED_POLICY_LIMIT, source, version_id)
 
 
 def _read_inline(principal: Principal, policy_name: str) -> PolicyDocument:
@@ -300,28 +414,24 @@ def _read_inline(principal: Principal, policy_name: str) -> PolicyDocument:
     action = f"iam:Get{principal.kind.capitalize()}Policy"
     names = {f"{principal.kind.capitalize()}Name": principal.name, "PolicyName": policy_name}
     response = _call(action, reader, **names)
-    return PolicyDocument(_document(response.get("PolicyDocument")), "live inline policy")
+    limit = INLINE_POLICY_LIMITS[principal.kind]
+    return bounded_document(response.get("PolicyDocument"), limit, "live inline policy")
 
 
-def _with_fallback(read: Callable[[], PolicyDocument], event_document: Mapping[str, Any] | None) -> PolicyDocument:
+def _with_fallback(read: Callable[[], PolicyDocument], fallback: PolicyDocument | None) -> PolicyDocument:
     """Live state wins; the event's own document only when IAM can't be read (and the outcome says so)."""
     try:
         return read()
     except AwsCallFailed as err:
-        if event_document is None:
+        if fallback is None or fallback.document is None:
             raise
-        return PolicyDocument(event_document, f"event (live read failed: {err.action} {err.code})")
+        return PolicyDocument(fallback.document, f"event (live read failed: {err.action} {err.code})")
 
 
 def _resolve_policy_id(policy_id: str) -> str | None:
-    paginator = clients.client("iam").get_paginator("list_policies")
-    try:
-        for page in paginator.paginate(Scope="Local"):
-            for policy in page.get("Policies", []):
-                if policy.get("PolicyId") == policy_id:
-                    return str(policy["Arn"])
-    except (ClientError, BotoCoreError) as err:
-        raise AwsCallFailed.from_error("iam:ListPolicies", err) from err
+    for policy in _pages("iam:ListPolicies", "list_policies", "Policies", Scope="Local"):
+        if policy.get("PolicyId") == policy_id:
+            return str(policy["Arn"])
     return None
 
 
@@ -337,32 +447,179 @@ def _tags(kind: str, name: str) -> dict[str, str]:
     return {tag["Key"]: tag["Value"] for tag in response.get("Tags", [])}
 
 
-def _write_tag(kind: str, name: str, value: str) -> None:
-    """TagPolicy/TagRole/TagUser add or overwrite the given keys only: the other tags stay."""
+def _write_flag(kind: str, name: str, value: str | None) -> str:
+    """Set (Tag*: only the given key, the other tags stay) or remove (Untag*) the flag; returns the action."""
     iam = clients.client("iam")
-    tags = [{"Key": WILDCARD_TAG, "Value": value}]
-    if kind == "policy":
-        _call("iam:TagPolicy", iam.tag_policy, PolicyArn=name, Tags=tags)
-    elif kind == "role":
-        _call("iam:TagRole", iam.tag_role, RoleName=name, Tags=tags)
+    where = {"PolicyArn": name} if kind == "policy" else {f"{kind.capitalize()}Name": name}
+    verb = "Tag" if value is not None else "Untag"
+    action = f"iam:{verb}{kind.capitalize()}"
+    method = getattr(iam, f"{verb.lower()}_{kind}")
+    if value is None:
+        _call(action, method, TagKeys=[WILDCARD_TAG], **where)
     else:
-        _call("iam:TagUser", iam.tag_user, UserName=name, Tags=tags)
+        _call(action, method, Tags=[{"Key": WILDCARD_TAG, "Value": value}], **where)
+    return action
 
 
-# --- deciding --------------------------------------------------------------------------------------------
+def _tag_command(kind: str, name: str, value: str | None) -> str:
+    where = f"--policy-arn {shlex.quote(name)}" if kind == "policy" else f"--{kind}-name {shlex.quote(name)}"
+    if value is None:
+        return f"aws iam untag-{kind} {where} --tag-keys {WILDCARD_TAG}"
+    return f"aws iam tag-{kind} {where} --tags Key={WILDCARD_TAG},Value={value}"
+
+
+# --- grading: one or many policies ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Subject:
-    """What is being decided on: the policy, where it lives, and what can carry the flag."""
+class GradedPolicy:
+    """One policy a principal holds, with its analysis."""
 
-    resource: str
+    name: str  # "inline policy X", "group G inline policy X", a policy ARN
     document: PolicyDocument
-    # ("policy", arn) | ("role", name) | ("user", name) | None when nothing can be tagged
-    tag_target: tuple[str, str] | None
-    untaggable_reason: str | None
-    exemption_sources: tuple[tuple[str, str], ...]
-    target: Target
+    analysis: Analysis
+
+    @property
+    def highest(self) -> Severity:
+        return self.analysis.highest or Severity.INFORMATIONAL
+
+    @property
+    def flag_worthy(self) -> bool:
+        return rank(self.highest) >= rank(FLAG_AT)
+
+
+def _graded(name: str, document: PolicyDocument) -> GradedPolicy:
+    analysis = analyze(document.document) if document.document is not None else Analysis((), 0)
+    if document.refused:
+        analysis = Analysis(analysis.findings, analysis.statements, (f"not analysed: {document.refused}",))
+    return GradedPolicy(name, document, analysis)
+
+
+@dataclass(frozen=True)
+class Grade:
+    """Everything a principal holds, graded; the flag is the highest severity at FLAG_AT or above."""
+
+    policies: tuple[GradedPolicy, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def highest(self) -> Severity:
+        return max((p.highest for p in self.policies), key=rank, default=Severity.INFORMATIONAL)
+
+    @property
+    def flag(self) -> str | None:
+        return self.highest.value if rank(self.highest) >= rank(FLAG_AT) else None
+
+    def findings(self) -> list[tuple[str, Finding]]:
+        return [(p.name, f) for p in self.policies for f in p.analysis.findings]
+
+
+def _grade_principal(principal: Principal, fallback: Mapping[str, PolicyDocument]) -> Grade:
+    """Read and grade every policy `principal` holds now (a user: its groups' too), within POLICY_READ_LIMIT."""
+    policies: list[GradedPolicy] = []
+    notes: list[str] = []
+    holders = [(principal, "")]
+    if principal.kind == "user":
+        groups = _pages("iam:ListGroupsForUser", "list_groups_for_user", "Groups", UserName=principal.name)
+        holders += [(Principal("group", str(g["GroupName"])), f"group {g['GroupName']} ") for g in groups]
+    for holder, label in holders:
+        for name, document in _held_policies(holder, fallback if holder == principal else {}):
+            if len(policies) >= POLICY_READ_LIMIT:
+                notes.append(f"more than {POLICY_READ_LIMIT} policies: the rest were not read")
+                return Grade(tuple(policies), tuple(notes))
+            policies.append(_graded(f"{label}{name}", document))
+    return Grade(tuple(policies), tuple(notes))
+
+
+def _held_policies(holder: Principal, fallback: Mapping[str, PolicyDocument]) -> Iterator[tuple[str, PolicyDocument]]:
+    kind = holder.kind.capitalize()
+    names = {f"{kind}Name": holder.name}
+    for listed in _pages(f"iam:List{kind}Policies", f"list_{holder.kind}_policies", "PolicyNames", **names):
+        policy_name = str(listed)
+
+        def read(policy_name: str = policy_name) -> PolicyDocument:
+            return _read_inline(holder, policy_name)
+
+        try:
+            document = _with_fallback(read, fallback.get(policy_name))
+        except _Gone:
+            continue  # deleted since it was listed: that event re-grades the principal again
+        yield f"inline policy {policy_name}", document
+    attached = _pages(
+        f"iam:ListAttached{kind}Policies", f"list_attached_{holder.kind}_policies", "AttachedPolicies", **names
+    )
+    for policy in attached:
+        arn = str(policy["PolicyArn"])
+        try:
+            yield arn, _read_default_version(arn)
+        except _Gone:
+            continue
+
+
+def _report(grade: Grade, details: dict[str, Any]) -> None:
+    """The highest findings and counts of the rest, so that any policy makes an alert SNS accepts."""
+    everything = sorted(grade.findings(), key=lambda item: -rank(item[1].severity))
+    details["findings"] = [{"policy": name, **f.as_dict()} for name, f in everything[:REPORTED_FINDINGS]]
+    details["findings_total"] = len(everything)
+    if len(everything) > REPORTED_FINDINGS:
+        details["findings_not_shown"] = len(everything) - REPORTED_FINDINGS
+        details["findings_by_rule"] = dict(Counter(f"{f.rule.value} {f.severity.value}" for _, f in everything))
+    details["finding_rules"] = sorted({f.rule.value for _, f in everything if rank(f.severity) >= rank(FLAG_AT)})
+    details["policies"] = [
+        {"policy": p.name, "source": p.document.source, "highest": p.highest.value}
+        for p in grade.policies[:REPORTED_POLICIES]
+    ]
+    problems = [f"{p.name}: {problem}" for p in grade.policies for problem in p.analysis.problems]
+    if problems or grade.notes:
+        details["problems"] = [*grade.notes, *problems][:REPORTED_FINDINGS]
+
+
+def _keep_all_findings(grade: Grade, details: dict[str, Any], table: str | None, event_id: str) -> None:
+    """When the outcome shows only the highest findings, keep all of them where a person can fetch them.
+
+    The outcome table item `flag_wildcard_iam#findings#<event id>` holds them as gzip'd JSON (attribute
+    `findings`) for FINDINGS_KEPT_DAYS; `details.all_findings` names it. Bookkeeping: a failure is a note.
+    """
+    if table is None or "findings_not_shown" not in details:
+        return
+    import gzip  # noqa: PLC0415 - about 1 ms at cold start, needed only for a cut report
+
+    everything = [
+        {"policy": name, **f.as_dict()} for name, f in sorted(grade.findings(), key=lambda i: -rank(i[1].severity))
+    ]
+    blob = gzip.compress(json.dumps(everything).encode())
+    while len(blob) > _FINDINGS_ITEM_LIMIT and len(everything) > 1:
+        everything = everything[: len(everything) // 2]
+        blob = gzip.compress(json.dumps(everything).encode())
+    key = f"{CHECK}#findings#{event_id}"
+    try:
+        clients.client("dynamodb").put_item(
+            TableName=table,
+            Item={
+                "id": {"S": key},
+                "findings": {"B": blob},
+                "count": {"N": str(len(everything))},
+                "expiration": {"N": str(int(time.time()) + FINDINGS_KEPT_DAYS * 86_400)},
+            },
+        )
+    except (ClientError, BotoCoreError) as err:
+        details["all_findings"] = f"not kept ({type(err).__name__})"
+        return
+    details["all_findings"] = (
+        f"outcome table {table}, item id {key}: {len(everything)} findings, gzip'd JSON in attribute `findings`"
+    )
+
+
+def _summary(grade: Grade) -> str:
+    flagged = [f for _, f in grade.findings() if rank(f.severity) >= rank(FLAG_AT)]
+    rules = ", ".join(dict.fromkeys(f"{f.rule.value} ({f.severity.value})" for f in flagged))
+    # The escalation path, in words, of the highest finding that completes (or half-completes) one.
+    paths = sorted((f for f in flagged if f.path), key=lambda f: rank(f.severity), reverse=True)
+    named = f"; {paths[0].path}" if paths else ""
+    return f"{len(flagged)} finding(s) at {FLAG_AT.value} or above: {rules}{named}"
+
+
+# --- deciding --------------------------------------------------------------------------------------------
 
 
 def flag_wildcard_policy(event: Event, settings: Settings, options: IamOptions | None = None) -> Outcome:
@@ -373,16 +630,25 @@ def flag_wildcard_policy(event: Event, settings: Settings, options: IamOptions |
     options = options or IamOptions()
     resource = _resource_of(target, trigger)
     try:
+        if isinstance(target, ConfigPolicyTarget):
+            arn = _resolve_policy_id(target.policy_id)
+            if arn is None:
+                return ignored(CHECK, event, "Config names a policy that no longer exists")
+            target = ManagedPolicyTarget(arn)
         if isinstance(target, PrincipalTarget):
-            return _principal_flag(target, trigger, resource)
-        subject = _subject(target, trigger)
-        if subject is None:
-            return ignored(CHECK, event, "Config names a policy that no longer exists")
-        return _decide(subject, trigger, settings, options)
+            return _decide_principal(target, trigger, settings)
+        outcome = _decide_policy(target, trigger, settings, options)
+        if target.default_changed and outcome.outcome not in (OutcomeKind.IGNORED, OutcomeKind.FAILED):
+            outcome = _with_holders_regraded(outcome, target.policy_arn, settings)
+        return outcome
     except _Gone as gone:
         return ignored(CHECK, event, f"the policy or its principal no longer exists ({gone})")
     except AwsCallFailed as err:
-        return call_failed(CHECK, trigger, resource, "could not read or flag the policy", err)
+        failed = call_failed(CHECK, trigger, resource, "could not read or flag", err)
+        # Only the optional revert fixes anything; every other call serves flagging.
+        failed_to = "fix" if err.action in REVERT_PERMISSIONS else "flag"
+        failed.details.update(failed_to=failed_to, next_step=_fix_permission_step(err))
+        return failed
 
 
 def _resource_of(target: Target, trigger: Trigger) -> str:
@@ -390,239 +656,430 @@ def _resource_of(target: Target, trigger: Trigger) -> str:
         return target.policy_arn
     if isinstance(target, PrincipalTarget):
         return target.principal.arn(partition_of(trigger.region), trigger.account)
-    if isinstance(target, InlinePolicyTarget):
-        principal = target.principal.arn(partition_of(trigger.region), trigger.account)
-        return f"{principal} (inline policy {target.policy_name})"
     return f"AWS::IAM::Policy {target.policy_id}"
 
 
-def _principal_flag(target: PrincipalTarget, trigger: Trigger, resource: str) -> Outcome:
-    """A role or user is judged by the flag ML Warden keeps on it: the highest severity of all its policies."""
-    flag = _tags(target.principal.kind, target.principal.name).get(WILDCARD_TAG) or ""
-    common: dict[str, Any] = {"check": CHECK, "trigger": trigger, "resource": resource}
-    if flag in Severity.__members__ and rank(Severity(flag)) >= rank(FLAG_AT):
-        return Outcome(
-            outcome=OutcomeKind.FLAGGED,
-            severity=Severity(flag),
-            reason=f"the {target.principal.kind} carries {WILDCARD_TAG}={flag}: one of its policies was flagged",
-            details={WILDCARD_TAG: flag},
-            **common,
-        )
-    return Outcome(
-        outcome=OutcomeKind.COMPLIANT,
-        severity=Severity.INFORMATIONAL,
-        reason=f"the {target.principal.kind} carries no {WILDCARD_TAG} flag",
-        **common,
+def _fix_permission_step(err: AwsCallFailed) -> str:
+    return (
+        f"ML Warden could not complete {err.action} ({err.code}); the event is retried. Check the function's role "
+        "and IAM's health; meanwhile review the policy named in the alert yourself."
     )
 
 
-def _subject(target: Target, trigger: Trigger) -> _Subject | None:
-    if isinstance(target, PrincipalTarget):
-        return None
-    if isinstance(target, ConfigPolicyTarget):
-        arn = _resolve_policy_id(target.policy_id)
-        if arn is None:
-            return None
-        target = ManagedPolicyTarget(arn)
-    if isinstance(target, InlinePolicyTarget):
-        principal = target.principal
-        document = _with_fallback(lambda: _read_inline(principal, target.policy_name), target.event_document)
-        taggable = principal.kind != "group"
-        return _Subject(
-            resource=_resource_of(target, trigger),
-            document=document,
-            tag_target=(principal.kind, principal.name) if taggable else None,
-            untaggable_reason=None if taggable else "IAM groups cannot be tagged: the group is not flagged",
-            exemption_sources=((principal.kind, principal.name),) if taggable else (),
-            target=target,
-        )
-    arn = target.policy_arn
-    document = _with_fallback(lambda: _read_default_version(arn), target.event_document)
-    principal_source = (
-        ((target.principal.kind, target.principal.name),)
-        if target.principal is not None and target.principal.kind != "group"
-        else ()
+def _review_step(what: str) -> str:
+    return (
+        f"Review {what}: replace each wildcard in the findings with the actions and ARNs the workload needs (each "
+        "finding has a suggestion), or remove the policy. If the access is intended, ask the security team for an "
+        "exemption."
     )
-    if not target.aws_managed:
-        return _Subject(arn, document, ("policy", arn), None, (("policy", arn), *principal_source), target)
-    if principal_source:
-        return _Subject(arn, document, principal_source[0], None, principal_source, target)
-    reason = (
-        "AWS-managed policies cannot be tagged and IAM groups cannot be tagged: nothing carries the flag"
-        if target.principal is not None
-        else "AWS-managed policies cannot be tagged"
-    )
-    return _Subject(arn, document, None, reason, (), target)
 
 
-def _source_arn(source: tuple[str, str], trigger: Trigger) -> str:
-    kind, name = source
-    if kind == "policy":
-        return name
-    return f"arn:{partition_of(trigger.region)}:iam::{trigger.account or 'unknown'}:{kind}/{name}"
-
-
-def _exemption(subject: _Subject, trigger: Trigger, settings: Settings) -> Exemption:
-    """The first exemption in force for the policy or its principal: the registry's, or a trusted tag's.
+def _exemption(resource_arn: str, tag_holder: tuple[str, str], settings: Settings) -> Exemption:
+    """The exemption in force for a policy or principal: the registry's, or a trusted tag's.
 
     Tags are read only when they may count (TrustExemptionTags); unreadable tags exempt nothing.
     """
-    refused: Exemption = NOT_EXEMPT
-    for source in subject.exemption_sources or (("policy", subject.resource),):
-        tags: dict[str, str] | None = None
-        if settings.trust_exemption_tags and subject.exemption_sources:
-            try:
-                tags = _tags(*source)
-            except AwsCallFailed:
-                tags = None
-        exemption = exemption_for(_source_arn(source, trigger), CHECK, tags, settings)
-        if exemption.active:
-            return exemption
-        if refused is NOT_EXEMPT:
-            refused = exemption
-    return refused
+    tags: dict[str, str] | None = None
+    if settings.trust_exemption_tags:
+        try:
+            tags = _tags(*tag_holder)
+        except AwsCallFailed:
+            tags = None
+    return exemption_for(resource_arn, CHECK, tags, settings)
 
 
-def _exempt_hint(subject: _Subject, trigger: Trigger) -> str | None:
-    if not subject.exemption_sources:
-        return None
-    return exemptions.hint(_source_arn(subject.exemption_sources[0], trigger), CHECK)
-
-
-def _decide(subject: _Subject, trigger: Trigger, settings: Settings, options: IamOptions) -> Outcome:
-    if subject.document.document is None:
-        return Outcome(
-            check=CHECK,
-            outcome=OutcomeKind.IGNORED,
-            severity=Severity.INFORMATIONAL,
-            reason=f"the policy document ({subject.document.source}) is not readable JSON",
-            trigger=trigger,
-            resource=subject.resource,
-        )
-    analysis = analyze(subject.document.document)
-    flagged = analysis.at_least(FLAG_AT)
-    highest = analysis.highest or Severity.INFORMATIONAL
-    details: dict[str, Any] = {
-        "document_source": subject.document.source,
-        "statements": analysis.statements,
-        "findings": [f.as_dict() for f in analysis.findings],
-    }
-    if analysis.problems:
-        details["problems"] = list(analysis.problems)
-    latent = _latent_version_findings(subject)
-    if latent:
-        details["non_default_version_findings"] = latent
-    if subject.untaggable_reason:
-        details["not_tagged"] = subject.untaggable_reason
-    common: dict[str, Any] = {"check": CHECK, "trigger": trigger, "resource": subject.resource}
-    if not flagged:
-        return _compliant(subject, analysis, details, common)
-    exemption = _exemption(subject, trigger, settings)
+def _exempt(summary: str, highest: Severity, exemption: Exemption, details: dict[str, Any], **common: Any) -> Outcome:
+    # Exempt resources are still alerted: at LOW when the security team granted it in the registry, at the
+    # content's own severity when only a (trusted) tag exempts it.
     details["exemption"] = exemption.reason
-    summary = _summary(analysis)
-    if exemption.active:
-        # Exempt resources are still alerted: at LOW when the security team granted it in the registry, at
-        # the content's own severity when only a (trusted) tag exempts it.
-        return Outcome(
-            outcome=OutcomeKind.EXEMPT,
-            severity=Severity.LOW if exemption.source == "registry" else highest,
-            reason=f"{summary}, highest {highest.value}; exempt ({exemption.reason}), not tagged",
-            details=details,
-            **common,
-        )
-    if _should_revert(subject, highest, options):
-        return _revert_version(
-            subject, summary=summary, highest=highest, details=details, settings=settings, common=common
-        )
-    return _flag(subject, summary=summary, highest=highest, details=details, settings=settings, common=common)
-
-
-def _latent_version_findings(subject: _Subject) -> list[dict[str, Any]]:
-    """Findings of a version created as non-default: not in force, but one SetDefaultPolicyVersion away."""
-    target = subject.target
-    if not isinstance(target, ManagedPolicyTarget) or not target.non_default_version or target.event_document is None:
-        return []
-    return [f.as_dict() for f in analyze(target.event_document).at_least(FLAG_AT)]
-
-
-def _summary(analysis: Analysis) -> str:
-    flagged = analysis.at_least(FLAG_AT)
-    rules = ", ".join(dict.fromkeys(f"{f.rule.value} ({f.severity.value})" for f in flagged))
-    return f"{len(flagged)} finding(s) at {FLAG_AT.value} or above: {rules}"
-
-
-def _compliant(subject: _Subject, analysis: Analysis, details: dict[str, Any], common: dict[str, Any]) -> Outcome:
-    """No finding worth a flag. A customer-managed policy's stale flag is removed: the tag tells the truth."""
-    lower = f"; {len(analysis.findings)} lower finding(s) in details" if analysis.findings else ""
-    if subject.tag_target is not None and subject.tag_target[0] == "policy":
-        arn = subject.tag_target[1]
-        previous = _tags("policy", arn).get(WILDCARD_TAG)
-        if previous is not None:
-            iam = clients.client("iam")
-            _call("iam:UntagPolicy", iam.untag_policy, PolicyArn=arn, TagKeys=[WILDCARD_TAG])
-            return Outcome(
-                outcome=OutcomeKind.COMPLIANT,
-                severity=Severity.INFORMATIONAL,
-                reason=f"no finding at {FLAG_AT.value} or above any more{lower}; stale {WILDCARD_TAG} tag removed",
-                actions=("iam:UntagPolicy",),
-                previous_state={WILDCARD_TAG: previous},
-                new_state={WILDCARD_TAG: None},
-                undo=_tag_command("policy", arn, previous),
-                details=details,
-                **common,
-            )
     return Outcome(
-        outcome=OutcomeKind.COMPLIANT,
-        severity=Severity.INFORMATIONAL,
-        reason=f"no finding at {FLAG_AT.value} or above{lower}",
+        outcome=OutcomeKind.EXEMPT,
+        severity=Severity.LOW if exemption.source == "registry" else highest,
+        reason=f"{summary}, highest {highest.value}; exempt ({exemption.reason}), not tagged",
         details=details,
         **common,
     )
 
 
-def _tag_command(kind: str, name: str, value: str | None) -> str:
-    where = f"--policy-arn {shlex.quote(name)}" if kind == "policy" else f"--{kind}-name {shlex.quote(name)}"
-    if value is None:
-        return f"aws iam untag-{kind} {where} --tag-keys {WILDCARD_TAG}"
-    return f"aws iam tag-{kind} {where} --tags Key={WILDCARD_TAG},Value={value}"
+# --- a role, user or group: re-graded from everything it holds -------------------------------------------
 
 
-def _flag(
-    subject: _Subject,
+@dataclass(frozen=True)
+class FlagChange:
+    """The principal's flag before and after; `note` says why it could not be written."""
+
+    previous: str | None
+    now: str | None
+    actions: tuple[str, ...] = ()
+    note: str | None = None
+    dry_run: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return self.previous != self.now
+
+
+def _settle_flag(
+    principal: Principal, grade: Grade, fallback: Mapping[str, PolicyDocument], enforce: bool
+) -> tuple[Grade, FlagChange]:
+    """Make the principal's flag say its grade; converge when concurrent events for it race.
+
+    Each event re-grades from live state and writes the whole answer (not a change to the old tag), then reads
+    both back: a writer that read before another event's change and wrote after it sees the mismatch on its
+    read-back and writes again. Any order ends with the tag equal to the grade of what the principal holds.
+    """
+    kind, name = principal.kind, principal.name
+    previous = current = _tags(kind, name).get(WILDCARD_TAG)
+    actions: list[str] = []
+    for _ in range(TAG_ATTEMPTS):
+        desired = grade.flag
+        if current == desired:
+            return grade, FlagChange(previous, desired, tuple(dict.fromkeys(actions)))
+        if not enforce:
+            return grade, FlagChange(previous, desired, dry_run=True)
+        try:
+            actions.append(_write_flag(kind, name, desired))
+        except AwsCallFailed as err:
+            if err.code != _UNMODIFIABLE:
+                raise
+            note = (
+                f"the {kind} {name} cannot be tagged ({err.code}: AWS manages it, as it does IAM Identity Center "
+                "and service-linked roles); the finding stands without a tag"
+            )
+            return grade, FlagChange(previous, current, note=note)
+        grade = _grade_principal(principal, fallback)
+        current = _tags(kind, name).get(WILDCARD_TAG)
+    if current == grade.flag:
+        return grade, FlagChange(previous, current, tuple(dict.fromkeys(actions)))
+    raise _NotConverged(previous, current, grade.flag, tuple(actions))
+
+
+class _NotConverged(Exception):
+    def __init__(self, previous: str | None, current: str | None, desired: str | None, actions: tuple[str, ...]):
+        super().__init__(f"flag reads back {current!r}, grade says {desired!r}")
+        self.previous, self.current, self.desired, self.actions = previous, current, desired, actions
+
+
+def _decide_principal(target: PrincipalTarget, trigger: Trigger, settings: Settings) -> Outcome:
+    principal = target.principal
+    arn = principal.arn(partition_of(trigger.region), trigger.account)
+    fallback: dict[str, PolicyDocument] = {}
+    if target.inline_name is not None and target.event_document is not None:
+        limit = INLINE_POLICY_LIMITS[principal.kind]
+        fallback[target.inline_name] = bounded_document(target.event_document, limit, "event")
+    grade = _grade_principal(principal, fallback)
+    details: dict[str, Any] = {"changed": target.changed}
+    if target.inline_name is not None:
+        details["policy_name"] = target.inline_name
+    event_document = fallback.get(target.inline_name or "")
+    if event_document is not None and event_document.refused:
+        details["event_document_not_analysed"] = event_document.refused
+    changed_policy = next((p for p in grade.policies if p.name == target.changed), None)
+    if changed_policy is not None:
+        details["document_source"] = changed_policy.document.source
+    _report(grade, details)
+    common: dict[str, Any] = {"check": CHECK, "trigger": trigger, "resource": arn}
+    if principal.kind == "group":
+        _keep_all_findings(grade, details, settings.outcome_table, trigger.event_id)
+        return _decide_group(principal, grade, details, settings, common)
+    what = f"the {principal.kind} {principal.name}"
+    if grade.flag is not None:
+        exemption = _exemption(arn, (principal.kind, principal.name), settings)
+        if exemption.active:
+            return _exempt(_summary(grade), grade.highest, exemption, details, **common)
+        details["exemption"] = exemption.reason
+    try:
+        grade, change = _settle_flag(principal, grade, fallback, settings.enforce)
+    except _NotConverged as stuck:
+        return Outcome(
+            outcome=OutcomeKind.FAILED,
+            severity=max(Severity(stuck.desired or "HIGH"), Severity.HIGH, key=rank),
+            reason=f"{what} was tagged {TAG_ATTEMPTS} times but its flag {stuck}",
+            actions=stuck.actions,
+            previous_state={WILDCARD_TAG: stuck.previous},
+            new_state={WILDCARD_TAG: stuck.current},
+            error_code="VerificationFailed",
+            details={**details, "failed_to": "flag", "next_step": _review_step(what)},
+            **common,
+        )
+    _report(grade, details)  # the last read wins: a concurrent change may have moved the grade
+    _keep_all_findings(grade, details, settings.outcome_table, trigger.event_id)
+    return _principal_outcome(principal, target, grade, change, details=details, settings=settings, common=common)
+
+
+def _principal_outcome(
+    principal: Principal,
+    target: PrincipalTarget,
+    grade: Grade,
+    change: FlagChange,
     *,
-    summary: str,
-    highest: Severity,
     details: dict[str, Any],
     settings: Settings,
     common: dict[str, Any],
 ) -> Outcome:
-    hint = _exempt_hint(subject, common["trigger"])
-    if subject.tag_target is None:
+    kind, name = principal.kind, principal.name
+    what = f"the {kind} {name}"
+    state: dict[str, Any] = {}
+    if change.changed:
+        state = {
+            "previous_state": {WILDCARD_TAG: change.previous},
+            "new_state": {WILDCARD_TAG: change.now},
+            "actions": change.actions,
+            "undo": None if change.dry_run else _tag_command(kind, name, change.previous),
+        }
+    if change.note:
+        details["not_tagged"] = change.note
+    done = (
+        f"dry run: would tag {what} {WILDCARD_TAG}={change.now}"
+        if change.dry_run and change.now is not None
+        else f"dry run: would remove the flag of {what}"
+        if change.dry_run
+        else f"{what} is tagged {WILDCARD_TAG}={change.now}"
+        if change.changed and change.now is not None
+        else f"flag {WILDCARD_TAG}={change.previous} removed from {what}"
+        if change.changed
+        else change.note or f"{what} already tagged {WILDCARD_TAG}={change.now}"
+    )
+    if grade.flag is None:
+        lower = f"; {len(grade.findings())} lower finding(s) in details" if grade.findings() else ""
         return Outcome(
-            outcome=OutcomeKind.FLAGGED,
-            severity=highest,
-            reason=f"{summary}; {subject.untaggable_reason}",
-            exempt_hint=hint,
+            outcome=OutcomeKind.COMPLIANT,
+            severity=Severity.INFORMATIONAL,
+            reason=f"{what} holds no policy with a finding at {FLAG_AT.value} or above{lower}"
+            + (f"; {done}" if change.changed else ""),
+            details=details,
+            **state,
+            **common,
+        )
+    changed_flagged = any(
+        p.name == target.changed or p.name.startswith(f"{target.changed} ") for p in grade.policies if p.flag_worthy
+    )
+    if not change.changed and not change.note and not target.report_grade and (target.reduces or not changed_flagged):
+        # Nothing new to tell: the change itself adds no finding and the flag already says the rest.
+        return Outcome(
+            outcome=OutcomeKind.COMPLIANT,
+            severity=Severity.INFORMATIONAL,
+            reason=f"{target.changed} adds no finding; {what} stays tagged {WILDCARD_TAG}={change.now} "
+            "for its other policies",
             details=details,
             **common,
         )
-    kind, name = subject.tag_target
-    previous = _tags(kind, name).get(WILDCARD_TAG)
-    desired = highest.value
-    if (
-        kind != "policy"
-        and previous is not None
-        and previous in Severity.__members__
-        and rank(Severity(previous)) > rank(highest)
-    ):
-        # A role or user carries the highest severity of all its policies: never lower it from one of them.
-        desired = previous
-    where = f"{kind} {name}" if kind != "policy" else "the policy"
-    if previous == desired:
+    details["next_step"] = _review_step(f"the policies of {what}")
+    return Outcome(
+        outcome=OutcomeKind.FLAGGED,
+        severity=grade.highest,
+        reason=f"{_summary(grade)}; {done}",
+        exempt_hint=exemptions.hint(str(common["resource"]), CHECK),
+        details=details,
+        **state,
+        **common,
+    )
+
+
+@dataclass(frozen=True)
+class _Regraded:
+    """The flags of the principals that hold a changed group or policy, after re-grading them."""
+
+    changes: dict[str, dict[str, str | None]]
+    actions: tuple[str, ...]
+    notes: tuple[str, ...]
+
+    def record(self, details: dict[str, Any], label: str) -> None:
+        if self.changes:
+            details[f"{label}_retagged"] = self.changes
+        if self.notes:
+            details[f"{label}_notes"] = list(self.notes[:REPORTED_FINDINGS])
+
+
+def _regrade_holders(holders: list[Principal], settings: Settings, trigger: Trigger) -> _Regraded:
+    """Re-grade the roles and users that hold what changed, up to MEMBER_LIMIT; the rest are counted."""
+    changes: dict[str, dict[str, str | None]] = {}
+    actions: list[str] = []
+    notes: list[str] = []
+    for holder in holders[:MEMBER_LIMIT]:
+        label = f"{holder.kind} {holder.name}"
+        holder_arn = holder.arn(partition_of(trigger.region), trigger.account)
+        if _exemption(holder_arn, (holder.kind, holder.name), settings).active:
+            notes.append(f"{label} is exempt: not tagged")
+            continue
+        try:
+            _, change = _settle_flag(holder, _grade_principal(holder, {}), {}, settings.enforce)
+        except _Gone:
+            continue
+        except _NotConverged as stuck:
+            notes.append(f"{label}: {stuck}")
+            continue
+        if change.changed:
+            changes[label] = {"before": change.previous, "after": change.now}
+            actions += change.actions
+        if change.note:
+            notes.append(change.note)
+    if len(holders) > MEMBER_LIMIT:
+        notes.append(f"{len(holders) - MEMBER_LIMIT} more not re-graded (limit {MEMBER_LIMIT})")
+    return _Regraded(changes, tuple(dict.fromkeys(actions)), tuple(notes))
+
+
+def _group_members(group: str) -> list[Principal]:
+    return [
+        Principal("user", str(u["UserName"])) for u in _pages("iam:GetGroup", "get_group", "Users", GroupName=group)
+    ]
+
+
+def _decide_group(
+    group: Principal, grade: Grade, details: dict[str, Any], settings: Settings, common: dict[str, Any]
+) -> Outcome:
+    """Groups cannot be tagged: report the group, and re-grade the members, who hold its policies."""
+    members = _regrade_holders(_group_members(group.name), settings, common["trigger"])
+    details["not_tagged"] = "IAM groups cannot be tagged: the group is not flagged, its members are re-graded"
+    members.record(details, "members")
+    changes, actions = members.changes, members.actions
+    if grade.flag is None:
+        return Outcome(
+            outcome=OutcomeKind.COMPLIANT,
+            severity=Severity.INFORMATIONAL,
+            reason=f"the group {group.name} holds no policy with a finding at {FLAG_AT.value} or above"
+            + (f"; {len(changes)} member flag(s) updated" if changes else ""),
+            actions=actions,
+            details=details,
+            **common,
+        )
+    details["next_step"] = _review_step(f"the policies of the group {group.name} (every member holds them)")
+    return Outcome(
+        outcome=OutcomeKind.FLAGGED,
+        severity=grade.highest,
+        reason=f"{_summary(grade)}; IAM groups cannot be tagged: {len(changes)} member flag(s) updated",
+        actions=actions,
+        details=details,
+        **common,
+    )
+
+
+# --- a managed policy: its default version ---------------------------------------------------------------
+
+
+def _policy_holders(arn: str) -> list[Principal]:
+    """The roles and users a managed policy applies to (a group's through its members)."""
+    holders: list[Principal] = []
+    for kind, key, name in (("role", "PolicyRoles", "RoleName"), ("user", "PolicyUsers", "UserName")):
+        entities = _pages(
+            "iam:ListEntitiesForPolicy", "list_entities_for_policy", key, PolicyArn=arn, EntityFilter=kind.capitalize()
+        )
+        holders += [Principal(kind, str(e[name])) for e in entities]  # type: ignore[arg-type]
+    groups = _pages(
+        "iam:ListEntitiesForPolicy", "list_entities_for_policy", "PolicyGroups", PolicyArn=arn, EntityFilter="Group"
+    )
+    for group in groups:
+        holders += [m for m in _group_members(str(group["GroupName"])) if m not in holders]
+    return holders
+
+
+def _with_holders_regraded(outcome: Outcome, arn: str, settings: Settings) -> Outcome:
+    """A new default version changes what every holder of the policy may do: their flags follow."""
+    regraded = _regrade_holders(_policy_holders(arn), settings, outcome.trigger)
+    regraded.record(outcome.details, "holders")
+    if not regraded.actions:
+        return outcome
+    return replace(outcome, actions=tuple(dict.fromkeys((*outcome.actions, *regraded.actions))))
+
+
+def _decide_policy(target: ManagedPolicyTarget, trigger: Trigger, settings: Settings, options: IamOptions) -> Outcome:
+    arn = target.policy_arn
+    event_document = bounded_document(target.event_document, MANAGED_POLICY_LIMIT, "event")
+    document = _with_fallback(lambda: _read_default_version(arn), event_document)
+    common: dict[str, Any] = {"check": CHECK, "trigger": trigger, "resource": arn}
+    details: dict[str, Any] = {"document_source": document.source}
+    if target.event_document is not None and event_document.refused:
+        details["event_document_not_analysed"] = event_document.refused
+    if document.document is None:
+        return Outcome(
+            outcome=OutcomeKind.IGNORED,
+            severity=Severity.INFORMATIONAL,
+            reason=f"the policy document ({document.source}) is {document.refused or 'not readable JSON'}",
+            details=details,
+            **common,
+        )
+    if document.version_id is not None and not target.aws_managed:
+        note = iam_versions.remember_default(settings.outcome_table, arn, document.version_id)
+        if note:
+            details["default_version_record"] = note
+    grade = Grade((_graded(arn, document),))
+    _report(grade, details)
+    _keep_all_findings(grade, details, settings.outcome_table, trigger.event_id)
+    latent = _latent_version_findings(target)
+    if latent:
+        details["non_default_version_findings"] = latent
+    if grade.flag is None:
+        return _compliant_policy(arn, grade, details, common)
+    summary, highest = _summary(grade), grade.highest
+    if target.aws_managed:
+        details["not_tagged"] = "AWS-managed policies cannot be tagged"
+        details["next_step"] = _review_step("who holds this AWS-managed policy")
         return Outcome(
             outcome=OutcomeKind.FLAGGED,
             severity=highest,
-            reason=f"{summary}; {where} already tagged {WILDCARD_TAG}={desired}",
+            reason=f"{summary}; AWS-managed policies cannot be tagged",
+            details=details,
+            **common,
+        )
+    exemption = _exemption(arn, ("policy", arn), settings)
+    if exemption.active:
+        return _exempt(summary, highest, exemption, details, **common)
+    details["exemption"] = exemption.reason
+    if _should_revert(target, document, highest, options):
+        return _revert_version(arn, document, grade, details=details, settings=settings, common=common)
+    return _flag_policy(arn, grade, details=details, settings=settings, common=common)
+
+
+def _latent_version_findings(target: ManagedPolicyTarget) -> list[dict[str, Any]]:
+    """Findings of a version created as non-default: not in force, but one SetDefaultPolicyVersion away."""
+    if not target.non_default_version or target.event_document is None:
+        return []
+    document = bounded_document(target.event_document, MANAGED_POLICY_LIMIT, "event")
+    if document.document is None:
+        return []
+    flagged = analyze(document.document).at_least(FLAG_AT)
+    return [f.as_dict() for f in flagged[:REPORTED_FINDINGS]]
+
+
+def _compliant_policy(arn: str, grade: Grade, details: dict[str, Any], common: dict[str, Any]) -> Outcome:
+    """No finding worth a flag. A stale flag is removed: the tag tells the truth."""
+    lower = f"; {len(grade.findings())} lower finding(s) in details" if grade.findings() else ""
+    previous = None if ":iam::aws:" in arn else _tags("policy", arn).get(WILDCARD_TAG)
+    if previous is None:
+        return Outcome(
+            outcome=OutcomeKind.COMPLIANT,
+            severity=Severity.INFORMATIONAL,
+            reason=f"no finding at {FLAG_AT.value} or above{lower}",
+            details=details,
+            **common,
+        )
+    action = _write_flag("policy", arn, None)
+    return Outcome(
+        outcome=OutcomeKind.COMPLIANT,
+        severity=Severity.INFORMATIONAL,
+        reason=f"no finding at {FLAG_AT.value} or above any more{lower}; stale {WILDCARD_TAG} tag removed",
+        actions=(action,),
+        previous_state={WILDCARD_TAG: previous},
+        new_state={WILDCARD_TAG: None},
+        undo=_tag_command("policy", arn, previous),
+        details=details,
+        **common,
+    )
+
+
+def _flag_policy(
+    arn: str, grade: Grade, *, details: dict[str, Any], settings: Settings, common: dict[str, Any]
+) -> Outcome:
+    """Tag the policy with the grade of its default version (a policy's flag is about that version alone)."""
+    summary, desired = _summary(grade), grade.highest.value
+    details["next_step"] = _review_step("the policy's default version")
+    hint = exemptions.hint(arn, CHECK)
+    previous = _tags("policy", arn).get(WILDCARD_TAG)
+    if previous == desired:
+        return Outcome(
+            outcome=OutcomeKind.FLAGGED,
+            severity=grade.highest,
+            reason=f"{summary}; the policy is already tagged {WILDCARD_TAG}={desired}",
             exempt_hint=hint,
             details=details,
             **common,
@@ -631,97 +1088,123 @@ def _flag(
     if not settings.enforce:
         return Outcome(
             outcome=OutcomeKind.FLAGGED,
-            severity=highest,
-            reason=f"{summary}; dry run: would tag {where} {WILDCARD_TAG}={desired}",
+            severity=grade.highest,
+            reason=f"{summary}; dry run: would tag the policy {WILDCARD_TAG}={desired}",
             previous_state=state_before,
             new_state=state_after,
             exempt_hint=hint,
             details=details,
             **common,
         )
-    action = f"iam:Tag{kind.capitalize()}"
-    _write_tag(kind, name, desired)
-    after = _tags(kind, name).get(WILDCARD_TAG)
+    action = _write_flag("policy", arn, desired)
+    after = _tags("policy", arn).get(WILDCARD_TAG)
     if after != desired:
         return Outcome(
             outcome=OutcomeKind.FAILED,
-            severity=highest,
-            reason=f"{summary}; tagged {where} {WILDCARD_TAG}={desired} but it reads back as {after!r}",
+            severity=grade.highest,
+            reason=f"{summary}; tagged the policy {WILDCARD_TAG}={desired} but it reads back as {after!r}",
             actions=(action,),
             previous_state=state_before,
             new_state={WILDCARD_TAG: after},
             error_code="VerificationFailed",
-            details=details,
+            details={**details, "failed_to": "flag"},
             **common,
         )
     return Outcome(
         outcome=OutcomeKind.FLAGGED,
-        severity=highest,
-        reason=f"{summary}; tagged {where} {WILDCARD_TAG}={desired}",
+        severity=grade.highest,
+        reason=f"{summary}; tagged the policy {WILDCARD_TAG}={desired}",
         actions=(action,),
         previous_state=state_before,
         new_state=state_after,
-        undo=_tag_command(kind, name, previous),
+        undo=_tag_command("policy", arn, previous),
         exempt_hint=hint,
         details=details,
         **common,
     )
 
 
-# --- the optional fix: set the previous version back as default ------------------------------------------
+# --- the optional fix: set a former default version back as default ---------------------------------------
 
 
-def _should_revert(subject: _Subject, highest: Severity, options: IamOptions) -> bool:
-    target = subject.target
+def _should_revert(
+    target: ManagedPolicyTarget, document: PolicyDocument, highest: Severity, options: IamOptions
+) -> bool:
     return (
         options.revert_critical_versions
         and highest is Severity.CRITICAL
-        and isinstance(target, ManagedPolicyTarget)
         and target.new_default_version
-        and not target.aws_managed
-        and subject.document.version_id is not None
+        and document.version_id is not None
     )
 
 
+def _restorable(
+    arn: str, current: str, current_highest: Severity, table: str | None
+) -> tuple[GradedPolicy | None, str]:
+    """The newest version that was the default before and grades strictly lower than the current one."""
+    iam = clients.client("iam")
+    versions = _call("iam:ListPolicyVersions", iam.list_policy_versions, PolicyArn=arn).get("Versions", [])
+    known = iam_versions.known_defaults(table, arn)
+    ids = sorted(
+        (str(v.get("VersionId")) for v in versions if _VERSION_ID.match(str(v.get("VersionId")))),
+        key=iam_versions.version_number,
+        reverse=True,
+    )
+    former = [v for v in ids if v != current and v in known]
+    staged = [v for v in ids if v != current and v not in known]
+    for version_id in former:
+        candidate = _graded(arn, _read_version(arn, version_id, f"version {version_id}"))
+        if candidate.document.document is not None and rank(candidate.highest) < rank(current_highest):
+            return candidate, ""
+    never = f"; never-default version(s) {', '.join(staged)} are not candidates" if staged else ""
+    if not former:
+        return None, f"no earlier version is known to have been the default{never}"
+    return None, f"no former default ({', '.join(former)}) grades lower than {current_highest.value}{never}"
+
+
 def _revert_version(
-    subject: _Subject,
+    arn: str,
+    document: PolicyDocument,
+    grade: Grade,
     *,
-    summary: str,
-    highest: Severity,
     details: dict[str, Any],
     settings: Settings,
     common: dict[str, Any],
 ) -> Outcome:
-    """A CreatePolicyVersion made full administrator access the default: put the previous version back."""
-    arn = subject.resource
-    current = subject.document.version_id
-    iam = clients.client("iam")
-    versions = _call("iam:ListPolicyVersions", iam.list_policy_versions, PolicyArn=arn).get("Versions", [])
-    older = sorted(
-        (v for v in versions if not v.get("IsDefaultVersion") and v.get("VersionId") != current),
-        key=lambda v: v.get("CreateDate") or "",
-        reverse=True,
+    """A CreatePolicyVersion made full administrator access the default: put a former default back."""
+    current = str(document.version_id)
+    summary, highest = _summary(grade), grade.highest
+    restored, why_not = _restorable(arn, current, highest, settings.outcome_table)
+    if restored is None:
+        details["not_reverted"] = why_not
+        return _flag_policy(arn, grade, details=details, settings=settings, common=common)
+    previous_id = str(restored.document.version_id)
+    restored_report: dict[str, Any] = {}
+    _report(Grade((restored,)), restored_report)
+    details["restored_version"] = {
+        "version": previous_id,
+        "highest": restored.highest.value,
+        "findings": restored_report["findings"],
+        "findings_total": restored_report["findings_total"],
+    }
+    restored_text = (
+        f"version {previous_id} (a former default, grades {restored.highest.value}"
+        + (f": {_summary(Grade((restored,)))}" if restored.flag_worthy else "")
+        + ")"
     )
-    if not older:
-        details["not_reverted"] = "the policy has no earlier version to go back to"
-        return _flag(subject, summary=summary, highest=highest, details=details, settings=settings, common=common)
-    previous_id = str(older[0]["VersionId"])
-    previous = _read_version(arn, previous_id, f"version {previous_id}")
-    if previous.document is None or analyze(previous.document).highest is Severity.CRITICAL:
-        details["not_reverted"] = f"the previous version {previous_id} is no safer"
-        return _flag(subject, summary=summary, highest=highest, details=details, settings=settings, common=common)
     state_before, state_after = {"DefaultVersionId": current}, {"DefaultVersionId": previous_id}
     undo = f"aws iam set-default-policy-version --policy-arn {shlex.quote(arn)} --version-id {current}"
     if not settings.enforce:
         return Outcome(
             outcome=OutcomeKind.WOULD_REMEDIATE,
             severity=highest,
-            reason=f"{summary}; dry run: would set version {previous_id} back as default",
+            reason=f"{summary}; dry run: would set {restored_text} back as default",
             previous_state=state_before,
             new_state=state_after,
             details=details,
             **common,
         )
+    iam = clients.client("iam")
     action = "iam:SetDefaultPolicyVersion"
     _call(action, iam.set_default_policy_version, PolicyArn=arn, VersionId=previous_id)
     after = str(_call("iam:GetPolicy", iam.get_policy, PolicyArn=arn)["Policy"]["DefaultVersionId"])
@@ -738,15 +1221,25 @@ def _revert_version(
             details=details,
             **common,
         )
+    # Our own SetDefaultPolicyVersion event is skipped by the loop guard: the policy's flag follows here.
+    flag_action = _retag_after_revert(arn, restored)
+    details["next_step"] = _review_step(f"why version {current} was made default, and version {previous_id}")
     return Outcome(
         outcome=OutcomeKind.REMEDIATED,
         severity=highest,
-        reason=f"{summary}; version {previous_id} set back as default (version {current} is kept, not deleted)",
-        actions=(action,),
+        reason=f"{summary}; {restored_text} set back as default (version {current} is kept, not deleted)",
+        actions=(action, *flag_action),
         previous_state=state_before,
         new_state=state_after,
         undo=undo,
-        exempt_hint=_exempt_hint(subject, common["trigger"]),
+        exempt_hint=exemptions.hint(arn, CHECK),
         details=details,
         **common,
     )
+
+
+def _retag_after_revert(arn: str, restored: GradedPolicy) -> tuple[str, ...]:
+    desired = restored.highest.value if rank(restored.highest) >= rank(FLAG_AT) else None
+    if _tags("policy", arn).get(WILDCARD_TAG) == desired:
+        return ()
+    return (_write_flag("policy", arn, desired),)

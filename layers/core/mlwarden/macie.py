@@ -31,15 +31,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mlwarden import clients, s3
 from mlwarden.errors import AwsCallFailed, error_code
-from mlwarden.events import Event, MacieFinding, Unrecognised
+from mlwarden.events import Event, MacieFinding, Unrecognised, partition_of
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
+from mlwarden.pii import PII_TAG  # block_public_s3 raises public+PII to CRITICAL on this key
 from mlwarden.settings import RemediationMode, Settings, SettingsError
 
 CHECK = "tag_pii_bucket"
 SENSITIVE_DATA_PREFIX = "SensitiveData:"
 
 # Tag keys, in the priority order they are written when the bucket's 50-tag limit does not leave room for all.
-PII_TAG = s3.PII_TAG  # block_public_s3 raises public+PII to CRITICAL on this key
 SEVERITY_TAG = "mlwarden:pii-severity"
 TYPES_TAG = "mlwarden:pii-types"
 LAST_FINDING_TAG = "mlwarden:pii-last-finding"
@@ -103,6 +103,8 @@ def load_options(environ: Mapping[str, str] | None = None) -> PiiOptions:
 
 @dataclass(frozen=True)
 class PiiFinding:
+    """The parts of a Macie sensitive-data finding that tagging needs."""
+
     finding_id: str
     finding_type: str
     bucket: str
@@ -246,6 +248,8 @@ def higher_severity(current: str | None, new: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class TagPlan:
+    """The bucket tag set to write: merged with what is there, within S3's limits."""
+
     tags: dict[str, str]  # the whole set to write: foreign tags and ours
     own: dict[str, str]  # our keys in that set
     previous_own: dict[str, str | None]  # our keys as they were (None: absent)
@@ -395,7 +399,7 @@ def tag_pii_bucket(event: Event, settings: Settings, options: PiiOptions | None 
     if isinstance(finding, str):
         return ignored(CHECK, event, finding)
     trigger = Trigger.of(event)
-    resource = s3.BucketTarget(finding.bucket, s3.partition_of(trigger.region)).arn
+    resource = s3.BucketTarget(finding.bucket, partition_of(trigger.region)).arn
     try:
         return _classify(finding, trigger, resource, settings, options or PiiOptions())
     except _BucketGone:

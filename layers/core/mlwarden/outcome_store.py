@@ -16,25 +16,36 @@ beats dedup. The price is a possible duplicate alert; it is logged and counted (
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyPersistenceLayerError,
-)
 
 from mlwarden import clients
 from mlwarden.observability import logger, metrics
 from mlwarden.outcomes import Outcome, OutcomeKind, outcome_from_dict
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyPersistenceLayerError
+
+
+@functools.cache
+def _idempotency() -> tuple[ModuleType, ModuleType]:
+    """Powertools' idempotency utility and its exceptions, imported on the first event that has a table.
+
+    About 20 modules (the utility, its middleware factory, jmespath helpers, boto3's DynamoDB types): imported
+    at cold start they cost every handler several percent of it (`make bench`), and replay without a table
+    never needs them.
+    """
+    from aws_lambda_powertools.utilities import idempotency  # noqa: PLC0415 - see the docstring
+    from aws_lambda_powertools.utilities.idempotency import exceptions  # noqa: PLC0415
+
+    return idempotency, exceptions
+
 
 # The DynamoDB item actions of Powertools' idempotency utility and of the flap guard.
 PERMISSIONS = frozenset({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"})
@@ -85,6 +96,8 @@ class _FixedTimeContext:
 
 @dataclass(frozen=True)
 class Decided:
+    """An outcome, and whether this delivery decided it or found it stored."""
+
     outcome: Outcome
     # False when an earlier delivery of the same event decided (and acted) already.
     first_delivery: bool
@@ -106,13 +119,14 @@ class OutcomeStore:
                 raise _NotKept(outcome)
             return _storable(outcome)
 
+        _, errors = _idempotency()
         try:
             stored = self._once(f"{check}.decide", decide_and_keep)
         except _NotKept as failed:
             return Decided(failed.outcome, first_delivery=True)
-        except IdempotencyAlreadyInProgressError as err:
+        except errors.IdempotencyAlreadyInProgressError as err:
             raise EventInProgress(f"{check}: event {self.event_id} is being handled by another invocation") from err
-        except IdempotencyPersistenceLayerError as err:
+        except errors.IdempotencyPersistenceLayerError as err:
             self._unavailable(check, "decide", err)
             if decided_here:  # the check ran; only keeping its record failed
                 return Decided(decided_here[0], first_delivery=True)
@@ -133,11 +147,12 @@ class OutcomeStore:
             sent_here.append(publish())
             return {"message_id": sent_here[-1]}
 
+        _, errors = _idempotency()
         try:
             self._once(f"{outcome.check}.alert.{outcome.outcome.value}", publish_and_note)
-        except IdempotencyAlreadyInProgressError as err:
+        except errors.IdempotencyAlreadyInProgressError as err:
             raise EventInProgress(f"{outcome.check}: alert for event {self.event_id} is being sent") from err
-        except IdempotencyPersistenceLayerError as err:
+        except errors.IdempotencyPersistenceLayerError as err:
             self._unavailable(outcome.check, "alert", err)
             if not sent_here:
                 publish()
@@ -145,14 +160,17 @@ class OutcomeStore:
         return bool(sent_here)
 
     def _once(self, key_prefix: str, function: Callable[[dict[str, str]], Any]) -> Any:
-        config = IdempotencyConfig(
+        idempotency, _ = _idempotency()
+        config = idempotency.IdempotencyConfig(
             event_key_jmespath="event_id",
             raise_on_no_idempotency_key=True,
             expires_after_seconds=RECORD_LIFETIME_SECONDS,
         )
         config.register_lambda_context(self._context)
-        layer = DynamoDBPersistenceLayer(table_name=self.table_name, boto3_client=clients.client("dynamodb"))
-        once = idempotent_function(
+        layer = idempotency.DynamoDBPersistenceLayer(
+            table_name=self.table_name, boto3_client=clients.client("dynamodb")
+        )
+        once = idempotency.idempotent_function(
             data_keyword_argument="data", config=config, persistence_store=layer, key_prefix=key_prefix
         )(function)
         return once(data={"event_id": self.event_id})

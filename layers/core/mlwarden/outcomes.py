@@ -100,6 +100,8 @@ class Trigger:
 
 @dataclass(frozen=True)
 class Outcome:
+    """What a check decided and did about one event: the record, the log line and the alert."""
+
     check: str
     outcome: OutcomeKind
     severity: Severity

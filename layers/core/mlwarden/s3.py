@@ -17,11 +17,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mlwarden import clients, exemptions, flapguard
+from mlwarden import clients, exemptions
 from mlwarden.errors import AwsCallFailed, error_code
-from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, StateChange, Unrecognised
+from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, StateChange, Unrecognised, partition_of
 from mlwarden.exemptions import Exemption, exemption_for
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
+from mlwarden.pii import PII_TAG
 from mlwarden.settings import Settings
 
 CHECK = "block_public_s3"
@@ -64,7 +65,6 @@ ACCOUNT_PERMISSIONS = frozenset({"s3:GetAccountPublicAccessBlock", "s3:PutAccoun
 
 FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
 ALL_ON: dict[str, bool] = dict.fromkeys(FLAGS, True)
-PII_TAG = "mlwarden:pii"
 _PUBLIC_GROUPS = {
     "http://acs.amazonaws.com/groups/global/AllUsers": "AllUsers",
     "http://acs.amazonaws.com/groups/global/AuthenticatedUsers": "AuthenticatedUsers",
@@ -75,6 +75,8 @@ _BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
 
 @dataclass(frozen=True)
 class BucketTarget:
+    """A bucket a check acts on."""
+
     name: str
     partition: str
 
@@ -85,6 +87,8 @@ class BucketTarget:
 
 @dataclass(frozen=True)
 class AccountTarget:
+    """An account whose account-level public access block a check acts on."""
+
     account_id: str
 
     @property
@@ -94,14 +98,6 @@ class AccountTarget:
 
 
 Target = BucketTarget | AccountTarget
-
-
-def partition_of(region: str | None) -> str:
-    if region and region.startswith("cn-"):
-        return "aws-cn"
-    if region and region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
 
 
 def target_of(event: Event) -> Target | str:
@@ -211,6 +207,8 @@ def read_bucket_tags(name: str) -> dict[str, str] | None:
 
 @dataclass(frozen=True)
 class Exposure:
+    """How a bucket is (or is one change from being) public, read from its live state."""
+
     public_via: tuple[str, ...]
     # Public grants that only the account-level block neutralises: one account change from public.
     held_back: tuple[str, ...]
@@ -492,6 +490,8 @@ def _turn_on_and_verify(
     re-opening it, see flapguard) is not changed; the fix that starts the hold is CRITICAL.
     """
     check, resource = str(common["check"]), str(common["resource"])
+    from mlwarden import flapguard  # noqa: PLC0415 - only a fix needs it: not imported at cold start
+
     hold = flapguard.held_until(settings, check, resource)
     if hold is not None:
         return Outcome(
@@ -535,6 +535,8 @@ def _turn_on_and_verify(
     if after != ALL_ON:
         return failed(f"the block was written but reads back as {after}", None, written=True, after=after)
     reason = f"{what}; all four settings turned on and verified"
+    from mlwarden import flapguard  # noqa: PLC0415 - only a fix needs it: not imported at cold start
+
     fixes = flapguard.count_fix(settings, check, resource)
     if fixes is not None and fixes.hold_started and fixes.hold_until is not None:
         severity = Severity.CRITICAL

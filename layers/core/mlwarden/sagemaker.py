@@ -20,10 +20,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mlwarden import clients, exemptions
 from mlwarden.errors import AwsCallFailed, error_code
-from mlwarden.events import ApiCall, ComplianceChange, Event, StateChange, Unrecognised, scalar
+from mlwarden.events import ApiCall, ComplianceChange, Event, StateChange, Unrecognised, partition_of, scalar
 from mlwarden.exemptions import exemption_for
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
-from mlwarden.s3 import PII_TAG, partition_of
+from mlwarden.pii import PII_TAG
 from mlwarden.sagemaker_rules import Finding, Kind, evaluate, input_buckets, worst
 from mlwarden.settings import Settings, SettingsError
 
@@ -57,6 +57,8 @@ CONFIG_RESOURCE_TYPES = {
 
 @dataclass(frozen=True)
 class _Api:
+    """The Describe* call that reads one kind of SageMaker resource."""
+
     action: str
     method: str
     parameter: str
@@ -107,6 +109,8 @@ _DOMAIN_ID = re.compile(r"^d-[a-z0-9]{1,60}$")
 
 @dataclass(frozen=True)
 class Options:
+    """This check's optional behaviour (template parameter StopUnencryptedJobs)."""
+
     # Stop training / processing / transform / tuning jobs that fail a HIGH rule.
     stop_jobs: bool = False
 
@@ -124,6 +128,8 @@ def load_options(environ: Mapping[str, str] | None = None) -> Options:
 
 @dataclass(frozen=True)
 class Target:
+    """A SageMaker resource to describe and grade."""
+
     kind: Kind
     # The name (the domain's id for a Studio domain) that Describe* takes.
     name: str
@@ -291,6 +297,8 @@ def _not_found(err: AwsCallFailed) -> bool:
 
 @dataclass(frozen=True)
 class _Description:
+    """A resource's description, live or from the event, and where it came from."""
+
     data: Mapping[str, Any]
     # "DescribeTrainingJob" when read live, else where the copy came from and why.
     read_from: str

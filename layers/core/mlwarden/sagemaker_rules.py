@@ -36,6 +36,8 @@ class Kind(StrEnum):
 
 @dataclass(frozen=True)
 class Rule:
+    """One encryption or exposure rule, its severity and what it means."""
+
     name: str
     severity: Severity
     explanation: str
@@ -140,6 +142,8 @@ RULES = (
 
 @dataclass(frozen=True)
 class Finding:
+    """A rule a description breaks, and the fields where."""
+
     rule: Rule
     # Where the problem is, as field paths of the description (never values).
     fields: tuple[str, ...]
@@ -214,6 +218,8 @@ def _bucket_of(uri: Any) -> str | None:
 
 @dataclass(frozen=True)
 class _Shape:
+    """Where one kind of resource keeps the settings the rules read (field paths)."""
+
     volume_key: str | None = None
     instance_type: str | None = None
     instance_count: str | None = None

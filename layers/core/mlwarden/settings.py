@@ -33,6 +33,8 @@ class RemediationMode(StrEnum):
 
 @dataclass(frozen=True)
 class Settings:
+    """The functions' configuration, read from the environment once at cold start."""
+
     alert_topic_arn: str
     remediation_mode: RemediationMode
     exempt_tag_key: str
