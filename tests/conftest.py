@@ -15,6 +15,7 @@ import functools
 import importlib.util
 import itertools
 import json
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ import pytest
 from moto import mock_aws
 
 from mlwarden import clients
-from mlwarden_cli.emulator import create_exemption_table, create_outcome_table
+from mlwarden_cli.emulator import create_exemption_table, create_outcome_table, moto_server
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -505,6 +506,21 @@ def public_read_policy(bucket: str) -> dict[str, Any]:
             }
         ],
     }
+
+
+@pytest.fixture(scope="module")
+def moto_server_url() -> Iterator[str]:
+    """moto server over HTTP, one per test module (real concurrency: threads, sockets)."""
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_moto_server(moto_server_url: str) -> str:
+    """The module's moto server, emptied for this test (a fresh account)."""
+    request = urllib.request.Request(f"{moto_server_url}/moto-api/reset", method="POST")
+    urllib.request.urlopen(request, timeout=5)
+    return moto_server_url
 
 
 @pytest.fixture

@@ -20,15 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from mlwarden_cli import exempt
-from mlwarden_cli.emulator import (
-    EXEMPTION_TABLE,
-    FAKE_CREDENTIALS,
-    OUTCOME_TABLE,
-    EmulatorError,
-    create_exemption_table,
-    create_outcome_table,
-    moto_server,
-)
+from mlwarden_cli.emulator import FAKE_CREDENTIALS, EmulatorError, moto_server
+from mlwarden_cli.local import create_local_resources
 from mlwarden_cli.replay import Replayed, Replayer, format_table, read_events
 from mlwarden_cli.template import DEFAULT_ACCOUNT, Template
 
@@ -209,11 +202,12 @@ def _heading(text: str) -> None:
     print(f"\n== {text} " + "=" * max(0, 76 - len(text)))
 
 
-def _create_account(clients: Callable[[str], Any]) -> dict[str, str]:
+def _create_account(clients: Callable[[str], Any], template: Template, endpoint: str) -> dict[str, Any]:
+    """The account's state; `exports` are the variables `mlwarden local init` prints for the template's
+    tables and topic, which it creates."""
     s3, sns, sqs = clients("s3"), clients("sns"), clients("sqs")
-    create_outcome_table(clients("dynamodb"))
-    create_exemption_table(clients("dynamodb"))
-    topic_arn = sns.create_topic(Name="mlwarden-alerts")["TopicArn"]
+    exports = create_local_resources(template, endpoint)
+    topic_arn = exports["ALERT_TOPIC_ARN"]
     queue_url = sqs.create_queue(QueueName="security-team-inbox")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
@@ -257,7 +251,12 @@ def _create_account(clients: Callable[[str], Any]) -> dict[str, str]:
     s3.put_public_access_block(Bucket="mlw-patient-records", PublicAccessBlockConfiguration=ALL_ON)
     _training_job(clients("sagemaker"), UNENCRYPTED_JOB, encrypted=False)
     _training_job(clients("sagemaker"), ENCRYPTED_JOB, encrypted=True)
-    return {"topic_arn": topic_arn, "queue_url": queue_url, "training_policy_arn": _create_iam(clients("iam"))}
+    return {
+        "exports": exports,
+        "topic_arn": topic_arn,
+        "queue_url": queue_url,
+        "training_policy_arn": _create_iam(clients("iam")),
+    }
 
 
 def _event_document(events_dir: Path, file: str) -> str:
@@ -422,14 +421,12 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
     from mlwarden import clients  # noqa: PLC0415 - after AWS_ENDPOINT_URL points at the emulator
 
     _heading(f"A small vulnerable ML account in moto server at {endpoint}")
-    account = _create_account(clients.client)
-    os.environ["ALERT_TOPIC_ARN"] = account["topic_arn"]
-    os.environ["OUTCOME_TABLE"] = OUTCOME_TABLE
-    os.environ["EXEMPTION_TABLE"] = EXEMPTION_TABLE
+    account = _create_account(clients.client, template, endpoint)
+    os.environ.update(account["exports"])
     print("buckets: mlw-training-data-acl (PII, public ACL), mlw-training-data-policy (public policy),")
     print("         mlw-feature-store (block deleted), mlw-public-website (public ACL, on purpose),")
     print("         mlw-model-artifacts (private), mlw-shared-datasets (public ACL, Macie finds card")
-    print("         numbers in it later). Alerts go to SNS topic mlwarden-alerts,")
+    print("         numbers in it later). Alerts go to the template's alert topic,")
     print("         subscribed by SQS queue security-team-inbox.")
     print(
         f"training jobs: {UNENCRYPTED_JOB} (no KMS keys, no VPC, reads mlw-patient-records: PII),\n"

@@ -12,9 +12,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -61,8 +62,44 @@ class Replayed:
         }
 
 
+# Replay's own outcomes, beside the checks' ones: no function ran.
+UNROUTED = "unrouted"
+UNUSABLE = "unusable"
+
+
+def not_run(source: str, event_id: Any, outcome: str, reason: str) -> Replayed:
+    """The report line for an entry that no function ran on: unrouted, or not an event at all."""
+    return Replayed(
+        source=source,
+        event_id=event_id if isinstance(event_id, str) else None,
+        function=None,
+        outcome=outcome,
+        resource=None,
+        severity=None,
+        actions=(),
+        alerted=False,
+        reason=reason,
+    )
+
+
+def unusable(source: str, reason: str) -> Replayed:
+    return not_run(source, None, UNUSABLE, reason)
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """An entry of an event file that is not an event (not a JSON object, or too deep to decode): skipped."""
+
+    reason: str
+
+
 def read_events(path: Path) -> list[Any]:
-    """A file holds one event object, a JSON array of them, or JSON Lines."""
+    """A file holds one event object, a JSON array of them, or JSON Lines.
+
+    Each entry is an event or an `Unusable` saying why it is not one, so that one bad entry is
+    reported and skipped while the others are replayed. A file that is not JSON at all is a
+    `ReplayInputError`.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
@@ -71,27 +108,45 @@ def read_events(path: Path) -> list[Any]:
         raise ReplayInputError(f"{path}: not UTF-8 text") from err
     try:
         document = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return _json_lines(path, text)
-    if isinstance(document, list):
-        return document
-    return [document]
+    return (
+        [_event_or_unusable(entry, "array element") for entry in document]
+        if isinstance(document, list)
+        else [_event_or_unusable(document, "document")]
+    )
+
+
+def _event_or_unusable(entry: Any, what: str) -> Any:
+    if isinstance(entry, Mapping):
+        return entry
+    return Unusable(f"{what} is {_json_type(entry)}, not a JSON object (an EventBridge event)")
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def _json_lines(path: Path, text: str) -> list[Any]:
-    events = []
+    entries: list[Any] = []
+    first_error: str | None = None
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            events.append(json.loads(line))
+            entries.append(_event_or_unusable(json.loads(line), f"line {number}"))
+        except RecursionError:
+            # json raises RecursionError, not ValueError, for deep nesting: one event, not the whole file.
+            entries.append(Unusable(f"line {number} nests too deeply to decode"))
         except ValueError as err:
-            raise ReplayInputError(
-                f"{path}: not a JSON object, a JSON array or JSON Lines (line {number}: {err})"
-            ) from err
-    if not events:
+            first_error = first_error or f"line {number}: {err}"
+            entries.append(Unusable(f"line {number} is not JSON: {err}"))
+    if not entries:
         raise ReplayInputError(f"{path}: holds no events")
-    return events
+    if all(isinstance(entry, Unusable) for entry in entries) and first_error is not None:
+        raise ReplayInputError(f"{path}: not a JSON object, a JSON array or JSON Lines ({first_error})")
+    return entries
 
 
 class _Context:
@@ -112,6 +167,18 @@ class _Context:
 
 # Replay keeps stdout for its own report: Powertools metrics (EMF on stdout) are off unless asked for.
 REPLAY_DEFAULTS = {"POWERTOOLS_METRICS_DISABLED": "true"}
+
+
+@contextmanager
+def _metrics_cleared() -> Iterator[None]:
+    """Forget the invocation's metrics afterwards: with metrics disabled Powertools keeps them across
+    invocations and prints them once 100 have piled up, however many events one process replays."""
+    try:
+        yield
+    finally:
+        from mlwarden.observability import metrics  # noqa: PLC0415 - after the handler set up its environment
+
+        metrics.clear_metrics()
 
 
 @contextmanager
@@ -171,24 +238,13 @@ class Replayer:
         event_id = event.get("id") if isinstance(event, Mapping) else None
         targets = self.template.route(event) if only is None else only
         if not targets:
-            return [
-                Replayed(
-                    source=source,
-                    event_id=event_id if isinstance(event_id, str) else None,
-                    function=None,
-                    outcome="unrouted",
-                    resource=None,
-                    severity=None,
-                    actions=(),
-                    alerted=False,
-                    reason="no rule in the template matches this event",
-                )
-            ]
+            return [not_run(source, event_id, UNROUTED, "no rule in the template matches this event")]
         return [self._invoke(function, event, source) for function in targets]
 
     def _invoke(self, function: FunctionSpec, event: Any, source: str) -> Replayed:
         env = self.function_environment(function)
-        with _environment(env):
+        # stdout is replay's report: whatever a handler or Powertools prints (EMF metric lines) goes to stderr.
+        with _environment(env), redirect_stdout(sys.stderr), _metrics_cleared():
             handler = self._handler(function, env)
             context = _Context(function.logical_id, self.region, self.account)
             try:

@@ -13,6 +13,8 @@ import yaml
 from moto.events.models import EventPattern
 
 DEFAULT_ACCOUNT = "123456789012"
+# The stack name replay and local init assume (the default of samconfig.toml's stack_name).
+STACK_NAME = "mlwarden"
 
 
 class TemplateError(ValueError):
@@ -51,7 +53,7 @@ class Rule:
             return False
         try:
             return bool(self._compiled.matches_event(dict(event)))
-        except (AttributeError, TypeError, ValueError, KeyError):
+        except (AttributeError, TypeError, ValueError, KeyError, RecursionError):
             # moto's matcher assumes well-typed events; EventBridge would not match a malformed one either
             return False
 
@@ -74,6 +76,7 @@ class Template:
     parameters: Mapping[str, Any]
     resources: Mapping[str, Any]
     functions: tuple[FunctionSpec, ...]
+    conditions: Mapping[str, Any] = field(default_factory=dict)
 
     def route(self, event: Any) -> list[FunctionSpec]:
         return [function for function in self.functions if function.matches(event)]
@@ -87,7 +90,46 @@ class Template:
                 resolved[name] = text
         return resolved
 
+    def condition_holds(self, name: str) -> bool:
+        """A template condition evaluated with the parameters' defaults (false when it cannot be evaluated)."""
+        return self._holds(self.conditions.get(name), depth=0)
+
+    def _holds(self, expression: Any, depth: int) -> bool:
+        if not isinstance(expression, Mapping) or len(expression) != 1 or depth > len(self.conditions) + 8:
+            return False
+        ((function, argument),) = expression.items()
+        if function == "Condition" and isinstance(argument, str):
+            return self._holds(self.conditions.get(argument), depth + 1)
+        if function == "Fn::Not" and isinstance(argument, list) and len(argument) == 1:
+            return not self._holds(argument[0], depth + 1)
+        if function in ("Fn::And", "Fn::Or") and isinstance(argument, list):
+            combine = all if function == "Fn::And" else any
+            return combine(self._holds(item, depth + 1) for item in argument)
+        if function == "Fn::Equals" and isinstance(argument, list) and len(argument) == 2:
+            left, right = (self._resolve(item, DEFAULT_ACCOUNT, "us-east-1") for item in argument)
+            return left is not None and left == right
+        return False
+
+    def chosen(self, value: Any) -> Any:
+        """The branch of an Fn::If the parameters' defaults choose (other values unchanged)."""
+        while isinstance(value, Mapping) and set(value) == {"Fn::If"}:
+            argument = value["Fn::If"]
+            if not (isinstance(argument, list) and len(argument) == 3 and isinstance(argument[0], str)):
+                return None
+            value = argument[1] if self.condition_holds(argument[0]) else argument[2]
+        return value
+
+    def deployed(self, logical_id: str) -> bool:
+        """False for a resource whose Condition is false with the parameters' defaults."""
+        condition = self.resources.get(logical_id, {}).get("Condition")
+        return condition is None or self.condition_holds(str(condition))
+
+    def resolve(self, value: Any, account: str, region: str) -> str | None:
+        """A property's value as deployed with the parameters' defaults; None when only a deployment knows it."""
+        return self._resolve(value, account, region)
+
     def _resolve(self, value: Any, account: str, region: str) -> str | None:
+        value = self.chosen(value)
         if isinstance(value, bool):
             return str(value).lower()
         if isinstance(value, str | int | float):
@@ -99,7 +141,7 @@ class Template:
             "AWS::Region": region,
             "AWS::AccountId": account,
             "AWS::Partition": "aws",
-            "AWS::StackName": "mlwarden",
+            "AWS::StackName": STACK_NAME,
         }
         if intrinsic == "Ref" and isinstance(argument, str):
             if argument in pseudo:
@@ -180,6 +222,7 @@ def load_template(path: Path) -> Template:
         parameters=document.get("Parameters", {}) or {},
         resources=resources,
         functions=tuple(functions),
+        conditions=document.get("Conditions", {}) or {},
     )
 
 

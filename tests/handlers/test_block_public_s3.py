@@ -348,7 +348,7 @@ def test_null_request_parameters_are_ignored(aws: Any, handler: Any, cloudtrail_
     ("event_name", "event_source", "reason"),
     [
         ("GetObject", "s3.amazonaws.com", "S3 call GetObject cannot open public access"),
-        ("PutBucketTagging", "s3.amazonaws.com", "PutBucketTagging does not set the exempt tag mlwarden:exempt"),
+        ("PutBucketVersioning", "s3.amazonaws.com", "S3 call PutBucketVersioning cannot open public access"),
         ("PutBucketAcl", "ec2.amazonaws.com", "ec2.amazonaws.com PutBucketAcl is not an S3 call"),
     ],
 )

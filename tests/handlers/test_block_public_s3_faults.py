@@ -26,7 +26,8 @@ OWNER = {"DisplayName": "owner", "ID": "a" * 64}
 
 
 def stub_reads_of_a_public_bucket(stub: Stubber, tags: dict[str, str] | None = None) -> None:
-    """The four reads block_public_s3 makes on a bucket with no block whose ACL is public-read."""
+    """The four reads block_public_s3 makes on a bucket with no block whose ACL is public-read: its exposure
+    (block, ACL, policy status; the account block comes from s3control), then its tags."""
     bucket = {"Bucket": BUCKET}
     stub.add_client_error(
         "get_public_access_block",
@@ -34,11 +35,6 @@ def stub_reads_of_a_public_bucket(stub: Stubber, tags: dict[str, str] | None = N
         service_message="The public access block configuration was not found",
         http_status_code=404,
         expected_params=bucket,
-    )
-    stub.add_response(
-        "get_bucket_tagging",
-        {"TagSet": [{"Key": key, "Value": value} for key, value in (tags or {"team": "ml"}).items()]},
-        bucket,
     )
     stub.add_response(
         "get_bucket_acl",
@@ -57,6 +53,11 @@ def stub_reads_of_a_public_bucket(stub: Stubber, tags: dict[str, str] | None = N
         service_message="The bucket policy does not exist",
         http_status_code=404,
         expected_params=bucket,
+    )
+    stub.add_response(
+        "get_bucket_tagging",
+        {"TagSet": [{"Key": key, "Value": value} for key, value in (tags or {"team": "ml"}).items()]},
+        bucket,
     )
 
 
@@ -335,11 +336,11 @@ def test_unreadable_acl_still_blocks_and_says_exposure_is_unknown(
         stub.add_client_error(
             "get_public_access_block", "NoSuchPublicAccessBlockConfiguration", "not found", 404, expected_params=bucket
         )
+        stub.add_client_error("get_bucket_acl", "AccessDenied", "Access Denied", 403, expected_params=bucket)
+        stub.add_client_error("get_bucket_policy_status", "NoSuchBucketPolicy", "none", 404, expected_params=bucket)
         stub.add_client_error(
             "get_bucket_tagging", "NoSuchTagSet", "The TagSet does not exist", 404, expected_params=bucket
         )
-        stub.add_client_error("get_bucket_acl", "AccessDenied", "Access Denied", 403, expected_params=bucket)
-        stub.add_client_error("get_bucket_policy_status", "NoSuchBucketPolicy", "none", 404, expected_params=bucket)
         stub.add_response("put_public_access_block", {}, put_block())
         stub.add_response("get_public_access_block", {"PublicAccessBlockConfiguration": ALL_ON}, bucket)
 
@@ -365,13 +366,13 @@ def test_unreadable_tags_fail_closed_and_the_bucket_is_blocked(
         stub.add_client_error(
             "get_public_access_block", "NoSuchPublicAccessBlockConfiguration", "not found", 404, expected_params=bucket
         )
-        stub.add_client_error("get_bucket_tagging", "AccessDenied", "Access Denied", 403, expected_params=bucket)
         stub.add_response(
             "get_bucket_acl",
             {"Owner": OWNER, "Grants": [{"Grantee": {"Type": "Group", "URI": ALL_USERS}, "Permission": "READ"}]},
             bucket,
         )
         stub.add_client_error("get_bucket_policy_status", "NoSuchBucketPolicy", "none", 404, expected_params=bucket)
+        stub.add_client_error("get_bucket_tagging", "AccessDenied", "Access Denied", 403, expected_params=bucket)
         stub.add_response("put_public_access_block", {}, put_block())
         stub.add_response("get_public_access_block", {"PublicAccessBlockConfiguration": ALL_ON}, bucket)
 

@@ -107,14 +107,27 @@ def test_tagging_a_non_compliant_bucket_is_high_even_when_the_tag_counts(
     assert alert.outcome["details"]["exempt_tag_set"]["counts"] is True
 
 
-def test_tagging_calls_without_the_exempt_tag_are_ignored_unread(aws: Any, handler: Any, cloudtrail_event: Any) -> None:
+def test_tagging_calls_without_the_exempt_tag_report_no_exemption(
+    aws: Any, handler: Any, cloudtrail_event: Any
+) -> None:
+    # PutBucketTagging is block_public_s3's trigger in any case (it can remove mlwarden:pii), so the bucket is
+    # decided like any other: an open bucket is fixed, and nothing is said about an exempt tag.
     aws.bucket(BUCKET, acl="public-read")
+    aws.bucket(
+        "closed-bucket",
+        block={
+            **dict.fromkeys(("BlockPublicAcls", "IgnorePublicAcls"), True),
+            **dict.fromkeys(("BlockPublicPolicy", "RestrictPublicBuckets"), True),
+        },
+    )
 
     result = handler(put_bucket_tagging(cloudtrail_event, {"team": "ml"}))
+    quiet = handler(cloudtrail_event("PutBucketTagging", "closed-bucket"))
 
-    assert result["outcome"] == "ignored"
-    assert aws.block_of(BUCKET) is None
-    assert aws.alerts() == []
+    assert result["outcome"] == "remediated"
+    assert "exempt_tag_set" not in result["details"]
+    assert quiet["outcome"] == "compliant"
+    assert [a.attributes["outcome"] for a in aws.alerts()] == ["remediated"]
 
 
 @pytest.mark.parametrize("value", ["never", "expired", "revoked", "not exempt", "9999-12-31", "2020-01-01"])

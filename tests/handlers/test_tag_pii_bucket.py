@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jmespath
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
@@ -111,20 +112,63 @@ def test_personal_finding_tags_a_private_bucket_and_keeps_its_tags(aws: Any, tag
     alert = aws.only_alert()
     assert alert.attributes["check"] == "tag_pii_bucket"
     assert "s3:PutBucketTagging" in alert.line("Done")
-    # Undo restores the whole previous set (PutBucketTagging replaces it); an alert never copies other teams'
-    # tags (the placeholders are no valid tag, so a copied command fails instead of writing them).
-    assert json.loads(alert.line("Undo").split("--tagging ", 1)[1].strip("'")) == {
-        "TagSet": [{"Key": "<key not shown>", "Value": "<value not shown>"} for _ in FOREIGN]
-    }
+    # Undo removes only ML Warden's keys (PutBucketTagging replaces the set: restoring it would wipe others').
+    run_tag_undo(aws, PII_BUCKET, alert.line("Undo"))
+    assert aws.tags_of(PII_BUCKET) == FOREIGN
 
 
-def test_bucket_without_tags_is_tagged_and_undo_deletes_the_tag_set(aws: Any, tagger: Any, sample_event: Any) -> None:
+def run_tag_undo(aws: Any, bucket: str, undo: str) -> None:
+    """Run the alert's tag undo as the AWS CLI would: its --query (JMESPath) over the tags as they are now,
+    then PutBucketTagging with the result."""
+    match = re.search(r"get-bucket-tagging --bucket \S+ --query '([^']*)' --output json", undo)
+    assert match, undo
+    assert undo.startswith(f"aws s3api put-bucket-tagging --bucket {bucket} --tagging ")
+    current = aws.s3.get_bucket_tagging(Bucket=bucket)
+    aws.s3.put_bucket_tagging(Bucket=bucket, Tagging=jmespath.search(match.group(1), current))
+
+
+def test_undo_restores_only_the_keys_ml_warden_wrote_and_keeps_tags_set_since(
+    aws: Any, tagger: Any, sample_event: Any
+) -> None:
+    # Given a bucket tagged by a finding, and a tag its owners add afterwards
+    aws.bucket(PII_BUCKET, tags={"team": "ml-research"}, block=ALL_ON)
+    tagger()(sample_event("macie/sensitive-data-personal.json"))
+    aws.s3.put_bucket_tagging(
+        Bucket=PII_BUCKET,
+        Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in {**aws.tags_of(PII_BUCKET), "retention": "1y"}.items()]},
+    )
+
+    # When a person runs the alert's undo
+    run_tag_undo(aws, PII_BUCKET, aws.only_alert().line("Undo"))
+
+    # Then only ML Warden's keys are gone; the tag added since stays (the old undo restored {"team"} alone)
+    assert aws.tags_of(PII_BUCKET) == {"team": "ml-research", "retention": "1y"}
+
+
+def test_undo_puts_back_the_previous_values_of_our_keys(aws: Any, tagger: Any, sample_event: Any) -> None:
+    earlier = {**FOREIGN, "mlwarden:pii": "true", "mlwarden:pii-severity": "Low", "mlwarden:pii-types": "NAME"}
+    aws.bucket(PII_BUCKET, tags=earlier, block=ALL_ON)
+    tagger()(sample_event("macie/sensitive-data-personal.json"))
+
+    run_tag_undo(aws, PII_BUCKET, aws.only_alert().line("Undo"))
+
+    assert aws.tags_of(PII_BUCKET) == earlier
+
+
+def test_bucket_without_tags_is_tagged_and_undo_removes_our_keys(aws: Any, tagger: Any, sample_event: Any) -> None:
     aws.bucket(PII_BUCKET, block=ALL_ON)
 
     tagger()(sample_event("macie/sensitive-data-personal.json"))
 
     assert own_tags(aws.tags_of(PII_BUCKET))["mlwarden:pii"] == "true"
-    assert aws.only_alert().line("Undo") == f"aws s3api delete-bucket-tagging --bucket {PII_BUCKET}"
+    undo = aws.only_alert().line("Undo")
+    assert "delete-bucket-tagging" not in undo  # would also delete tags set after the finding
+    aws.s3.put_bucket_tagging(
+        Bucket=PII_BUCKET,
+        Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in {**aws.tags_of(PII_BUCKET), "added": "later"}.items()]},
+    )
+    run_tag_undo(aws, PII_BUCKET, undo)
+    assert aws.tags_of(PII_BUCKET) == {"added": "later"}
 
 
 def test_tags_written_by_someone_else_between_findings_survive(aws: Any, tagger: Any, sample_event: Any) -> None:
@@ -369,16 +413,21 @@ def test_pii_in_a_public_bucket_is_critical_and_locked_in_enforce(aws: Any, tagg
     alert = aws.only_alert()
     assert alert.attributes["severity"] == "CRITICAL"
     assert "PII in a public bucket" in alert.line("What")
-    assert alert.line("Done") == "s3:PutBucketTagging, s3:PutBucketPublicAccessBlock"
+    assert alert.line("Done") == "s3:PutBucketPublicAccessBlock, s3:PutBucketTagging"  # locked first
     assert "aws s3api delete-public-access-block --bucket mlw-shared-datasets" in alert.line("Undo")
 
 
-def test_block_partly_off_counts_as_public(aws: Any, tagger: Any, sample_event: Any) -> None:
+def test_block_partly_off_without_a_public_grant_is_locked_but_not_called_public(
+    aws: Any, tagger: Any, sample_event: Any
+) -> None:
     aws.bucket(PII_BUCKET, block={**ALL_ON, "RestrictPublicBuckets": False})
 
     result = tagger()(sample_event("macie/sensitive-data-personal.json"))
 
-    assert result["severity"] == "CRITICAL"
+    # block_public_s3 grades this state MEDIUM; the Macie finding's own severity (High) is the floor.
+    assert result["severity"] == "HIGH"
+    assert "public bucket" not in result["reason"]
+    assert "block is off (no public grant yet" in result["reason"]
     assert aws.block_of(PII_BUCKET) == ALL_ON
 
 
@@ -620,6 +669,9 @@ def test_unreadable_tags_fail_without_writing_and_are_retried(aws: Any, tagger: 
     handler = tagger()
     s3 = clients.client("s3")
     with Stubber(s3) as stub:
+        stub.add_response(
+            "get_public_access_block", {"PublicAccessBlockConfiguration": ALL_ON}, {"Bucket": PII_BUCKET}
+        )  # locked first: the bucket's block is read before its tags
         stub.add_client_error(
             "get_bucket_tagging",
             service_error_code="AccessDenied",
@@ -642,6 +694,9 @@ def test_tag_write_refused_is_a_failure(aws: Any, tagger: Any, sample_event: Any
     handler = tagger()
     s3 = clients.client("s3")
     with Stubber(s3) as stub:
+        stub.add_response(
+            "get_public_access_block", {"PublicAccessBlockConfiguration": ALL_ON}, {"Bucket": PII_BUCKET}
+        )  # locked first: the bucket's block is read before its tags
         stub.add_response(
             "get_bucket_tagging",
             {"TagSet": [{"Key": k, "Value": v} for k, v in FOREIGN.items()]},
@@ -685,13 +740,14 @@ def test_calls_per_outcome_read_before_write_and_verify(aws: Any, tagger: Any, s
     handler(sample_event("macie/sensitive-data-financial.json"))
     escalated = list(calls)
 
-    assert tagged == ["GetBucketTagging", "PutBucketTagging", "GetBucketTagging", "GetPublicAccessBlock"]
-    assert replayed == ["GetBucketTagging", "GetPublicAccessBlock"]
+    assert tagged == ["GetPublicAccessBlock", "GetBucketTagging", "PutBucketTagging", "GetBucketTagging"]
+    assert replayed == ["GetPublicAccessBlock", "GetBucketTagging"]
     assert escalated == [
-        *("GetBucketTagging", "PutBucketTagging", "GetBucketTagging"),  # merge, write, read back
-        # block_public_s3's path: bucket block, tags (exemption, PII), account block (grading), ACL, policy status
-        *("GetPublicAccessBlock", "GetBucketTagging", "GetPublicAccessBlock", "GetBucketAcl", "GetBucketPolicyStatus"),
-        *("PutPublicAccessBlock", "GetPublicAccessBlock"),  # lock, verify
+        # locked first, on block_public_s3's path: bucket block, account block (grading), ACL, policy status,
+        # tags (exemption, PII), then lock and verify
+        *("GetPublicAccessBlock", "GetPublicAccessBlock", "GetBucketAcl", "GetBucketPolicyStatus", "GetBucketTagging"),
+        *("PutPublicAccessBlock", "GetPublicAccessBlock"),
+        *("GetBucketTagging", "PutBucketTagging", "GetBucketTagging"),  # classified second: merge, write, read back
     ]
 
 
@@ -735,7 +791,7 @@ def test_sample_event(aws: Any, tagger: Any, sample_event: Any, name: str) -> No
         assert "mlwarden:pii-types" not in aws.tags_of(PII_BUCKET)
 
 
-def test_lock_refused_after_tagging_fails_with_the_tag_undo(aws: Any, tagger: Any, sample_event: Any) -> None:
+def test_lock_refused_still_classifies_and_fails_saying_it_is_public(aws: Any, tagger: Any, sample_event: Any) -> None:
     aws.bucket(PUBLIC_BUCKET, acl="public-read")
     handler = tagger()
     refused: list[str] = []
@@ -755,9 +811,41 @@ def test_lock_refused_after_tagging_fails_with_the_tag_undo(aws: Any, tagger: An
     outcome = raised.value.outcome
     assert outcome.severity.value == "CRITICAL"
     assert outcome.actions == ("s3:PutBucketTagging",)
-    assert outcome.undo == f"aws s3api delete-bucket-tagging --bucket {PUBLIC_BUCKET}"
+    assert outcome.undo is not None and f"put-bucket-tagging --bucket {PUBLIC_BUCKET}" in outcome.undo
     assert aws.tags_of(PUBLIC_BUCKET)["mlwarden:pii"] == "true"
     assert aws.block_of(PUBLIC_BUCKET) is None
     alert = aws.only_alert()
     assert alert.attributes["outcome"] == "failed"
     assert "permission s3:PutBucketPublicAccessBlock is missing" in alert.line("What")
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "SlowDown"])
+def test_tagging_refused_still_locks_the_public_pii_bucket_and_says_it_is_public(
+    aws: Any, tagger: Any, sample_event: Any, code: str
+) -> None:
+    # Attack (issue 10, item 9): deny the function s3:PutBucketTagging (or throttle it) and the old code
+    # failed before it ever looked at exposure: the public PII bucket stayed open, the alert said nothing of it.
+    aws.bucket(PUBLIC_BUCKET, acl="public-read", tags={"team": "analytics"})
+    handler = tagger()
+
+    def refuse_tagging(params: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        error = {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {}}
+        return AWSResponse(params["url"], 403 if code == "AccessDenied" else 503, {}, None), error
+
+    clients.client("s3").meta.events.register("before-call.s3.PutBucketTagging", refuse_tagging)
+
+    with pytest.raises(RemediationFailed) as raised:
+        handler(sample_event("macie/sensitive-data-financial.json"))
+
+    assert aws.block_of(PUBLIC_BUCKET) == ALL_ON  # locked although classification failed
+    assert aws.tags_of(PUBLIC_BUCKET) == {"team": "analytics"}
+    outcome = raised.value.outcome
+    assert outcome.severity.value == "CRITICAL"
+    assert outcome.actions == ("s3:PutBucketPublicAccessBlock",)
+    alert = aws.only_alert()
+    assert alert.attributes["outcome"] == "failed"
+    assert alert.attributes["severity"] == "CRITICAL"
+    what = alert.line("What")
+    assert "PII in a public bucket (ACL grants READ to AllUsers" in what
+    assert "public-access block turned on and verified" in what
+    assert "could not tag the bucket" in what

@@ -15,7 +15,7 @@ import pytest
 
 from mlwarden import clients
 from mlwarden_cli.demo import _create_account
-from mlwarden_cli.emulator import FAKE_CREDENTIALS, OUTCOME_TABLE, moto_server
+from mlwarden_cli.emulator import FAKE_CREDENTIALS, moto_server
 from mlwarden_cli.replay import Replayer, read_events
 from mlwarden_cli.template import load_template
 
@@ -38,14 +38,15 @@ def endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def account(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def account(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=5)
-    for name, value in {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "OUTCOME_TABLE": OUTCOME_TABLE}.items():
+    for name, value in {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
     clients.client.cache_clear()
-    created = _create_account(clients.client)
-    monkeypatch.setenv("ALERT_TOPIC_ARN", created["topic_arn"])
+    created: dict[str, Any] = _create_account(clients.client, TEMPLATE, endpoint)
+    for name, value in created["exports"].items():  # OUTCOME_TABLE, ALERT_TOPIC_ARN, ...
+        monkeypatch.setenv(name, value)
     return created
 
 
@@ -91,7 +92,7 @@ def _s3_state() -> dict[str, Any]:
 
 @pytest.mark.parametrize("sample", SAMPLES)
 def test_twenty_deliveries_act_once_alert_once_and_leave_the_state_of_the_first(
-    account: dict[str, str], sample: str
+    account: dict[str, Any], sample: str
 ) -> None:
     events = read_events(EVENTS / sample)
     writes: list[str] = []

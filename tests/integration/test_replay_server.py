@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
+import mlwarden
 from mlwarden_cli.emulator import (
     EXEMPTION_TABLE,
     FAKE_CREDENTIALS,
@@ -27,6 +28,7 @@ from mlwarden_cli.emulator import (
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
 MLWARDEN = Path(sys.executable).parent / "mlwarden"
+UNRELATED = "unrelated/ec2-run-instances.json"
 ALL_ON = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
 
 pytestmark = pytest.mark.integration
@@ -223,6 +225,59 @@ def test_demo_runs_end_to_end() -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "checks passed" in result.stdout
     assert "[FAIL]" not in result.stdout
+
+
+def test_stdout_carries_only_outcome_lines_however_many_events(account: dict[str, Any], tmp_path: Path) -> None:
+    # Powertools keeps metric values across invocations when metrics are off and prints them once 100 pile up:
+    # 250 events in one process printed EMF lines among the outcome lines.
+    own_change = json.loads((EVENTS / "s3/put-bucket-public-access-block-by-mlwarden.json").read_text())
+    events = [{**own_change, "id": f"00000000-0000-4000-8000-{n:012d}"} for n in range(250)]
+    events += [json.loads((EVENTS / name).read_text()) for name in ("s3/put-bucket-acl-public.json", UNRELATED)]
+    batch = tmp_path / "many.jsonl"
+    batch.write_text("\n".join(json.dumps(event) for event in events))
+
+    result = _replay(account, "--json", str(batch))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = _lines(result)
+    assert len(lines) == 252
+    assert all(set(line) >= {"event_id", "function", "outcome"} for line in lines)
+    assert [line["event_id"] for line in lines] == [event["id"] for event in events]
+    assert "check decided" in result.stderr  # the handlers' logs go to stderr
+
+
+def test_version_prints_the_version(account: dict[str, Any]) -> None:
+    result = subprocess.run([str(MLWARDEN), "--version"], capture_output=True, text=True, timeout=60, check=False)
+
+    assert result.returncode == 0
+    assert result.stdout == f"mlwarden {mlwarden.__version__}\n"
+
+
+def test_an_array_element_that_is_not_an_object_is_unusable_input(account: dict[str, Any], tmp_path: Path) -> None:
+    batch = tmp_path / "batch.json"
+    batch.write_text(json.dumps([json.loads((EVENTS / "s3/put-bucket-acl-public.json").read_text()), 42, ["x"]]))
+
+    result = _replay(account, "--json", str(batch))
+
+    assert result.returncode == 2
+    assert [line["outcome"] for line in _lines(result)] == ["remediated", "unusable", "unusable"]
+    assert f"{batch}:2: unusable input" in result.stderr
+    assert _block(account) == ALL_ON  # the good event was replayed
+
+
+def test_a_line_nested_100000_levels_is_skipped_and_the_others_replayed(
+    account: dict[str, Any], tmp_path: Path
+) -> None:
+    batch = tmp_path / "deep-first.jsonl"
+    deep = '{"detail":' * 100_000 + "{}" + "}" * 100_000
+    batch.write_text(deep + "\n" + (EVENTS / "s3/put-bucket-acl-public.json").read_text().replace("\n", "") + "\n")
+
+    result = _replay(account, "--json", str(batch))
+
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert [line["outcome"] for line in _lines(result)] == ["unusable", "remediated"]
+    assert "nests too deeply" in _lines(result)[0]["reason"]
+    assert _block(account) == ALL_ON
 
 
 def test_an_exemption_granted_with_the_cli_over_http_keeps_the_bucket_as_it_is(account: dict[str, Any]) -> None:

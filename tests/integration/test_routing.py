@@ -196,3 +196,19 @@ def test_macie_findings_that_are_not_sensitive_data_never_reach_tag_pii_bucket(f
     event = json.loads((EVENTS / "macie" / "sensitive-data-personal.json").read_text())
     event["detail"]["type"] = finding_type
     assert "TagPiiBucketFunction" not in {f.logical_id for f in TEMPLATE.route(event)}
+
+
+@pytest.mark.parametrize("call", ["PutBucketTagging", "DeleteBucketTagging"])
+def test_tagging_calls_reach_block_public_s3_which_alerts_a_removed_pii_tag(call: str) -> None:
+    event = {
+        "version": "0",
+        "id": "00000000-0000-0000-0000-000000000002",
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.s3",
+        "account": "123456789012",
+        "time": "2026-01-01T10:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {"eventSource": "s3.amazonaws.com", "eventName": call, "requestParameters": {"bucketName": "b"}},
+    }
+    assert {f.logical_id for f in TEMPLATE.route(event)} == BLOCK

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mlwarden import exemptions, flapguard, iam, macie, outcome_store, s3, sagemaker
+from mlwarden import exemptions, flapguard, iam, macie, outcome_store, pii_memory, s3, sagemaker
 from mlwarden_cli.template import load_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -469,3 +469,22 @@ def test_iam_principal_actions_are_scoped_to_their_resource_type() -> None:
         "iam:UntagPolicy",
     }
     assert checked == iam.POLICY_PERMISSIONS - policy_actions
+
+
+# The remembered PII classification (`tag_pii_bucket#pii#<bucket arn>` in the outcome table): tag_pii_bucket
+# writes it; block_public_s3 and check_sagemaker_encryption only read it. A role narrowed to its own items
+# (dynamodb:LeadingKeys) must still let the readers GetItem the `tag_pii_bucket#pii#` items.
+PII_RECORD_ACTIONS = {
+    "TagPiiBucketFunction": pii_memory.WRITE_PERMISSIONS | pii_memory.READ_PERMISSIONS,
+    "BlockPublicS3Function": pii_memory.READ_PERMISSIONS,
+    "CheckSageMakerEncryptionFunction": pii_memory.READ_PERMISSIONS,
+}
+
+
+@pytest.mark.parametrize("function_name", sorted(PII_RECORD_ACTIONS))
+def test_the_pii_record_is_reachable_by_the_functions_that_use_it(function_name: str) -> None:
+    on_table = set()
+    for statement in _role_statements(_role_of(FUNCTIONS[function_name])):
+        if statement["Resource"] == {"Fn::GetAtt": ["OutcomeTable", "Arn"]}:
+            on_table |= set(_as_list(statement["Action"]))
+    assert PII_RECORD_ACTIONS[function_name] <= on_table

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlwarden import macie
 from mlwarden.events import parse_event
@@ -292,3 +295,98 @@ def test_pii_tag_is_the_key_block_public_s3_reads() -> None:
     from mlwarden import s3  # noqa: PLC0415
 
     assert macie.PII_TAG == s3.PII_TAG == "mlwarden:pii"
+
+
+# --- values that cannot be real times (issue 10, item 6) -------------------------------------------------
+
+NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "9999-12-31T23:59:59-01:00",  # beyond UTC's year 9999: astimezone raised OverflowError
+        "0001-01-01T00:00:00+01:00",  # before year 1 in UTC
+        "2027-01-01T00:00:00Z",  # a year ahead: would pin the last-seen tags until then
+        "2026-01-01T12:16:00Z",  # beyond the 15 minutes of clock skew AWS tolerates
+    ],
+)
+def test_times_that_cannot_be_real_are_treated_as_absent(value: str) -> None:
+    assert timestamp(value, now=NOW) is None
+
+
+def test_a_time_within_clock_skew_is_kept() -> None:
+    assert timestamp("2026-01-01T12:14:00Z", now=NOW) == "2026-01-01T12:14:00Z"
+
+
+def test_a_future_last_seen_tag_does_not_pin_the_last_finding() -> None:
+    current = {"mlwarden:pii": "true", "mlwarden:pii-last-seen": "9999-12-31T23:59:59-01:00"}
+
+    plan = plan_tags(current, _finding(seen_at="2026-01-01T10:00:00Z"), BUCKET_TAG_KEYS, BUCKET_TAG_LIMIT)
+
+    assert plan.own["mlwarden:pii-last-seen"] == "2026-01-01T10:00:00Z"
+    assert plan.own["mlwarden:pii-last-finding"] == "f1"
+
+
+def test_a_future_updated_at_is_noted_and_the_created_at_used() -> None:
+    detail = json.loads((ROOT / "events/macie/sensitive-data-personal.json").read_text())["detail"]
+    detail.update(updatedAt="9999-12-31T23:59:59-01:00", createdAt="2025-06-03T13:05:11Z")
+
+    finding = finding_of(parse_event(_envelope(detail)))
+
+    assert isinstance(finding, PiiFinding)
+    assert finding.seen_at == "2025-06-03T13:05:11Z"
+    assert finding.notes == (
+        "updatedAt is not a usable time (unparseable, out of range or in the future): treated as absent",
+    )
+
+
+_tag_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=300)
+_times = st.one_of(
+    _tag_text,
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+    st.builds(
+        lambda y, off: f"{y:04d}-12-31T23:59:59{off}", st.integers(1, 9999), st.sampled_from(["-01:00", "+14:00", "Z"])
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    own=st.dictionaries(st.sampled_from(BUCKET_TAG_KEYS), st.one_of(_tag_text, _times), max_size=5),
+    updated_at=st.one_of(st.none(), _times),
+    created_at=st.one_of(st.none(), _times),
+)
+def test_no_tag_value_or_finding_time_stops_the_check_from_deciding(
+    own: dict[str, str], updated_at: str | None, created_at: str | None
+) -> None:
+    # Any value read from the bucket's tags or the finding: the finding is read and the merge planned.
+    detail = json.loads((ROOT / "events/macie/sensitive-data-personal.json").read_text())["detail"]
+    detail.update(updatedAt=updated_at, createdAt=created_at)
+    finding = finding_of(parse_event(_envelope(detail)))
+    assert isinstance(finding, PiiFinding)
+
+    plan = plan_tags(own, finding, BUCKET_TAG_KEYS, BUCKET_TAG_LIMIT)
+
+    assert plan.own["mlwarden:pii"] == "true"
+    assert finding.types <= decode_types(plan.own["mlwarden:pii-types"])
+    for value in plan.own.values():
+        assert _TAG_VALUE.match(value) or value in own.values()  # ours are valid; unusable old ones kept as read
+    last_seen = plan.own.get("mlwarden:pii-last-seen")
+    if last_seen is not None and last_seen != own.get("mlwarden:pii-last-seen"):
+        assert timestamp(last_seen) == last_seen  # what we write is a real, non-future time
+
+
+def test_merging_into_a_cut_value_without_the_record_never_lowers_its_count() -> None:
+    # "+3" stands for three types this writer cannot see; one of them may be the type it brings.
+    assert encode_types({"A", "B", "C"}, cut_before="A B +3") == ("A B C +2", 2)
+    assert encode_types({"A", "B"}, cut_before="A B +3") == ("A B +3", 3)
+    assert encode_types({"A", "B"}, cut_before=None) == ("A B", 0)
+
+
+def test_ties_on_time_are_broken_by_finding_id_so_writers_agree() -> None:
+    current = {"mlwarden:pii-last-seen": "2026-01-01T10:00:00Z", "mlwarden:pii-last-finding": "f2"}
+
+    plan = plan_tags(current, _finding(seen_at="2026-01-01T10:00:00Z"), BUCKET_TAG_KEYS, BUCKET_TAG_LIMIT)
+
+    assert plan.own["mlwarden:pii-last-finding"] == "f2"  # "f1" < "f2": the recorded one stays

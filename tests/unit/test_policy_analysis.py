@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -310,15 +309,6 @@ def test_catalogue_knows_resource_types_access_levels_and_escalation() -> None:
     assert action_catalogue.lookup("s3:NoSuchAction") is None
     assert action_catalogue.known_service("sagemaker")
     assert action_catalogue.expand("*:Get*") == ()
-
-
-def test_catalogue_loads_in_under_20_ms() -> None:
-    action_catalogue._services.cache_clear()
-    action_catalogue._service_actions.cache_clear()
-    started = time.perf_counter()
-    action_catalogue.lookup("s3:GetObject")
-    elapsed = time.perf_counter() - started
-    assert elapsed < 0.020, f"catalogue took {elapsed * 1000:.1f} ms"
 
 
 # --- parliament's own unit-test policies (duo-labs/parliament, BSD-3-Clause), as labelled in the corpus ----

@@ -94,7 +94,7 @@ def test_non_s3_event_source_is_not_a_target(cloudtrail_event: EventBuilder) -> 
     assert target_of(parse_event(event)) == "ec2.amazonaws.com DeleteBucketPublicAccessBlock is not an S3 call"
 
 
-@pytest.mark.parametrize("event_name", ["GetObject", "DeleteBucket", "PutBucketVersioning"])
+@pytest.mark.parametrize("event_name", ["GetObject", "GetBucketTagging", "DeleteBucket", "PutBucketVersioning"])
 def test_other_s3_calls_are_not_targets(cloudtrail_event: EventBuilder, event_name: str) -> None:
     assert target_of(parse_event(cloudtrail_event(event_name, "training-data"))) == (
         f"S3 call {event_name} cannot open public access"

@@ -25,6 +25,11 @@ SAGEMAKER_STATE_CHANGE_DETAIL_TYPES = frozenset({"SageMaker Training Job State C
 
 _ACCOUNT = re.compile(r"^\d{12}$")
 _MAX_TEXT = 2048  # longer values are cut: they only ever end up in logs and alerts
+# Real events nest about a dozen levels. EventBridge bounds an event's size (256 KB), not its depth, and
+# the checks walk parts of an event recursively (SageMaker's request parameters, policy documents):
+# containers deeper than this are cut, so no event can exhaust the stack, while what an event says about
+# its resource at ordinary depth is still read (a deep branch never turns a check off).
+MAX_EVENT_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -163,9 +168,46 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def within_depth(value: Any, limit: int = MAX_EVENT_DEPTH) -> bool:
+    """True when `value` nests its JSON containers (objects, arrays) at most `limit` levels deep.
+
+    Level by level, without recursion: it runs on every event, and costs a few microseconds for a real one.
+    """
+    if isinstance(value, Mapping) and not isinstance(value, dict):
+        value = dict(value)
+    level: list[Any] = [value] if isinstance(value, dict | list) else []
+    for _ in range(limit):
+        deeper: list[Any] = []
+        for node in level:
+            for child in node.values() if type(node) is dict else node:
+                if type(child) is dict or type(child) is list:  # exact types: what JSON decodes to, and fastest
+                    deeper.append(child)
+        if not deeper:
+            return True
+        level = deeper
+    return not level
+
+
+def cut_to_depth(value: Any, limit: int = MAX_EVENT_DEPTH) -> Any:
+    """`value` itself when it is within `limit` levels; else a copy whose deeper containers are None."""
+    return value if within_depth(value, limit) else _cut(value, limit)
+
+
+def _cut(value: Any, limit: int) -> Any:
+    # Recursion bounded by `limit`.
+    if not isinstance(value, Mapping | list):
+        return value
+    if limit <= 0:
+        return None
+    if isinstance(value, Mapping):
+        return {key: _cut(child, limit - 1) for key, child in value.items()}
+    return [_cut(child, limit - 1) for child in value]
+
+
 def parse_event(raw: Any) -> Event:
     if not isinstance(raw, Mapping):
         return Unrecognised(f"event is a {type(raw).__name__}, not a JSON object")
+    raw = cut_to_depth(raw)
     source = _text(raw.get("source"))
     detail_type = _text(raw.get("detail-type"))
     if source is None or detail_type is None:

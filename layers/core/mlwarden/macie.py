@@ -21,19 +21,24 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import random
 import re
 import shlex
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mlwarden import clients, s3
+from mlwarden import clients, pii_memory, s3
 from mlwarden.errors import AwsCallFailed, error_code
 from mlwarden.events import Event, MacieFinding, Unrecognised, partition_of
+from mlwarden.observability import logger, metrics
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
 from mlwarden.pii import PII_TAG  # block_public_s3 raises public+PII to CRITICAL on this key
+from mlwarden.pii_memory import RememberedPii
 from mlwarden.settings import RemediationMode, Settings, SettingsError
 
 CHECK = "tag_pii_bucket"
@@ -55,10 +60,8 @@ _OUTCOME_SEVERITY = {"Low": Severity.LOW, "Medium": Severity.MEDIUM, "High": Sev
 
 # The IAM actions this module calls (tests/template checks template.yaml grants exactly these).
 TAG_PERMISSIONS = frozenset({"s3:GetBucketTagging", "s3:PutBucketTagging"})
-# block_public_s3's public check, reused for the escalation (the account block only grades severity there).
-PUBLIC_CHECK_PERMISSIONS = frozenset(
-    {"s3:GetBucketPublicAccessBlock", "s3:GetBucketAcl", "s3:GetBucketPolicyStatus", "s3:GetAccountPublicAccessBlock"}
-)
+# block_public_s3's exposure reading, reused for the escalation: one definition of "public".
+PUBLIC_CHECK_PERMISSIONS = s3.EXPOSURE_PERMISSIONS
 LOCK_PERMISSIONS = frozenset({"s3:PutBucketPublicAccessBlock"})  # only when LOCK_PUBLIC_PII_BUCKETS=true
 OBJECT_PERMISSIONS = frozenset({"s3:GetObjectTagging", "s3:PutObjectTagging"})  # only when TAG_PII_OBJECTS=true
 PERMISSIONS = TAG_PERMISSIONS | PUBLIC_CHECK_PERMISSIONS | LOCK_PERMISSIONS | OBJECT_PERMISSIONS
@@ -113,6 +116,8 @@ class PiiFinding:
     seen_at: str | None  # the finding's updatedAt (else createdAt, else the event's time), ISO 8601 UTC
     # detection type -> count; managed identifiers by type, custom identifiers as "custom:<name>"
     detections: dict[str, int] = field(default_factory=dict)
+    # Values read from the finding that could not be used (out-of-range times, say): treated as absent.
+    notes: tuple[str, ...] = ()
 
     @property
     def types(self) -> frozenset[str]:
@@ -172,17 +177,38 @@ def _severity(detail: Mapping[str, Any]) -> str | None:
     return None
 
 
-def timestamp(value: Any) -> str | None:
-    """An ISO 8601 time as YYYY-MM-DDTHH:MM:SSZ (UTC, whole seconds), or None."""
+# AWS refuses requests whose clock is more than 15 minutes off; a time further ahead than that is not a real one.
+CLOCK_SKEW = dt.timedelta(minutes=15)
+
+
+def timestamp(value: Any, now: dt.datetime | None = None) -> str | None:
+    """An ISO 8601 time as YYYY-MM-DDTHH:MM:SSZ (UTC, whole seconds), or None.
+
+    None also for a time that cannot be a real one: beyond what UTC can hold (9999-12-31T23:59:59-01:00)
+    or in the future (which would pin the last-seen tags forever). Callers treat it as absent.
+    """
     if not isinstance(value, str):
         return None
     try:
         parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        utc = parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if utc > (now or dt.datetime.now(dt.UTC)) + CLOCK_SKEW:
+        return None
+    # isoformat pads the year to four digits (strftime's %Y does not for years before 1000 on Linux).
+    return utc.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _time_notes(detail: Mapping[str, Any]) -> tuple[str, ...]:
+    """The finding's times that were present but unusable, for the outcome (the values are not repeated)."""
+    return tuple(
+        f"{name} is not a usable time (unparseable, out of range or in the future): treated as absent"
+        for name in ("updatedAt", "createdAt")
+        if detail.get(name) not in (None, "") and timestamp(detail.get(name)) is None
+    )
 
 
 def finding_of(event: Event) -> PiiFinding | str:
@@ -207,6 +233,7 @@ def finding_of(event: Event) -> PiiFinding | str:
         severity=_severity(detail),
         seen_at=seen_at or timestamp(event.envelope.time),
         detections=_detections(detail),
+        notes=_time_notes(detail),
     )
 
 
@@ -218,19 +245,24 @@ def tag_value(text: str) -> str:
     return _VALUE_UNSAFE.sub("_", text)[:TAG_VALUE_LIMIT]
 
 
-def encode_types(types: Iterable[str]) -> tuple[str, int]:
+def encode_types(types: Iterable[str], cut_before: str | None = None) -> tuple[str, int]:
     """Sorted, space-separated types within 256 characters; returns (value, number of types left out).
 
     When they do not fit, the first types in sorted order are kept and "+N" says how many were left out.
+    `cut_before`: the value this merge started from. Types it cut are unknown to this writer (the outcome
+    table's record knows them; without it they are lost), so N never drops below what that value still
+    vouches for: its own N minus the types that are now shown in its place.
     """
     items = sorted(set(types))
-    value = " ".join(items)
-    if len(value) <= TAG_VALUE_LIMIT:
-        return value, 0
-    for kept in range(len(items) - 1, -1, -1):
-        value = " ".join([*items[:kept], f"+{len(items) - kept}"])
+    shown_before = decode_types(cut_before)
+    hidden_before = left_out_count(cut_before)
+    for kept in range(len(items), -1, -1):
+        shown = items[:kept]
+        newly_shown = len(set(shown) - shown_before)
+        left_out = max(len(items) - kept, hidden_before - newly_shown)
+        value = " ".join([*shown, f"+{left_out}"] if left_out else shown)
         if len(value) <= TAG_VALUE_LIMIT:
-            return value, len(items) - kept
+            return value, left_out
     return f"+{len(items)}", len(items)  # unreachable: "+N" alone always fits
 
 
@@ -239,6 +271,14 @@ def decode_types(value: str | None) -> set[str]:
     if not value:
         return set()
     return {token for token in value.split() if not token.startswith("+") and not _TYPE_UNSAFE.search(token)}
+
+
+def left_out_count(value: str | None) -> int:
+    """The N of a "+N" marker in a pii-types value (0 when there is none or it is not a small number)."""
+    for token in (value or "").split():
+        if token.startswith("+") and token[1:].isdigit() and len(token) <= 6:
+            return int(token[1:])
+    return 0
 
 
 def higher_severity(current: str | None, new: str | None) -> str | None:
@@ -258,32 +298,67 @@ class TagPlan:
     new_types: tuple[str, ...]  # types this finding adds
     classification_changed: bool  # pii, severity or types differ from what the tags said
     changed: bool  # the tag set differs at all (including the last-finding bookkeeping)
+    # Our tag values that could not be used (a last-seen time that cannot be real): treated as absent.
+    notes: tuple[str, ...] = ()
 
     @property
     def truncated(self) -> bool:
         return bool(self.dropped_keys) or self.types_left_out > 0
 
 
-def _is_newer(seen_at: str | None, recorded: str | None) -> bool:
-    """Is a finding seen at `seen_at` at least as recent as the one the tags record?"""
-    recorded_at = timestamp(recorded)
-    return recorded_at is None or (seen_at is not None and seen_at >= recorded_at)
+def _is_newer(candidate: tuple[str | None, str], recorded_at: str | None, recorded_id: str | None) -> bool:
+    """Is the finding (seen at, id) more recent than the one the tags record?
+
+    Ties on time are broken by id, so concurrent writers agree on one latest finding. A recorded time
+    that is not a real one (unparseable, out of range, in the future) counts as absent.
+    """
+    recorded = timestamp(recorded_at)
+    if recorded is None:
+        return True
+    seen_at, finding_id = candidate
+    return seen_at is not None and (seen_at, finding_id) > (recorded, recorded_id or "")
 
 
-def plan_tags(current: Mapping[str, str], finding: PiiFinding, keys: tuple[str, ...], limit: int) -> TagPlan:
-    """Merge the finding into a resource's tags: foreign tags kept, ours merged, within `limit` tags."""
+def _latest(finding: PiiFinding, remembered: RememberedPii | None) -> tuple[str | None, str]:
+    """The latest finding known: this one, or the one the record holds (another finding's, seen later)."""
+    mine = (finding.seen_at, tag_value(finding.finding_id))
+    if remembered is None or remembered.latest_seen is None:
+        return mine
+    theirs = (remembered.latest_seen, remembered.latest_finding or "")
+    return theirs if mine[0] is None or theirs > (mine[0], mine[1]) else mine
+
+
+def plan_tags(
+    current: Mapping[str, str],
+    finding: PiiFinding,
+    keys: tuple[str, ...],
+    limit: int,
+    remembered: RememberedPii | None = None,
+) -> TagPlan:
+    """Merge the finding into a resource's tags: foreign tags kept, ours merged, within `limit` tags.
+
+    Our values are unions and maxima (types, severity, the latest finding), so merging is commutative:
+    whatever order concurrent findings land in, merging all of them gives the same tags. `remembered`
+    (the bucket's record in the outcome table) holds every type ever found, including those the
+    256-character value had to cut, so a writer that reads a cut value loses nothing.
+    """
     foreign = {key: value for key, value in current.items() if key not in keys}
     previous_own = {key: current.get(key) for key in keys}
     known_types = decode_types(current.get(TYPES_TAG))
-    types_value, left_out = encode_types(known_types | finding.types)
+    remembered_types = remembered.types if remembered is not None else frozenset()
+    known_before = remembered.known_before if remembered is not None else frozenset()
+    types_value, left_out = encode_types(
+        known_types | remembered_types | finding.types, cut_before=current.get(TYPES_TAG)
+    )
+    severity = higher_severity(current.get(SEVERITY_TAG), finding.severity)
     wanted: dict[str, str | None] = {
         PII_TAG: "true",
-        SEVERITY_TAG: higher_severity(current.get(SEVERITY_TAG), finding.severity),
+        SEVERITY_TAG: higher_severity(severity, remembered.severity if remembered is not None else None),
         TYPES_TAG: types_value or None,
     }
-    if _is_newer(finding.seen_at, current.get(LAST_SEEN_TAG)):
-        wanted[LAST_FINDING_TAG] = tag_value(finding.finding_id)
-        wanted[LAST_SEEN_TAG] = finding.seen_at
+    latest = _latest(finding, remembered)
+    if _is_newer(latest, current.get(LAST_SEEN_TAG), current.get(LAST_FINDING_TAG)):
+        wanted[LAST_SEEN_TAG], wanted[LAST_FINDING_TAG] = latest
     else:  # an older finding arrived late: the latest one stays recorded
         wanted[LAST_FINDING_TAG] = current.get(LAST_FINDING_TAG)
         wanted[LAST_SEEN_TAG] = current.get(LAST_SEEN_TAG)
@@ -307,9 +382,14 @@ def plan_tags(current: Mapping[str, str], finding: PiiFinding, keys: tuple[str, 
         previous_own=previous_own,
         dropped_keys=tuple(dropped),
         types_left_out=left_out if TYPES_TAG in own else 0,
-        new_types=tuple(sorted(finding.types - known_types)),
+        new_types=tuple(sorted(finding.types - known_types - known_before)),
         classification_changed=any(own.get(k) != current.get(k) for k in classification if k in keys),
         changed=tags != dict(current),
+        notes=(
+            (f"{LAST_SEEN_TAG} is not a usable time (unparseable, out of range or in the future): treated as absent",)
+            if current.get(LAST_SEEN_TAG) is not None and timestamp(current.get(LAST_SEEN_TAG)) is None
+            else ()
+        ),
     )
 
 
@@ -378,11 +458,24 @@ def _write_object_tags(bucket: str, key: str, tags: Mapping[str, str]) -> dict[s
     return _read_object_tags(bucket, key)
 
 
-def _undo_tags(bucket: str, previous: Mapping[str, str]) -> str:
-    if not previous:
-        return f"aws s3api delete-bucket-tagging --bucket {shlex.quote(bucket)}"
-    tagging = json.dumps(_tagging(previous), separators=(",", ":"))
-    return f"aws s3api put-bucket-tagging --bucket {shlex.quote(bucket)} --tagging {shlex.quote(tagging)}"
+def _undo_tags(bucket: str, previous_own: Mapping[str, str | None]) -> str:
+    """Put back only the keys ML Warden wrote, as they were; every other tag stays as it is *then*.
+
+    PutBucketTagging replaces the whole set, so restoring the set we read would wipe tags set since.
+    The command reads the set when it runs, drops our keys (a JMESPath filter) and adds back our keys'
+    previous values.
+    """
+    name = shlex.quote(bucket)
+    ours = json.dumps(list(BUCKET_TAG_KEYS), separators=(",", ":"))
+    restored = json.dumps(
+        [{"Key": key, "Value": value} for key, value in previous_own.items() if value is not None],
+        separators=(",", ":"),
+    )
+    query = f"{{TagSet: [TagSet[?!contains(`{ours}`, Key)], `{restored}`][]}}"
+    return (
+        f'aws s3api put-bucket-tagging --bucket {name} --tagging "$(aws s3api get-bucket-tagging --bucket {name} '
+        f'--query {shlex.quote(query)} --output json)"'
+    )
 
 
 # --- deciding ---------------------------------------------------------------------------------------------
@@ -403,13 +496,13 @@ def tag_pii_bucket(event: Event, settings: Settings, options: PiiOptions | None 
     try:
         return _classify(finding, trigger, resource, settings, options or PiiOptions())
     except _BucketGone:
-        return ignored(CHECK, event, "the bucket no longer exists")
+        return s3.gone_after_exposure(CHECK, event, trigger, resource)
     except AwsCallFailed as err:
         return call_failed(
             CHECK,
             trigger,
             resource,
-            "could not read the bucket's tags",
+            "could not classify the bucket",
             err,
             details={"finding": _finding_details(finding)},
         )
@@ -450,6 +543,8 @@ class _Progress:
     common: dict[str, Any]
     actions: list[str] = field(default_factory=list)
     undo: list[str] = field(default_factory=list)
+    # Steps that failed, in order; the check goes on where it safely can (lock first, classify second).
+    failures: list[tuple[str, AwsCallFailed | None]] = field(default_factory=list)
 
     @property
     def undo_command(self) -> str | None:
@@ -470,50 +565,166 @@ class _Progress:
             **{**self.common, "details": details},
         )
 
+    def with_failures(self, decided: Outcome) -> Outcome:
+        """The decided outcome (exposure, lock, severity) turned `failed` when a step did not complete."""
+        if not self.failures:
+            return decided
+        errors = [err for _, err in self.failures if err is not None]
+        details = {**decided.details, "failed_steps": [what for what, _ in self.failures]}
+        if errors:
+            details["failed_action"] = errors[0].action
+        return replace(
+            decided,
+            outcome=OutcomeKind.FAILED,
+            severity=max(decided.severity, Severity.HIGH, key=_SEVERITY_ORDER.index),
+            reason=f"{decided.reason}; FAILED: {'; '.join(what for what, _ in self.failures)}",
+            error_code=errors[0].code if errors else "VerificationFailed",
+            cause=errors[0] if errors else None,
+            details=details,
+        )
+
+
+_SEVERITY_ORDER = (Severity.INFORMATIONAL, Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL)
+# Concurrent findings for one bucket race on PutBucketTagging, which replaces the whole set and takes no
+# condition. This is not a retry of a failed call (botocore retries those) but a merge loop: read, merge,
+# write, read back, and merge again while the read-back is missing what this or another finding added.
+# The values only grow (unions, maxima), so each round converges; the bound stops a pathological storm,
+# and the jitter spreads writers that would otherwise collide in lockstep.
+MAX_MERGE_ATTEMPTS = 10
+MERGE_JITTER_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class _Merged:
+    plan: TagPlan  # our keys as they now stand, compared with the tags before this finding
+    attempts: int
+
+
+def _remember(finding: PiiFinding, settings: Settings, resource: str) -> RememberedPii | None:
+    latest = (finding.seen_at, tag_value(finding.finding_id)) if finding.seen_at else None
+    return pii_memory.remember(settings, resource, finding.types, finding.severity, _now(), latest=latest)
+
+
+def _record_covers(record: RememberedPii, finding: PiiFinding) -> bool:
+    return (
+        finding.types <= record.types
+        and higher_severity(record.severity, finding.severity) == record.severity
+        and _latest(finding, record) == (record.latest_seen, record.latest_finding or "")
+    )
+
+
+def _merge_bucket_tags(
+    finding: PiiFinding, remembered: RememberedPii | None, settings: Settings, resource: str
+) -> _Merged:
+    first: TagPlan | None = None
+    wrote = False
+    for attempt in range(1, MAX_MERGE_ATTEMPTS + 1):
+        current = read_bucket_tags(finding.bucket)
+        plan = plan_tags(current, finding, BUCKET_TAG_KEYS, BUCKET_TAG_LIMIT, remembered)
+        first = first or plan
+        if plan.changed and settings.enforce:
+            after = write_bucket_tags(finding.bucket, plan.tags)
+            wrote = True
+            # Another finding may have added to the record since we read it: its types belong in the tags too.
+            fresh = pii_memory.recall(settings, resource, CHECK).record
+            if remembered is not None and fresh is not None and not _record_covers(fresh, finding):
+                # Read back after the write: the record lost this finding. DynamoDB's ADD is atomic, but an
+                # emulator's is not (moto creates the item twice when two updates race); ADD it again.
+                remembered = _remember(finding, settings, resource)
+                converged = False
+            else:
+                remembered = fresh or remembered
+                converged = not plan_tags(after, finding, BUCKET_TAG_KEYS, BUCKET_TAG_LIMIT, remembered).changed
+        else:
+            converged = True
+        if converged:
+            metrics.add_metric(name="TagMergeAttempts", unit=MetricUnit.Count, value=attempt)
+            return _Merged(
+                replace(
+                    plan,
+                    previous_own=first.previous_own,
+                    new_types=first.new_types,
+                    classification_changed=first.classification_changed,
+                    changed=wrote or (first.changed and not settings.enforce),
+                    notes=first.notes,
+                ),
+                attempt,
+            )
+        logger.info("bucket tags changed by a concurrent writer, merging again", check=CHECK, attempt=attempt)
+        time.sleep(random.uniform(0, MERGE_JITTER_SECONDS * attempt))  # noqa: S311 - jitter, not security
+    raise _TagsNotVerified(
+        f"the bucket's tags did not settle after {MAX_MERGE_ATTEMPTS} merges: other writers keep replacing them"
+    )
+
 
 def _classify(finding: PiiFinding, trigger: Trigger, resource: str, settings: Settings, options: PiiOptions) -> Outcome:
-    current = read_bucket_tags(finding.bucket)
-    plan = plan_tags(current, finding, BUCKET_TAG_KEYS, BUCKET_TAG_LIMIT)
-    details: dict[str, Any] = {
-        "finding": _finding_details(finding),
-        "tags": {
+    details: dict[str, Any] = {"finding": _finding_details(finding)}
+    if finding.notes:
+        details["notes"] = list(finding.notes)
+    done = _Progress(finding, {"check": CHECK, "trigger": trigger, "resource": resource, "details": details})
+
+    # Lock first: a public bucket holding PII is closed even when classifying it fails (AccessDenied or
+    # throttling on the tags). The public check and the lock are block_public_s3's: one definition of public.
+    # With locking off it only reads.
+    lock_settings = (
+        settings if options.lock_public_buckets else replace(settings, remediation_mode=RemediationMode.DRY_RUN)
+    )
+    try:
+        public = s3.block_bucket(finding.bucket, trigger, lock_settings, pii_found=True)
+    except AwsCallFailed as err:
+        public = None
+        done.failures.append((f"could not check public access: {err.explanation}", err))
+    else:
+        if public is None:
+            raise _BucketGone
+
+    # Classify second: the remembered record (state ML Warden owns), then the tags merged with it.
+    remembered: RememberedPii | None = None
+    try:
+        remembered = _remember(finding, settings, resource)
+    except AwsCallFailed as err:
+        # As with the outcome store: the table being down must not stop the tags and the lock. The tags
+        # still hold the classification; the gap is logged, counted and shown in the outcome.
+        details["pii_record_unavailable"] = err.code
+        logger.warning("PII record not written, classifying on the tags alone", check=CHECK, error=err.code)
+        metrics.add_metric(name="PiiRecordUnavailable", unit=MetricUnit.Count, value=1)
+    plan: TagPlan | None = None
+    try:
+        merged = _merge_bucket_tags(finding, remembered, settings, resource)
+    except AwsCallFailed as err:
+        done.failures.append((f"could not tag the bucket: {err.explanation}", err))
+    except _TagsNotVerified as err:
+        done.failures.append((err.what, None))
+    else:
+        plan = merged.plan
+        if plan.notes:
+            details["notes"] = [*details.get("notes", []), *plan.notes]
+        details["tags"] = {
             "pii": plan.own,
             "dropped_keys": list(plan.dropped_keys),
             "types_left_out": plan.types_left_out,
             "foreign_tags_kept": len(plan.tags) - len(plan.own),
-        },
-    }
-    done = _Progress(finding, {"check": CHECK, "trigger": trigger, "resource": resource, "details": details})
-
-    if plan.changed and settings.enforce:
-        try:
-            after = write_bucket_tags(finding.bucket, plan.tags)
-        except AwsCallFailed as err:
-            return done.failed(f"could not tag the bucket: {err.explanation}", err)
-        done.actions.append("s3:PutBucketTagging")
-        done.undo.append(_undo_tags(finding.bucket, current))
-        if after != plan.tags:
-            return done.failed("the bucket's tags were written but read back different (a concurrent writer?)")
+            "merge_attempts": merged.attempts,
+        }
+        if plan.changed and settings.enforce:
+            done.actions.append("s3:PutBucketTagging")
+            done.undo.append(_undo_tags(finding.bucket, plan.previous_own))
 
     if options.tag_objects and finding.object_key is not None:
         try:
             details["object"] = _tag_object(finding, settings, done.actions)
         except AwsCallFailed as err:
-            return done.failed(f"could not tag the object: {err.explanation}", err)
+            done.failures.append((f"could not tag the object: {err.explanation}", err))
         except _TagsNotVerified as err:
-            return done.failed(err.what)
+            done.failures.append((err.what, None))
 
-    # The public check and the lock are block_public_s3's (one implementation); with locking off it only reads.
-    lock_settings = (
-        settings if options.lock_public_buckets else replace(settings, remediation_mode=RemediationMode.DRY_RUN)
-    )
-    try:
-        public = s3.block_bucket(finding.bucket, trigger, lock_settings)
-    except AwsCallFailed as err:
-        return done.failed(f"could not check public access: {err.explanation}", err)
-    if public is None:
-        return done.failed("the bucket disappeared during the check")
-    return _decide(plan, public, settings, options, done)
+    if public is None:  # exposure unknown: the failure is the outcome, with what classification did
+        return done.failed("; ".join(what for what, _ in done.failures), done.failures[0][1])
+    return done.with_failures(_decide(plan, public, settings, options, done))
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _tag_object(finding: PiiFinding, settings: Settings, actions: list[str]) -> dict[str, Any]:
@@ -531,13 +742,38 @@ def _tag_object(finding: PiiFinding, settings: Settings, actions: list[str]) -> 
     return result
 
 
-def _decide(plan: TagPlan, public: Outcome, settings: Settings, options: PiiOptions, done: _Progress) -> Outcome:
-    tags_what = _tag_summary(plan)
-    previous = {"Tags": plan.previous_own}
-    new = {"Tags": plan.own}
+def _untagged(finding: PiiFinding) -> TagPlan:
+    """The plan when the tags could not be merged: nothing written, nothing known about them."""
+    return TagPlan(
+        tags={},
+        own={},
+        previous_own={},
+        dropped_keys=(),
+        types_left_out=0,
+        new_types=tuple(sorted(finding.types)),
+        classification_changed=True,
+        changed=False,
+    )
+
+
+def _decide(
+    tagged: TagPlan | None, public: Outcome, settings: Settings, options: PiiOptions, done: _Progress
+) -> Outcome:
+    plan = tagged or _untagged(done.finding)
+    tags_what = _tag_summary(plan) if tagged is not None else "the bucket's tags could not be merged"
+    previous = {"Tags": plan.previous_own} if tagged is not None else {}
+    new = {"Tags": plan.own} if tagged is not None else {}
+    # The bucket's severity (never lowered), not only this finding's.
+    classified = _OUTCOME_SEVERITY.get(plan.own.get(SEVERITY_TAG) or done.finding.severity or "", Severity.MEDIUM)
+    if public.outcome is OutcomeKind.COMPLIANT and tagged is None:
+        return Outcome(
+            outcome=OutcomeKind.FLAGGED,
+            severity=classified,
+            reason="PII found by Macie; the bucket is not public (all four public-access-block settings are on)",
+            **done.common,
+        )
     if public.outcome is OutcomeKind.COMPLIANT:  # block_public_s3: all four block settings are on
-        # The bucket's severity (never lowered), not only this finding's.
-        severity = _OUTCOME_SEVERITY.get(plan.own.get(SEVERITY_TAG) or done.finding.severity or "", Severity.MEDIUM)
+        severity = classified
         if not plan.changed and PII_TAG in plan.dropped_keys:
             return Outcome(
                 outcome=OutcomeKind.FLAGGED,
@@ -585,8 +821,11 @@ def _decide(plan: TagPlan, public: Outcome, settings: Settings, options: PiiOpti
             **done.common,
         )
 
-    # The bucket's block is not fully on: PII in a public bucket.
+    # The bucket's block is not fully on: graded as block_public_s3 grades it (one definition of public).
     details = {**done.common["details"], "public_access": {"outcome": public.outcome.value, **public.details}}
+    exposed = bool(public.details.get("public_via"))
+    exposure_grade = Severity(public.details.get("exposure_severity", Severity.HIGH))
+    severity = max(exposure_grade, classified, key=_SEVERITY_ORDER.index)
     kind = public.outcome
     if kind is OutcomeKind.WOULD_REMEDIATE and settings.enforce:
         kind = OutcomeKind.FLAGGED  # enforce, but locking is off: block_public_s3 only read
@@ -596,13 +835,21 @@ def _decide(plan: TagPlan, public: Outcome, settings: Settings, options: PiiOpti
             outcome=OutcomeKind.COMPLIANT,
             severity=Severity.INFORMATIONAL,
             reason=(
-                "PII in a public bucket, left unlocked "
+                f"PII in a {'public bucket' if exposed else 'bucket whose block is off'}, left unlocked "
                 f"({'exempt' if kind is OutcomeKind.EXEMPT else 'locking is off'}); "
                 f"unchanged since this finding was tagged and alerted ({tags_what})"
             ),
             **{**done.common, "details": details},
         )
-    exposure = "; ".join(public.details.get("public_via") or []) or "no public grant yet"
+    if exposed:
+        headline = f"PII in a public bucket ({'; '.join(public.details['public_via'])}"
+    elif public.details.get("exposure_unknown"):
+        headline = f"PII in a bucket whose exposure could not be read ({', '.join(public.details['exposure_unknown'])}"
+    elif public.details.get("held_back_by_account_block"):
+        held = "; ".join(public.details["held_back_by_account_block"])
+        headline = f"PII in a bucket whose public grants only the account-level block holds back ({held}"
+    else:
+        headline = "PII in a bucket whose public-access block is off (no public grant yet"
     settings_off = ", ".join(public.details.get("settings_off") or [])
     lock = {
         OutcomeKind.REMEDIATED: "public-access block turned on and verified",
@@ -618,15 +865,12 @@ def _decide(plan: TagPlan, public: Outcome, settings: Settings, options: PiiOpti
         tags_done = "bucket tagged" if "s3:PutBucketTagging" in done.actions else "tags already set"
     return Outcome(
         outcome=kind,
-        severity=Severity.CRITICAL,
-        reason=(
-            f"PII in a public bucket ({exposure}; block settings off: {settings_off}); {lock}; "
-            f"{tags_done} ({tags_what})"
-        ),
-        actions=(*done.actions, *public.actions),
-        previous_state={**previous, **(public.previous_state or {})},
-        new_state={**new, **(public.new_state or {})},
-        undo=" ; ".join([*done.undo, *([public.undo] if public.undo else [])]) or None,
+        severity=severity,
+        reason=f"{headline}; block settings off: {settings_off}); {lock}; {tags_done} ({tags_what})",
+        actions=(*public.actions, *done.actions),  # locked first, classified second
+        previous_state={**(public.previous_state or {}), **previous},
+        new_state={**(public.new_state or {}), **new},
+        undo=" ; ".join([*([public.undo] if public.undo else []), *done.undo]) or None,
         exempt_hint=public.exempt_hint,
         error_code=public.error_code,
         cause=public.cause,

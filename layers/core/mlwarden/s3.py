@@ -8,6 +8,7 @@ made on what S3 says now.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mlwarden import clients, exemptions
+from mlwarden import clients, exemptions, pii_memory
 from mlwarden.errors import AwsCallFailed, error_code
 from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, StateChange, Unrecognised, partition_of
 from mlwarden.exemptions import Exemption, exemption_for
@@ -39,6 +40,8 @@ BUCKET_API_CALLS = frozenset(
     }
 )
 ACCOUNT_API_CALLS = frozenset({"PutAccountPublicAccessBlock", "DeleteAccountPublicAccessBlock"})
+# Tagging calls can remove the mlwarden:pii tag that grades a public bucket CRITICAL: checked, and alerted.
+TAGGING_API_CALLS = frozenset({"PutBucketTagging", "DeleteBucketTagging"})
 S3_EVENT_SOURCES = frozenset({"s3.amazonaws.com", "s3control.amazonaws.com", "s3-control.amazonaws.com"})
 # AWS Config managed rules, matched by prefix: deployed names carry suffixes, and
 # Security Hub deploys the same rules as "securityhub-<rule>-<suffix>".
@@ -62,6 +65,10 @@ BUCKET_PERMISSIONS = frozenset(
 )
 # Account-level actions have no resource type: IAM only accepts Resource "*" for them.
 ACCOUNT_PERMISSIONS = frozenset({"s3:GetAccountPublicAccessBlock", "s3:PutAccountPublicAccessBlock"})
+# What every reader of a bucket's exposure calls (bucket_exposure), whichever check it grades for.
+EXPOSURE_PERMISSIONS = frozenset(
+    {"s3:GetBucketPublicAccessBlock", "s3:GetBucketAcl", "s3:GetBucketPolicyStatus", "s3:GetAccountPublicAccessBlock"}
+)
 
 FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
 ALL_ON: dict[str, bool] = dict.fromkeys(FLAGS, True)
@@ -124,7 +131,7 @@ def _bucket(name: str | None, region: str | None, what: str) -> Target | str:
 def _api_call_target(event: ApiCall) -> Target | str:
     if event.event_source not in S3_EVENT_SOURCES:
         return f"{event.event_source} {event.event_name} is not an S3 call"
-    if event.event_name in BUCKET_API_CALLS:
+    if event.event_name in BUCKET_API_CALLS | TAGGING_API_CALLS:
         return _bucket(event.parameter("bucketName"), event.aws_region, event.event_name)
     if event.event_name in ACCOUNT_API_CALLS:
         account = event.recipient_account or event.actor.account
@@ -207,30 +214,83 @@ def read_bucket_tags(name: str) -> dict[str, str] | None:
 
 @dataclass(frozen=True)
 class Exposure:
-    """How a bucket is (or is one change from being) public, read from its live state."""
+    """A bucket's exposure as S3 reports it now: the one definition of "public" every check grades with.
 
-    public_via: tuple[str, ...]
+    Public means a grant to everyone (an ACL grant to AllUsers or AuthenticatedUsers, or a policy S3's
+    GetBucketPolicyStatus calls public) that neither the bucket's own block nor the account's block
+    neutralises. A grant only the account-level block holds back is one account change from public.
+    """
+
+    block: dict[str, bool] | None  # the bucket's own public-access block; None when it has none
+    public_via: tuple[str, ...] = ()
     # Public grants that only the account-level block neutralises: one account change from public.
-    held_back: tuple[str, ...]
-    unknown: tuple[str, ...]
+    held_back: tuple[str, ...] = ()
+    # What could not be read (AccessDenied on GetBucketAcl, say): exposure unknown, never "not public".
+    unknown: tuple[str, ...] = ()
+
+    @property
+    def blocked(self) -> bool:
+        """All four of the bucket's own settings are on: nothing it grants is public, whatever the account."""
+        return self.block == ALL_ON
 
     @property
     def public(self) -> bool:
         return bool(self.public_via)
 
+    @property
+    def settings_off(self) -> list[str]:
+        return [flag for flag in FLAGS if not (self.block or {}).get(flag)]
 
-def _read_exposure(name: str, block: Mapping[str, bool], account_block: Mapping[str, bool] | None) -> Exposure:
-    """Is the bucket public right now through its ACL or its policy, given its own and the account's block?"""
+    def grade(self, pii: bool) -> tuple[Severity, str]:
+        """Severity and wording of this exposure, for a bucket that does (not) hold PII."""
+        if self.blocked:
+            return Severity.INFORMATIONAL, "all four public-access-block settings are on"
+        if self.public and pii:
+            severity, what = Severity.CRITICAL, f"bucket holding PII is public ({'; '.join(self.public_via)})"
+        elif self.public:
+            severity, what = Severity.HIGH, f"bucket is public ({'; '.join(self.public_via)})"
+        elif self.unknown:
+            severity, what = Severity.HIGH, "bucket's block is off and its exposure could not be read"
+        elif self.held_back:
+            severity, what = (
+                Severity.MEDIUM,
+                f"bucket grants public access ({'; '.join(self.held_back)}) that only the account-level block "
+                "holds back",
+            )
+        else:
+            severity, what = Severity.MEDIUM, "bucket has no public grant yet, but its block is off"
+        return severity, f"{what}; public-access block settings off: {', '.join(self.settings_off)}"
+
+    def as_details(self) -> dict[str, Any]:
+        details: dict[str, Any] = {
+            "public_via": list(self.public_via),
+            "held_back_by_account_block": list(self.held_back),
+            "settings_off": self.settings_off,
+        }
+        if self.unknown:
+            details["exposure_unknown"] = list(self.unknown)
+        return details
+
+
+def bucket_exposure(name: str, account: str | None) -> Exposure:
+    """Read a bucket's exposure now: its block, then (unless fully on) the account block, ACL and policy status.
+
+    Raises _Gone when the bucket no longer exists, AwsCallFailed when its block cannot be read.
+    """
+    block = _read_bucket_block(name)
+    if block == ALL_ON:
+        return Exposure(block)
+    current = block or dict.fromkeys(FLAGS, False)
+    account_block = _account_block_if_readable(account) or {}
     s3 = clients.client("s3")
-    account = account_block or {}
     public_via: list[str] = []
     held_back: list[str] = []
     unknown: list[str] = []
 
     def found(grant: str, bucket_flag: str) -> None:
-        if block.get(bucket_flag):
+        if current.get(bucket_flag):
             return
-        (held_back if account.get(bucket_flag) else public_via).append(grant)
+        (held_back if account_block.get(bucket_flag) else public_via).append(grant)
 
     try:
         grants = s3.get_bucket_acl(Bucket=name).get("Grants", [])
@@ -249,7 +309,7 @@ def _read_exposure(name: str, block: Mapping[str, bool], account_block: Mapping[
             unknown.append(f"policy ({error_code(err)})")
     except BotoCoreError as err:
         unknown.append(f"policy ({type(err).__name__})")
-    return Exposure(tuple(public_via), tuple(held_back), tuple(unknown))
+    return Exposure(block, tuple(public_via), tuple(held_back), tuple(unknown))
 
 
 def _account_block_if_readable(account: str | None) -> dict[str, bool] | None:
@@ -319,27 +379,160 @@ def block_public_access(event: Event, settings: Settings) -> Outcome:
             return exemptions.at_most_daily(_block_bucket(target, trigger, settings), settings)
         return _block_account(target, trigger, settings)
     except _Gone:
-        return ignored(CHECK, event, "the bucket no longer exists")
+        return gone_after_exposure(CHECK, event, trigger, target.arn if isinstance(target, BucketTarget) else None)
     except AwsCallFailed as err:
         resource = target.arn if isinstance(target, BucketTarget) else target.resource
         return call_failed(CHECK, trigger, resource, "could not check or block public access", err)
 
 
-def block_bucket(name: str, trigger: Trigger, settings: Settings) -> Outcome | None:
+def block_bucket(name: str, trigger: Trigger, settings: Settings, *, pii_found: bool = False) -> Outcome | None:
     """This check's decision and fix for one named bucket, for checks that escalate to it (tag_pii_bucket).
 
     The same code path as an event about the bucket: live state, exemption, dry-run, write and verify.
+    `pii_found`: the caller knows the bucket holds PII (a Macie finding), whatever its tags say.
     None when the bucket no longer exists; AwsCallFailed from the first read propagates.
     """
     try:
-        return _block_bucket(BucketTarget(name=name, partition=partition_of(trigger.region)), trigger, settings)
+        return _block_bucket(
+            BucketTarget(name=name, partition=partition_of(trigger.region)), trigger, settings, pii_found=pii_found
+        )
     except _Gone:
         return None
 
 
-def _block_bucket(bucket: BucketTarget, trigger: Trigger, settings: Settings) -> Outcome:
-    block = _read_bucket_block(bucket.name)
-    if block == ALL_ON:
+# --- exposure reported by an event, for a bucket that is gone ----------------------------------------------
+
+_PUBLIC_CANNED_ACLS = frozenset({"public-read", "public-read-write", "authenticated-read"})
+_EXPOSURE_CONFIG_RULES = (
+    "s3-bucket-public-read-prohibited",
+    "s3-bucket-public-write-prohibited",
+    "s3-bucket-level-public-access-prohibited",
+)
+
+
+def _policy_grants_everyone(policy: Any) -> bool:
+    """An Allow to Principal "*" without a condition (a condition may restrict it to an organisation or VPC)."""
+    if isinstance(policy, str):
+        try:
+            policy = json.loads(policy)
+        except ValueError:
+            return False
+    if not isinstance(policy, Mapping):
+        return False
+    statements = policy.get("Statement")
+    for statement in statements if isinstance(statements, list) else [statements]:
+        if not isinstance(statement, Mapping) or statement.get("Effect") != "Allow" or statement.get("Condition"):
+            continue
+        principal = statement.get("Principal")
+        aws = principal.get("AWS") if isinstance(principal, Mapping) else principal
+        if aws == "*" or (isinstance(aws, list) and "*" in aws):
+            return True
+    return False
+
+
+def reported_exposure(event: Event) -> str | None:
+    """What the event itself says was exposed, decided from its content alone (the resource may be gone)."""
+    if isinstance(event, ApiCall) and not event.error_code:
+        params = event.request_parameters
+        if event.event_name == "PutBucketAcl":
+            canned = (event.parameter("x-amz-acl") or "").strip().lower()
+            grants = json.dumps({k: v for k, v in params.items() if k != "bucketName"}, default=str)
+            if canned in _PUBLIC_CANNED_ACLS or any(
+                f"groups/global/{group}" in grants for group in _PUBLIC_GROUPS.values()
+            ):
+                return "PutBucketAcl granted access to everyone"
+        if event.event_name == "PutBucketPolicy" and _policy_grants_everyone(params.get("bucketPolicy")):
+            return "PutBucketPolicy allowed Principal * without a condition"
+        if event.event_name == "DeleteBucketPublicAccessBlock":
+            return "DeleteBucketPublicAccessBlock removed the bucket's public-access block"
+    if isinstance(event, MacieFinding):
+        if event.finding_type in MACIE_FINDINGS:
+            return f"Macie reported {event.finding_type}"
+        bucket = event.raw.get("resourcesAffected") if isinstance(event.raw, Mapping) else None
+        bucket = bucket.get("s3Bucket") if isinstance(bucket, Mapping) else None
+        access = bucket.get("publicAccess") if isinstance(bucket, Mapping) else None
+        if isinstance(access, Mapping) and access.get("effectivePermission") == "PUBLIC":
+            return f"Macie's {event.finding_type} finding says the bucket was public"
+    if isinstance(event, ComplianceChange) and event.compliance == "NON_COMPLIANT":
+        rule = event.rule_name.removeprefix("securityhub-")
+        if rule.startswith(_EXPOSURE_CONFIG_RULES):
+            return f"AWS Config rule {event.rule_name} found the bucket NON_COMPLIANT"
+    return None
+
+
+def gone_after_exposure(check: str, event: Event, trigger: Trigger, resource: str | None) -> Outcome:
+    """A bucket that no longer exists: alerted when the event reported it exposed (what was in it may have
+    leaked before it was emptied and deleted), ignored otherwise."""
+    exposure = reported_exposure(event)
+    if exposure is None:
+        return ignored(check, event, "the bucket no longer exists")
+    return Outcome(
+        check=check,
+        outcome=OutcomeKind.FLAGGED,
+        severity=Severity.MEDIUM,
+        reason=(
+            f"was public, now deleted: investigate ({exposure}; the bucket no longer exists). Find out who "
+            "read or copied its objects while it was open (CloudTrail data events, S3 server access logs)"
+        ),
+        trigger=trigger,
+        resource=resource,
+        details={"reported_exposure": exposure, "bucket_exists": False},
+    )
+
+
+# --- the bucket's PII classification: tag and remembered record ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Classification:
+    tags: dict[str, str] | None  # None: unreadable
+    remembered: pii_memory.Recall
+
+    @property
+    def tagged(self) -> bool:
+        return self.tags is not None and self.tags.get(PII_TAG, "").strip().lower() == "true"
+
+    @property
+    def pii(self) -> bool:
+        return self.tagged or self.remembered.record is not None
+
+    @property
+    def tag_removed(self) -> bool:
+        """Macie found PII here (remembered), yet the readable tags no longer say so."""
+        return self.remembered.record is not None and self.tags is not None and not self.tagged
+
+    def details(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"pii_tag": self.tagged}
+        record = self.remembered.record
+        if record is not None:
+            found["pii_remembered"] = {"types": sorted(record.types), "severity": record.severity}
+        if self.remembered.unreadable:
+            found["pii_record_unreadable"] = self.remembered.unreadable
+        if self.tags is None:
+            found["tags_unreadable"] = True
+        return found
+
+
+def _classification(bucket: BucketTarget, settings: Settings) -> _Classification:
+    return _Classification(read_bucket_tags(bucket.name), pii_memory.recall(settings, bucket.arn, CHECK))
+
+
+def _tag_removed_note(classification: _Classification, trigger: Trigger) -> str:
+    record = classification.remembered.record
+    since = f" since {record.first_found}" if record is not None and record.first_found else ""
+    return (
+        f"the {PII_TAG} tag is gone ({trigger.name} by {trigger.actor or 'unknown'}), but Macie found PII in this "
+        f"bucket{since} and ML Warden still grades it as holding PII"
+    )
+
+
+def _block_bucket(bucket: BucketTarget, trigger: Trigger, settings: Settings, *, pii_found: bool = False) -> Outcome:
+    exposure = bucket_exposure(bucket.name, trigger.account)
+    # A tagging call may have removed mlwarden:pii: read the classification even when the block is on.
+    tagging_call = trigger.kind == "cloudtrail" and trigger.name in TAGGING_API_CALLS
+    classification = _classification(bucket, settings) if tagging_call or not exposure.blocked else None
+    tag_removed = tagging_call and classification is not None and classification.tag_removed
+    if classification is None or (exposure.blocked and not tag_removed):
         return Outcome(
             check=CHECK,
             outcome=OutcomeKind.COMPLIANT,
@@ -348,40 +541,29 @@ def _block_bucket(bucket: BucketTarget, trigger: Trigger, settings: Settings) ->
             trigger=trigger,
             resource=bucket.arn,
         )
-    current = block or dict.fromkeys(FLAGS, False)
-    tags = read_bucket_tags(bucket.name)
-    exemption: Exemption = exemption_for(bucket.arn, CHECK, tags, settings)
-    pii = tags is not None and tags.get(PII_TAG, "").strip().lower() == "true"
-    exposure = _read_exposure(bucket.name, current, _account_block_if_readable(trigger.account))
-    off = [flag for flag in FLAGS if not current[flag]]
-    details: dict[str, Any] = {
-        "public_via": list(exposure.public_via),
-        "held_back_by_account_block": list(exposure.held_back),
-        "settings_off": off,
-        "pii": pii,
-        "exemption": exemption.reason,
-    }
-    if exposure.unknown:
-        details["exposure_unknown"] = list(exposure.unknown)
-    if tags is None:
-        details["tags_unreadable"] = True
-
-    if exposure.public and pii:
-        severity, what = Severity.CRITICAL, f"bucket holding PII is public ({'; '.join(exposure.public_via)})"
-    elif exposure.public:
-        unknown_pii = " (whether it holds PII is unknown: its tags could not be read)" if tags is None else ""
-        severity, what = Severity.HIGH, f"bucket is public ({'; '.join(exposure.public_via)}){unknown_pii}"
-    elif exposure.unknown:
-        severity, what = Severity.HIGH, "bucket's block is off and its exposure could not be read"
-    elif exposure.held_back:
-        severity, what = (
-            Severity.MEDIUM,
-            f"bucket grants public access ({'; '.join(exposure.held_back)}) that only the account-level block "
-            "holds back",
+    details: dict[str, Any] = {**exposure.as_details(), **classification.details(), "pii": False}
+    if tag_removed:
+        details["pii_tag_removed"] = True
+    if exposure.blocked:
+        return Outcome(
+            check=CHECK,
+            outcome=OutcomeKind.FLAGGED,
+            severity=Severity.MEDIUM,
+            reason=f"{_tag_removed_note(classification, trigger)}; the bucket is not public (its block is fully on)",
+            trigger=trigger,
+            resource=bucket.arn,
+            details=details,
         )
-    else:
-        severity, what = Severity.MEDIUM, "bucket has no public grant yet, but its block is off"
-    what = f"{what}; public-access block settings off: {', '.join(off)}"
+    exemption: Exemption = exemption_for(bucket.arn, CHECK, classification.tags, settings)
+    pii = pii_found or classification.pii
+    details.update(pii=pii, exemption=exemption.reason)
+    severity, what = exposure.grade(pii)
+    details["exposure_severity"] = severity.value
+    if exposure.public and not pii and classification.tags is None:
+        what += " (whether it holds PII is unknown: its tags could not be read)"
+    if tag_removed:
+        what = f"{what}; {_tag_removed_note(classification, trigger)}"
+    block = exposure.block
 
     common: dict[str, Any] = {
         "check": CHECK,

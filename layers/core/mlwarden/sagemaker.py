@@ -18,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mlwarden import clients, exemptions
+from mlwarden import clients, exemptions, pii_memory
 from mlwarden.errors import AwsCallFailed, error_code
 from mlwarden.events import ApiCall, ComplianceChange, Event, StateChange, Unrecognised, partition_of, scalar
 from mlwarden.exemptions import exemption_for
@@ -322,8 +322,11 @@ def _describe(target: Target) -> _Description | None:
     return _Description(data, target.describe.action, True)
 
 
-def _bucket_is_pii(bucket: str) -> bool | None:
-    """True/False from the bucket's mlwarden:pii tag; None when the tags cannot be read."""
+def _bucket_is_pii(bucket: str, partition: str, settings: Settings) -> bool | None:
+    """True when the bucket's mlwarden:pii tag says so or Macie's finding is remembered (removing the tag
+    does not lower the grading); False otherwise; None when neither can be read."""
+    if pii_memory.recall(settings, f"arn:{partition}:s3:::{bucket}", CHECK).record is not None:
+        return True
     try:
         tag_set = clients.client("s3").get_bucket_tagging(Bucket=bucket).get("TagSet", [])
     except ClientError as err:
@@ -402,7 +405,7 @@ def _decide(
     target: Target, description: _Description, trigger: Trigger, settings: Settings, options: Options
 ) -> Outcome:
     buckets = input_buckets(target.kind, description.data)
-    pii_of = {bucket: _bucket_is_pii(bucket) for bucket in buckets}
+    pii_of = {bucket: _bucket_is_pii(bucket, target.partition, settings) for bucket in buckets}
     pii_buckets = sorted(b for b, pii in pii_of.items() if pii)
     findings = evaluate(target.kind, description.data, pii=bool(pii_buckets))
     details: dict[str, Any] = {"described_by": description.read_from, "input_buckets": buckets}
