@@ -138,6 +138,67 @@ def test_dry_run_says_it_would_stop(
     assert result["new_state"] == {"TrainingJobStatus": "Stopping"}
 
 
+KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def encrypted_running_job(environment: dict[str, str]) -> dict[str, Any]:
+    """A running job that passes every rule but the credential ones."""
+    job = running_job()
+    job["OutputDataConfig"]["KmsKeyId"] = KEY
+    job["ResourceConfig"]["VolumeKmsKeyId"] = KEY
+    job["EnableNetworkIsolation"] = True
+    job["Environment"] = environment
+    return job
+
+
+def test_a_job_that_passes_secrets_by_reference_is_never_stopped(
+    aws: Any, stub: Stubber, event: dict[str, Any], make_handler: Callable[..., Any]
+) -> None:
+    # Given a running job that follows the "reference, not value" pattern, and one variable named like a
+    # password whose value is no proof of a secret
+    environment = {
+        "DB_SECRET_NAME": "prod/ml/db-credentials",
+        "TOKEN_PATH": "/run/secrets/x",
+        "PASSWORD_FILE": "/run/secrets/db-password",
+        "DB_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf",
+        "DB_PASSWORD": "changeme",
+    }
+    check = stopping(make_handler)
+    stub.add_response(
+        "describe_training_job", encrypted_running_job(environment), expected_params={"TrainingJobName": JOB}
+    )
+    # no list_tags or stop_training_job response is queued: a stop attempt would fail the Stubber
+
+    result = check(event)
+
+    # Then it is flagged MEDIUM for the name alone, and keeps running
+    stub.assert_no_pending_responses()
+    assert (result["outcome"], result["severity"]) == ("flagged", "MEDIUM")
+    rules = {rule["rule"]: rule["fields"] for rule in result["details"]["failed_rules"]}
+    assert rules == {"credential-named-parameter": ["Environment.DB_PASSWORD"]}
+    assert aws.only_alert().attributes["severity"] == "MEDIUM"
+
+
+def test_a_job_with_an_access_key_in_its_environment_is_stopped(
+    aws: Any, stub: Stubber, event: dict[str, Any], make_handler: Callable[..., Any]
+) -> None:
+    check = stopping(make_handler)
+    stub.add_response(
+        "describe_training_job",
+        encrypted_running_job({"UPLOAD_KEY_ID": "AKIAIOSFODNN7EXAMPLE"}),
+        expected_params={"TrainingJobName": JOB},
+    )
+    expect_tags(stub, {})
+    stub.add_response("stop_training_job", {}, expected_params={"TrainingJobName": JOB})
+    expect_describe(stub, "Stopping")
+
+    result = check(event)
+
+    stub.assert_no_pending_responses()
+    assert (result["outcome"], result["severity"]) == ("remediated", "HIGH")
+    assert "AKIAIOSFODNN7EXAMPLE" not in aws.only_alert().body
+
+
 def test_finished_job_is_flagged_not_stopped(
     aws: Any, stub: Stubber, event: dict[str, Any], make_handler: Callable[..., Any]
 ) -> None:
@@ -179,6 +240,11 @@ def test_stop_refused_is_a_failed_outcome_that_raises_for_retry(
     alert = aws.only_alert()
     assert alert.attributes["outcome"] == "failed"
     assert "permission sagemaker:StopTrainingJob is missing" in alert.line("What")
+    # the subject says what failed (a stop, not a fix), and the body how to stop the job by hand
+    assert alert.subject.startswith("[ML Warden] HIGH FAILED to stop: check_sagemaker_encryption")
+    steps = alert.body.split("\nWhat to do now:\n", 1)[1].split("\n\n", 1)[0]
+    assert f"aws sagemaker stop-training-job --training-job-name {JOB}" in alert.line("To do")
+    assert "sagemaker:StopTrainingJob" in steps  # the permission to check
 
 
 def test_describe_denied_without_event_copy_fails_for_retry(

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from mlwarden import sagemaker_rules
 from mlwarden.outcomes import Severity
 from mlwarden.sagemaker_rules import (
     RULES,
@@ -70,6 +71,7 @@ OUTPUT = "output-not-encrypted-with-kms-key"
 INTER = "inter-container-traffic-not-encrypted"
 NETWORK = "no-vpc-and-no-network-isolation"
 CREDENTIALS = "credentials-in-plain-text"
+CREDENTIAL_NAME = "credential-named-parameter"
 H, M, L = Severity.HIGH, Severity.MEDIUM, Severity.LOW
 
 # (case, kind, description, pii, expected {rule: (severity, fields)})
@@ -177,10 +179,9 @@ CASES: list[tuple[str, Kind, dict[str, Any], bool, dict[str, tuple[Severity, tup
         ),
         False,
         {
-            CREDENTIALS: (
-                H,
-                ("Environment.AWS_SECRET_ACCESS_KEY", "HyperParameters.dbPassword", "HyperParameters.upload"),
-            )
+            # an access key id is a value whatever its name; a short value under a credential's name is not proof
+            CREDENTIALS: (H, ("HyperParameters.upload",)),
+            CREDENTIAL_NAME: (M, ("Environment.AWS_SECRET_ACCESS_KEY", "HyperParameters.dbPassword")),
         },
     ),
     ("empty secret value is not a leak", Kind.TRAINING_JOB, training(Environment={"API_KEY": ""}), False, {}),
@@ -214,7 +215,7 @@ CASES: list[tuple[str, Kind, dict[str, Any], bool, dict[str, tuple[Severity, tup
         {NETWORK: (H, ("NetworkConfig.VpcConfig", "NetworkConfig.EnableNetworkIsolation"))},
     ),
     (
-        "transform job without keys, secret in environment",
+        "transform job without keys, a token-named variable with a short value",
         Kind.TRANSFORM_JOB,
         {
             "TransformResources": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 2},
@@ -225,11 +226,11 @@ CASES: list[tuple[str, Kind, dict[str, Any], bool, dict[str, tuple[Severity, tup
         {
             VOLUME: (H, ("TransformResources.VolumeKmsKeyId",)),
             OUTPUT: (H, ("TransformOutput.KmsKeyId",)),
-            CREDENTIALS: (H, ("Environment.HF_TOKEN",)),
+            CREDENTIAL_NAME: (M, ("Environment.HF_TOKEN",)),
         },
     ),
     (
-        "tuning job with parallel single-instance jobs, secret static hyperparameter",
+        "tuning job with parallel single-instance jobs, a key-named static hyperparameter",
         Kind.TUNING_JOB,
         {
             "HyperParameterTuningJobConfig": {"ResourceLimits": {"MaxParallelTrainingJobs": 3}},
@@ -243,7 +244,7 @@ CASES: list[tuple[str, Kind, dict[str, Any], bool, dict[str, tuple[Severity, tup
         False,
         {
             INTER: (M, ("TrainingJobDefinition.EnableInterContainerTrafficEncryption",)),
-            CREDENTIALS: (H, ("TrainingJobDefinition.StaticHyperParameters.wandb_api_key",)),
+            CREDENTIAL_NAME: (M, ("TrainingJobDefinition.StaticHyperParameters.wandb_api_key",)),
         },
     ),
     (
@@ -314,11 +315,11 @@ CASES: list[tuple[str, Kind, dict[str, Any], bool, dict[str, tuple[Severity, tup
         {OUTPUT: (H, ("AsyncInferenceConfig.OutputConfig.KmsKeyId",))},
     ),
     (
-        "model with secret in a second container, isolated",
+        "model with a password-named variable in a second container, isolated",
         Kind.MODEL,
         {"EnableNetworkIsolation": True, "Containers": [{"Environment": {}}, {"Environment": {"PG_PASSWD": "x"}}]},
         False,
-        {CREDENTIALS: (H, ("Containers[1].Environment.PG_PASSWD",))},
+        {CREDENTIAL_NAME: (M, ("Containers[1].Environment.PG_PASSWD",))},
     ),
     (
         "Studio domain without key, public internet (the default)",
@@ -370,6 +371,10 @@ def test_every_rule_explains_itself_and_names_are_unique() -> None:
         ("key_column", False),
         ("SM_CHANNEL_TRAIN", False),
         ("secretsmanager_arn_region", False),
+        ("DB_SECRET_NAME", False),
+        ("TOKEN_PATH", False),
+        ("PASSWORD_FILE", False),
+        ("hfTokenUrl", False),
     ],
 )
 def test_credential_names(name: str, is_credential: bool) -> None:
@@ -387,6 +392,51 @@ def test_credential_names(name: str, is_credential: bool) -> None:
 )
 def test_access_key_shaped_values(value: str, is_credential: bool) -> None:
     assert credential_value(value) is is_credential
+
+
+# SageMaker asks for no secrets or tokens in hyperparameters
+# (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateTrainingJob.html); the "reference, not
+# value" pattern passes a secret's ARN, name, path or file instead. Only evidence of a value is HIGH (and may
+# stop a job with StopUnencryptedJobs); a credential's name alone is MEDIUM; a reference is no finding.
+# (case, variable name, value, rule expected or None)
+FAKE_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # AWS's documented example key
+CREDENTIAL_CASES: list[tuple[str, str, str, str | None]] = [
+    ("a secret's name", "DB_SECRET_NAME", "prod/ml/db-credentials", None),
+    ("a token path", "TOKEN_PATH", "/run/secrets/x", None),
+    ("a password file", "PASSWORD_FILE", "/run/secrets/db-password", None),
+    ("a secret's ARN", "DB_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf", None),
+    ("a secret's ARN under a credential's name", "DB_PASSWORD", "arn:aws:secretsmanager:us-east-1:1:secret:db", None),
+    ("an SSM parameter ARN", "API_TOKEN", "arn:aws:ssm:us-east-1:123456789012:parameter/ml/token", None),
+    ("a relative path under a credential's name", "HF_TOKEN", "./secrets/hf", None),
+    ("a URL under a credential's name", "TOKEN", "https://vault.internal/v1/secret/ml", None),
+    ("a dynamic reference", "DB_PASSWORD", "{{resolve:secretsmanager:db:SecretString:password}}", None),
+    ("an ordinary variable", "MAX_EPOCHS", "30", None),
+    ("a git commit under an ordinary name", "GIT_COMMIT", "3f786850e387550fdab836ed7e6dc881de23001b", None),
+    ("a short password: name alone", "DB_PASSWORD", "hunter2", CREDENTIAL_NAME),
+    ("a passphrase: name alone", "DB_PASSWORD", "hunter2-do-not-log-me", CREDENTIAL_NAME),
+    ("a placeholder: name alone", "API_KEY", "changeme", CREDENTIAL_NAME),
+    ("an access key id, any name", "upload", "AKIAIOSFODNN7EXAMPLE", CREDENTIALS),
+    ("a temporary access key id", "SESSION", "ASIAIOSFODNN7EXAMPLE", CREDENTIALS),
+    ("a secret access key under its name", "AWS_SECRET_ACCESS_KEY", FAKE_SECRET_ACCESS_KEY, CREDENTIALS),
+    ("32 hex digits under a key's name", "DATADOG_API_KEY", "76769f8847ffcb90a0e4cb122e239e78", CREDENTIALS),
+    ("a UUID under a token's name", "SERVICE_TOKEN", "e84f1074-65c6-4ebd-a1a0-c1efae2aa8b8", CREDENTIALS),
+    ("a GitHub token, any name", "GIT_AUTH", "ghp_" + "a1B2c3D4e5" * 4, CREDENTIALS),
+    ("a Slack token, any name", "SLACK_HOOK", "xoxb-123456789012-abcdefABCDEF", CREDENTIALS),
+    ("an OpenAI-style key, any name", "LLM", "sk-" + "Ab1" * 10, CREDENTIALS),
+    ("a Hugging Face token", "HF_TOKEN", "hf_" + "aBcDeFgHiJ" * 3 + "kL", CREDENTIALS),
+    ("a private key", "SSH", "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEA", CREDENTIALS),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"), [c[1:] for c in CREDENTIAL_CASES], ids=[c[0] for c in CREDENTIAL_CASES]
+)
+def test_credentials_are_high_only_on_evidence_of_a_value(name: str, value: str, expected: str | None) -> None:
+    found = rules(Kind.TRAINING_JOB, training(Environment={name: value}))
+
+    assert {rule_name for rule_name in found if "credential" in rule_name} == ({expected} if expected else set())
+    rule = sagemaker_rules.credential_rule(name, value)
+    assert (rule.name if rule else None) == expected
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 if TYPE_CHECKING:
     from mlwarden.outcomes import Outcome
 
-_ACCESS_DENIED = frozenset(
+ACCESS_DENIED_CODES = frozenset(
     {"AccessDenied", "AccessDeniedException", "AllAccessDisabled", "UnauthorizedOperation", "AuthorizationError"}
 )
 
@@ -25,7 +25,7 @@ class AwsCallFailed(Exception):
 
     @property
     def access_denied(self) -> bool:
-        return self.code in _ACCESS_DENIED
+        return self.code in ACCESS_DENIED_CODES
 
     @property
     def explanation(self) -> str:

@@ -129,6 +129,8 @@ class Outcome:
     flapping: bool = False
     # The AWS error behind a `failed` outcome; re-raised from by the handler.
     cause: BaseException | None = field(default=None, compare=False, repr=False)
+    # What a person should do now, in the check's own words (the alert's "What to do now" builds on it).
+    next_step: str | None = None
 
     @property
     def needs_alert(self) -> bool:
@@ -156,6 +158,7 @@ class Outcome:
             "redelivered": self.redelivered,
             "findings": list(self.findings),
             "flapping": self.flapping,
+            "next_step": self.next_step,
             "event_id": self.trigger.event_id,
             "trigger": {
                 "source": self.trigger.source,
@@ -200,6 +203,7 @@ def outcome_from_dict(data: Mapping[str, Any]) -> Outcome:
             alert_suppressed=data.get("alert_suppressed"),
             findings=tuple(str(finding) for finding in data.get("findings") or ()),
             flapping=bool(data.get("flapping")),
+            next_step=data.get("next_step"),
         )
     except (KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"not a recorded outcome: {err!r}") from err

@@ -363,9 +363,42 @@ def check_resource(event: Event, settings: Settings, options: Options) -> Outcom
         return call_failed(CHECK, trigger, target.arn, f"could not check the {target.kind.value}", err)
 
 
+# A rule may fail on hundreds of fields (one per environment variable): the text names a few and counts the rest;
+# the outcome's failed_rules keep them all.
+_FIELDS_NAMED = 5
+_JOBS = frozenset({Kind.TRAINING_JOB, Kind.PROCESSING_JOB, Kind.TRANSFORM_JOB, Kind.TUNING_JOB, Kind.AUTOML_JOB})
+
+
+def _fields_text(fields: tuple[str, ...]) -> str:
+    named = ", ".join(fields[:_FIELDS_NAMED])
+    more = len(fields) - _FIELDS_NAMED
+    return f"{named} and {more} more" if more > 0 else named
+
+
 def _summary(findings: list[Finding]) -> str:
-    parts = [f"{f.rule.name} ({f.rule.severity.value}: {', '.join(f.fields)})" for f in findings]
+    parts = [f"{f.rule.name} ({f.rule.severity.value}: {_fields_text(f.fields)})" for f in findings]
     return f"{len(findings)} rule(s) failed: " + "; ".join(parts)
+
+
+def next_step(target: Target, findings: list[Finding]) -> str:
+    """What the owner changes, rule by rule, and where (a job or endpoint configuration cannot be edited)."""
+    steps = "; ".join(f.rule.next_step.format(fields=_fields_text(f.fields)) for f in findings)
+    if target.kind in _JOBS:
+        job = target.kind.value.replace("-", " ")
+        return f"a job cannot be changed: start the {job} again with these settings: {steps}"
+    return (
+        f"on the {target.kind.value} {target.name}: {steps} (a setting that cannot be updated in place, such as "
+        f"a KMS key, needs a new {target.kind.value} created with it)"
+    )
+
+
+def _stop_command(target: Target, stop: _Api) -> str:
+    """The AWS CLI spelling of a Stop* call: StopTrainingJob -> aws sagemaker stop-training-job --training-job-name."""
+
+    def kebab(name: str) -> str:
+        return re.sub(r"(?<=[a-z])(?=[A-Z])", "-", name).lower()
+
+    return f"aws sagemaker {kebab(stop.action)} --{kebab(stop.parameter)} {target.name}"
 
 
 def _decide(
@@ -392,6 +425,7 @@ def _decide(
         )
     details["failed_rules"] = [f.as_dict() for f in findings]
     common["findings"] = tuple(sorted({f.rule.name for f in findings}))  # one alert per resource and rule set
+    common["next_step"] = next_step(target, findings)
     severity = worst(findings)
     what = f"{target.kind.value} {target.name}: {_summary(findings)}"
     if not description.live:
@@ -467,6 +501,7 @@ def _stop(
         f"a stopped job cannot be resumed: start a new {target.kind.value} with the settings named above, "
         f"or, to keep such a job running, {exemptions.hint(target.arn, CHECK)} before starting it"
     )
+    by_hand = f"stop the job yourself ({_stop_command(target, stop)}), then {common['next_step']}"
     try:
         _call(stop, "sagemaker", **{stop.parameter: target.name})
     except AwsCallFailed as err:
@@ -478,7 +513,7 @@ def _stop(
             error_code=err.code,
             details={**details, "failed_action": err.action},
             cause=err,
-            **common,
+            **{**common, "next_step": by_hand},
         )
     after = _call(target.describe, "sagemaker", **{target.describe.parameter: target.name}).get(status_field)
     stopped: dict[str, Any] = {
@@ -495,7 +530,7 @@ def _stop(
             outcome=OutcomeKind.FAILED,
             reason=f"{what}; stop was requested but the job reads back as {after}",
             error_code="VerificationFailed",
-            **stopped,
+            **{**stopped, "next_step": by_hand},
         )
     return Outcome(outcome=OutcomeKind.REMEDIATED, reason=f"{what}; job stopped (StopUnencryptedJobs=true)", **stopped)
 

@@ -8,7 +8,9 @@ tested row by row without AWS. `evaluate` returns every rule the resource fails.
 from __future__ import annotations
 
 import itertools
+import math
 import re
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -39,6 +41,8 @@ class Rule:
     name: str
     severity: Severity
     explanation: str
+    # What to change, about the failing fields ("{fields}"): the alert's "What to do now" for this rule.
+    next_step: str = "fix {fields}"
 
 
 VOLUME_KEY = Rule(
@@ -46,53 +50,62 @@ VOLUME_KEY = Rule(
     Severity.HIGH,
     "The disk the instances use while they run (training data, checkpoints, scratch files) is not encrypted "
     "with your own KMS key. Set a KMS key so that access to the data can be controlled and revoked.",
+    "set {fields} to your KMS key",
 )
 OUTPUT_KEY = Rule(
     "output-not-encrypted-with-kms-key",
     Severity.HIGH,
     "The results written to S3 (model artifacts, processed data, predictions, captured requests) are not "
     "encrypted with your own KMS key. Set a KMS key for the output.",
+    "set {fields} to your KMS key",
 )
 INTER_CONTAINER = Rule(
     "inter-container-traffic-not-encrypted",
     Severity.MEDIUM,
     "Several instances work together and exchange data (for example gradients) unencrypted over the network. "
     "Turn on inter-container traffic encryption.",
+    "set {fields} to true",
 )
 NO_NETWORK_ISOLATION = Rule(
     "no-vpc-and-no-network-isolation",
     Severity.LOW,
     "The containers run outside your VPC with network isolation off, so they can reach the internet and could "
     "send data anywhere. Run in a VPC (VpcConfig) or turn on network isolation.",
+    "run it in your VPC or with network isolation: set {fields}",
 )
 NO_NETWORK_ISOLATION_PII = Rule(
     NO_NETWORK_ISOLATION.name,
     Severity.HIGH,
     NO_NETWORK_ISOLATION.explanation + " Its input data is tagged as personal data (mlwarden:pii=true).",
+    NO_NETWORK_ISOLATION.next_step,
 )
 NOTEBOOK_INTERNET = Rule(
     "notebook-direct-internet-access",
     Severity.MEDIUM,
     "The notebook instance has direct internet access, so data can leave without passing your network "
     "controls. Create it in a VPC subnet with DirectInternetAccess Disabled.",
+    "set DirectInternetAccess to Disabled, with a SubnetId and SecurityGroupIds of your VPC",
 )
 NOTEBOOK_ROOT = Rule(
     "notebook-root-access",
     Severity.MEDIUM,
     "Users of the notebook instance have root access: they can change its software and security settings. "
     "Set RootAccess Disabled unless root is needed.",
+    "set RootAccess to Disabled",
 )
 DOMAIN_KEY = Rule(
     "studio-domain-not-encrypted-with-kms-key",
     Severity.HIGH,
     "The Studio domain's shared storage (every user's home directory) is not encrypted with your own KMS key. "
     "Create the domain with KmsKeyId.",
+    "set KmsKeyId to your KMS key",
 )
 DOMAIN_PUBLIC = Rule(
     "studio-domain-public-internet",
     Severity.MEDIUM,
     "Studio apps in this domain reach the internet directly (AppNetworkAccessType PublicInternetOnly). "
     "Use VpcOnly so traffic goes through your VPC.",
+    "set AppNetworkAccessType to VpcOnly",
 )
 PLAINTEXT_CREDENTIALS = Rule(
     "credentials-in-plain-text",
@@ -100,6 +113,17 @@ PLAINTEXT_CREDENTIALS = Rule(
     "A password, secret, token or access key is passed as a plain environment variable or hyperparameter: "
     "anyone who can describe the resource can read it, and it is stored in logs and job history. Use Secrets "
     "Manager (pass the secret's ARN and read it in the container) and rotate the exposed value.",
+    "rotate the value exposed in {fields} now, then store it in Secrets Manager and pass only the secret's ARN",
+)
+# A name alone is no proof of a value: the recommended pattern passes a secret's name, path or file there.
+CREDENTIAL_NAME = Rule(
+    "credential-named-parameter",
+    Severity.MEDIUM,
+    "An environment variable or hyperparameter is named like a password, secret, token or key, but its value "
+    "does not look like one (no key shape, not long and random). If it holds the value itself, anyone who can "
+    "describe the resource can read it: move it to Secrets Manager. If it names or points to a secret, rename "
+    "it (for example DB_SECRET_NAME, TOKEN_PATH) so that it reads as a reference.",
+    "check the value of {fields}: pass a secret's ARN, name or file path there, never the secret itself",
 )
 
 RULES = (
@@ -112,6 +136,7 @@ RULES = (
     DOMAIN_KEY,
     DOMAIN_PUBLIC,
     PLAINTEXT_CREDENTIALS,
+    CREDENTIAL_NAME,
 )
 
 
@@ -279,36 +304,87 @@ def input_buckets(kind: Kind, description: Mapping[str, Any]) -> list[str]:
 
 
 # --- credentials -------------------------------------------------------------------------------------------
+#
+# Stopping a job needs evidence of a secret VALUE: a key shape (access key ids, private keys, known token
+# prefixes), or a long random-looking string under a credential's name. A credential's name with any other
+# value is MEDIUM; a reference (a secret's ARN, name, path or file) is the recommended pattern, not a finding.
 
 _NAME_WORDS = frozenset({"secret", "password", "passwd", "token", "credential", "credentials", "apikey"})
 _NAME_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key")})
+# A last word that makes the name a reference to a secret: DB_SECRET_NAME, TOKEN_PATH, PASSWORD_FILE.
+_REFERENCE_WORDS = frozenset({"name", "arn", "path", "file", "dir", "ref", "uri", "url", "location", "endpoint"})
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-# Access key ids (long-term AKIA, temporary ASIA) anywhere in a value.
-_ACCESS_KEY_ID = re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])")
-# A value that points at a secret store is the recommended pattern, not a leak.
-_SECRET_REFERENCE = re.compile(r"^(arn:aws[a-z-]*:(secretsmanager|ssm):|\{\{resolve:|/aws/reference/)")
+# Shapes that are a secret wherever they appear, whatever the name.
+_SECRET_SHAPES = re.compile(
+    r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"  # AWS access key ids (long-term, temporary)
+    r"|(?<![A-Za-z0-9])(?:"
+    r"gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,}"  # GitHub tokens
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}"  # Slack tokens
+    r"|sk-[A-Za-z0-9_-]{20,}|sk_live_[A-Za-z0-9]{20,}"  # OpenAI-style and Stripe secret keys
+    r"|hf_[A-Za-z0-9]{30,}"  # Hugging Face tokens
+    r"|glpat-[A-Za-z0-9_-]{20,}"  # GitLab personal access tokens
+    r"|AIza[0-9A-Za-z_-]{35}"  # Google API keys
+    r")|-----BEGIN [A-Z ]*PRIVATE KEY( BLOCK)?-----"
+)
+# A value that points at a secret (a secret store, a file, a URL) is a reference, not a secret.
+_REFERENCE_VALUE = re.compile(r"^(arn:aws[a-z-]*:|\{\{resolve:|/|\./|~/|[a-z][a-z0-9+.-]*://)")
+_HEX_TOKEN = re.compile(r"^(?=(?:[^0-9a-fA-F]*[0-9a-fA-F]){32})[0-9a-fA-F-]+$")
+_ALPHABET_TOKEN = re.compile(r"^[A-Za-z0-9+/=_.-]{20,}$")
+
+
+def _words(name: str) -> list[str]:
+    return [w for w in re.split(r"[^a-z0-9]+", _CAMEL.sub("_", name).lower()) if w]
 
 
 def credential_name(name: str) -> bool:
-    """SECRET, DB_PASSWORD, hfToken, API_KEY, AWS_SECRET_ACCESS_KEY; not max_new_tokens or tokenizer."""
-    words = [w for w in re.split(r"[^a-z0-9]+", _CAMEL.sub("_", name).lower()) if w]
+    """SECRET, DB_PASSWORD, hfToken, API_KEY, AWS_SECRET_ACCESS_KEY; not max_new_tokens, tokenizer, DB_SECRET_NAME."""
+    words = _words(name)
+    if not words or words[-1] in _REFERENCE_WORDS:
+        return False
     if any(word in _NAME_WORDS for word in words):
         return True
     return any(pair in _NAME_PAIRS for pair in itertools.pairwise(words))
 
 
 def credential_value(value: str) -> bool:
-    return bool(_ACCESS_KEY_ID.search(value))
+    """Does the value carry a secret's own shape (an access key id, a known token prefix, a private key)?"""
+    return bool(_SECRET_SHAPES.search(value))
 
 
-def _credential_fields(path: str, values: Any) -> Iterator[str]:
+def _entropy(value: str) -> float:
+    counts = Counter(value)
+    return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+
+
+def random_looking(value: str) -> bool:
+    """A long string that reads as generated, not written: 32+ hex digits, or mixed-case letters and digits."""
+    text = value.strip()
+    if len(text) < 20 or _REFERENCE_VALUE.match(text):
+        return False
+    if _HEX_TOKEN.match(text):
+        return True
+    if not _ALPHABET_TOKEN.match(text):
+        return False
+    classes = sum(bool(re.search(pattern, text)) for pattern in ("[a-z]", "[A-Z]", "[0-9]"))
+    return classes == 3 and _entropy(text) >= 4.0
+
+
+def credential_rule(name: str, value: str) -> Rule | None:
+    """PLAINTEXT_CREDENTIALS on evidence of a value, CREDENTIAL_NAME for a name alone, None for neither."""
+    if credential_value(value):
+        return PLAINTEXT_CREDENTIALS
+    if not credential_name(name) or _REFERENCE_VALUE.match(value.strip()):
+        return None
+    return PLAINTEXT_CREDENTIALS if random_looking(value) else CREDENTIAL_NAME
+
+
+def _credential_fields(path: str, values: Any) -> Iterator[tuple[Rule, str]]:
     for name, value in _mapping(values).items():
         if not isinstance(name, str) or not isinstance(value, str) or not value.strip():
             continue
-        if _SECRET_REFERENCE.match(value.strip()):
-            continue
-        if credential_name(name) or credential_value(value):
-            yield f"{path}.{name}"
+        rule = credential_rule(name, value)
+        if rule is not None:
+            yield rule, f"{path}.{name}"
 
 
 # --- the rules ---------------------------------------------------------------------------------------------
@@ -428,21 +504,26 @@ def _domain(kind: Kind, description: Mapping[str, Any]) -> list[Finding]:
 
 
 def _credentials(kind: Kind, shape: _Shape, description: Mapping[str, Any]) -> list[Finding]:
-    fields: list[str] = []
+    found: list[tuple[Rule, str]] = []
     for path in shape.environments:
-        fields += _credential_fields(path, _get(description, path))
+        found += _credential_fields(path, _get(description, path))
     if shape.hyperparameters:
-        fields += _credential_fields(shape.hyperparameters, _get(description, shape.hyperparameters))
+        found += _credential_fields(shape.hyperparameters, _get(description, shape.hyperparameters))
     if kind is Kind.MODEL:
         for index, container in enumerate(_list(description.get("Containers"))):
-            fields += _credential_fields(f"Containers[{index}].Environment", _mapping(container).get("Environment"))
+            found += _credential_fields(f"Containers[{index}].Environment", _mapping(container).get("Environment"))
     if kind is Kind.TUNING_JOB:
         for index, definition in enumerate(_list(description.get("TrainingJobDefinitions"))):
-            fields += _credential_fields(
+            found += _credential_fields(
                 f"TrainingJobDefinitions[{index}].StaticHyperParameters",
                 _mapping(definition).get("StaticHyperParameters"),
             )
-    return [Finding(PLAINTEXT_CREDENTIALS, tuple(fields))] if fields else []
+    findings = []
+    for rule in (PLAINTEXT_CREDENTIALS, CREDENTIAL_NAME):
+        fields = tuple(field for found_rule, field in found if found_rule is rule)
+        if fields:
+            findings.append(Finding(rule, fields))
+    return findings
 
 
 def worst(findings: list[Finding]) -> Severity:
