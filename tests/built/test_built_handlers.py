@@ -25,14 +25,17 @@ from typing import Any
 import boto3
 import pytest
 
+from mlwarden import clients
 from mlwarden_cli.demo import _create_account
-from mlwarden_cli.emulator import FAKE_CREDENTIALS, OUTCOME_TABLE, moto_server
+from mlwarden_cli.emulator import FAKE_CREDENTIALS, moto_server
+from mlwarden_cli.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_DIR = os.environ.get("MLWARDEN_BUILD_DIR")
 BUILD = ROOT / BUILD_DIR if BUILD_DIR else ROOT / ".aws-sam" / "build"
 LAYER = BUILD / "CoreLayer" / "python"
 EVENTS = ROOT / "events"
+TEMPLATE = load_template(ROOT / "template.yaml")
 
 pytestmark = pytest.mark.skipif(not BUILD_DIR, reason="needs `make build`; runs in `make validate`")
 
@@ -111,10 +114,13 @@ def endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def account(endpoint: str) -> tuple[dict[str, str], Callable[[str], Any]]:
-    """A fresh moto account with the demo's resources: the alert topic and its subscriber queue, the outcome
-    table, the buckets, roles and training job the sample events name."""
+def account(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, Any], Callable[[str], Any]]:
+    """A fresh moto account with the demo's resources: the template's tables and alert topic (as `mlwarden
+    local init` creates them), the subscriber queue, the buckets, roles and training job the sample events name."""
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=5)
+    for name, value in {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(name, value)
+    clients.client.cache_clear()
 
     def client(service: str) -> Any:
         return boto3.client(
@@ -125,10 +131,10 @@ def account(endpoint: str) -> tuple[dict[str, str], Callable[[str], Any]]:
             aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         )
 
-    return _create_account(client), client
+    return _create_account(client, TEMPLATE, endpoint), client
 
 
-def _lambda_environment(function: str, endpoint: str, topic_arn: str, *, tracing: bool) -> dict[str, str]:
+def _lambda_environment(function: str, endpoint: str, exports: dict[str, str], *, tracing: bool) -> dict[str, str]:
     """What Lambda and template.yaml give the function; nothing from the developer's shell but PATH."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -141,8 +147,7 @@ def _lambda_environment(function: str, endpoint: str, topic_arn: str, *, tracing
         "AWS_LAMBDA_FUNCTION_NAME": "mlwarden-build-test",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
         "LAMBDA_TASK_ROOT": str(BUILD / function),
-        "ALERT_TOPIC_ARN": topic_arn,
-        "OUTCOME_TABLE": OUTCOME_TABLE,
+        **exports,  # ALERT_TOPIC_ARN, OUTCOME_TABLE, EXEMPTION_TABLE: what the template gives every function
         "REMEDIATOR_ROLE_ARN": f"arn:aws:iam::123456789012:role/{function}Role",
         "POWERTOOLS_SERVICE_NAME": "mlwarden",
         "POWERTOOLS_METRICS_NAMESPACE": "MLWarden",
@@ -188,14 +193,14 @@ def invoke_built(
     runtime_python: str,
     runtime_boto3: Path,
     endpoint: str,
-    account: tuple[dict[str, str], Callable[[str], Any]],
+    account: tuple[dict[str, Any], Callable[[str], Any]],
     tmp_path: Path,
 ) -> Invoke:
     """Run a built function once on its sample event in a fresh moto account; returns what it reported."""
     created, _ = account
 
     def invoke(function: str, tracing: bool) -> dict[str, Any]:
-        env = _lambda_environment(function, endpoint, created["topic_arn"], tracing=tracing)
+        env = _lambda_environment(function, endpoint, created["exports"], tracing=tracing)
         return _invoke(runtime_python, runtime_boto3, function, env, tmp_path)
 
     return invoke
@@ -208,7 +213,7 @@ def test_built_function_imports_and_handles_its_sample_event(
     tracing: bool,
     invoke_built: Invoke,
     runtime_boto3: Path,
-    account: tuple[dict[str, str], Callable[[str], Any]],
+    account: tuple[dict[str, Any], Callable[[str], Any]],
 ) -> None:
     report = invoke_built(function, tracing)
 
@@ -228,7 +233,7 @@ def test_built_function_imports_and_handles_its_sample_event(
 
 
 def test_public_bucket_is_blocked_by_the_built_function(
-    invoke_built: Invoke, account: tuple[dict[str, str], Callable[[str], Any]]
+    invoke_built: Invoke, account: tuple[dict[str, Any], Callable[[str], Any]]
 ) -> None:
     report = invoke_built("BlockPublicS3Function", True)
 
