@@ -41,6 +41,8 @@ CORE = ROOT / "layers" / "core" / "mlwarden"
 EVENT_FILE = ROOT / "events" / "s3" / "put-bucket-acl-public.json"
 
 TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:mlwarden-alerts"
+OUTCOME_TABLE = "mlwarden-outcomes"
+EXEMPTION_TABLE = "mlwarden-exemptions"
 REGION = "us-east-1"
 
 COLD_RATIO_TARGET = 1.10
@@ -163,9 +165,9 @@ def lambda_env(*, tracing: bool, handler: str = "block_public_s3") -> dict[str, 
             "_HANDLER": "app.lambda_handler",
             "ALERT_TOPIC_ARN": TOPIC_ARN,
             # As deployed: every event goes through the outcome table (Powertools idempotency) and the flap guard.
-            "OUTCOME_TABLE": "mlwarden-outcomes",
+            "OUTCOME_TABLE": OUTCOME_TABLE,
             # ... and every decision on an open resource reads the exemption registry (one Scan).
-            "EXEMPTION_TABLE": "mlwarden-exemptions",
+            "EXEMPTION_TABLE": EXEMPTION_TABLE,
         }
     )
     if tracing:
@@ -338,10 +340,11 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
-# A remediated event: 4 bucket reads, the account block (for severity), the write, the read-back, the alert.
-# 8 S3/SNS calls, plus 6 DynamoDB calls: decide and alert records (put, update each), the exemption registry
-# (one scan), the flap guard's count of the fix.
-REMEDIATED_CALLS = 14
+# A remediated event: 4 bucket reads (block, ACL, policy status, tags), the account block (for severity), the
+# write, the read-back, the alert: 8 S3/SNS calls. Plus 7 DynamoDB calls: decide and alert records (put, update
+# each), tag_pii_bucket's PII record for the bucket (one get), the exemption registry (one scan), the flap
+# guard's count of the fix.
+REMEDIATED_CALLS = 15
 COMPLIANT_CALLS = 3  # the decide record's put and update around one S3 read
 
 
@@ -370,11 +373,26 @@ def warm(events: int, progress: Callable[[str], None]) -> dict[str, Any]:
 
     def queue_outcome_records(*, fixed: bool) -> None:
         """DynamoDB's answers, in call order: Powertools' records (in progress, then completed) around the
-        decision and the alert, and the flap guard's count of the fix (inside the decision)."""
+        decision and the alert; inside the decision to fix, the PII record's read, the exemption registry's
+        scan and the flap guard's count of the fix."""
         d = stubs["dynamodb"]
         d.add_response("put_item", {})
         if fixed:
-            d.add_response("scan", {"Items": [], "Count": 0, "ScannedCount": 0})
+            # tag_pii_bucket's PII record for the bucket (none: no finding), then the exemption registry.
+            d.add_response(
+                "get_item",
+                {},
+                expected_params={
+                    "TableName": OUTCOME_TABLE,
+                    "Key": {"id": {"S": f"tag_pii_bucket#pii#arn:aws:s3:::{bucket}"}},
+                    "ConsistentRead": True,
+                },
+            )
+            d.add_response(
+                "scan",
+                {"Items": [], "Count": 0, "ScannedCount": 0},
+                expected_params={"TableName": EXEMPTION_TABLE, "ConsistentRead": True},
+            )
             fix = {"M": {"t": {"N": f"{time.time():.3f}"}, "a": {"S": "someone"}}}
             d.add_response("update_item", {"Attributes": {"fix_0": fix, "total_fixes": {"N": "1"}}})
         d.add_response("update_item", {})
@@ -391,9 +409,6 @@ def warm(events: int, progress: Callable[[str], None]) -> dict[str, Any]:
             "The public access block configuration was not found",
             404,
             expected_params={"Bucket": bucket},
-        )
-        s.add_client_error(
-            "get_bucket_tagging", "NoSuchTagSet", "The TagSet does not exist", 404, expected_params={"Bucket": bucket}
         )
         stubs["s3control"].add_client_error(
             "get_public_access_block",
@@ -422,6 +437,9 @@ def warm(events: int, progress: Callable[[str], None]) -> dict[str, Any]:
             "The bucket policy does not exist",
             404,
             expected_params={"Bucket": bucket},
+        )
+        s.add_client_error(
+            "get_bucket_tagging", "NoSuchTagSet", "The TagSet does not exist", 404, expected_params={"Bucket": bucket}
         )
         s.add_response(
             "put_public_access_block",
