@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "bench" / "corpus" / "iam_policies.jsonl.gz"
 sys.path.insert(0, str(ROOT / "layers" / "core"))
 
-from mlwarden import escalation  # noqa: E402
 from mlwarden.outcomes import Severity  # noqa: E402
-from mlwarden.policy_analysis import Analysis, Rule, analyze, is_any_resource, rank  # noqa: E402
+from mlwarden.rules import escalation  # noqa: E402
+from mlwarden.rules.policy_analysis import Analysis, Rule, analyze, is_any_resource, rank  # noqa: E402
 
 ESCALATION_RULES = {Rule.FULL_ADMIN, Rule.PRIVILEGE_ESCALATION, Rule.PARTIAL_ESCALATION}
 FLAG_AT = Severity.MEDIUM  # what flag_wildcard_iam alerts on (iam.FLAG_AT)

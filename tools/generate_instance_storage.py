@@ -1,4 +1,4 @@
-"""Write layers/core/mlwarden/instance_storage.py: the EC2 families whose instances carry local NVMe storage.
+"""Write layers/core/mlwarden/rules/instance_storage.py: the EC2 families whose instances carry local NVMe storage.
 
 SageMaker cannot put a KMS key on the storage of these instances (`VolumeKmsKeyId` is refused;
 AWS encrypts local NVMe storage with a hardware module on the instance), so the volume-key rule
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import moto
 
-OUTPUT = Path(__file__).resolve().parents[1] / "layers" / "core" / "mlwarden" / "instance_storage.py"
+OUTPUT = Path(__file__).resolve().parents[1] / "layers" / "core" / "mlwarden" / "rules" / "instance_storage.py"
 
 
 def nvme_families() -> list[str]:

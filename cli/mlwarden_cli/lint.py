@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from mlwarden.outcomes import Severity
-from mlwarden.policy_analysis import Finding, Rule, analyze, rank
+from mlwarden.rules.policy_analysis import Finding, Rule, analyze, rank
 from mlwarden_cli.template import _CfnLoader
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.logging import correlation_paths
 
-from mlwarden import iam
-from mlwarden.checks import run_check
+from mlwarden.checks import flag_wildcard_iam as iam
 from mlwarden.observability import logger, metrics, tracer
+from mlwarden.pipeline import run_check
 from mlwarden.settings import load_settings
 
 if TYPE_CHECKING:  # an annotation only: not imported at cold start

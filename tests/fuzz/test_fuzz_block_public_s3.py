@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from mutations import OUTCOMES, SAMPLES, damaged_events, fuzz_settings, run_damaged
 
-from mlwarden import s3
+from mlwarden.checks import block_public_s3 as s3
 from mlwarden.events import ApiCall, parse_event
 
 pytestmark = pytest.mark.fuzz
@@ -26,7 +26,7 @@ def _genuine_trigger(event: Any) -> bool:
     parsed = parse_event(event)
     if isinstance(parsed, ApiCall) and parsed.error_code:
         return False
-    return not isinstance(s3.target_of(parsed), str)
+    return not isinstance(s3.targets_from_event(parsed), str)
 
 
 @fuzz_settings

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mutations import OUTCOMES, SAMPLES, damaged_events, fuzz_settings, run_damaged
 
-from mlwarden import sagemaker
+from mlwarden.checks import check_sagemaker_encryption as sagemaker
 from mlwarden.events import ApiCall, parse_event
 
 pytestmark = pytest.mark.fuzz
@@ -29,7 +29,7 @@ def _genuine_trigger(event: Any) -> bool:
     parsed = parse_event(event)
     if isinstance(parsed, ApiCall) and parsed.error_code:
         return False
-    return not isinstance(sagemaker.target_of(parsed), str)
+    return not isinstance(sagemaker.targets_from_event(parsed), str)
 
 
 @fuzz_settings

@@ -18,9 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mutations import OUTCOMES, SAMPLES, damaged_events, fuzz_settings, run_damaged
 
-from mlwarden import iam
+from mlwarden.checks import flag_wildcard_iam as iam
 from mlwarden.events import ApiCall, parse_event
-from mlwarden.policy_analysis import Analysis, analyze
+from mlwarden.rules.policy_analysis import Analysis, analyze
 
 pytestmark = pytest.mark.fuzz
 
@@ -39,7 +39,7 @@ def _genuine_trigger(event: Any) -> bool:
     parsed = parse_event(event)
     if isinstance(parsed, ApiCall) and parsed.error_code:
         return False
-    return not isinstance(iam.target_of(parsed), str)
+    return not isinstance(iam.targets_from_event(parsed), str)
 
 
 @fuzz_settings
@@ -120,7 +120,7 @@ def test_deeply_nested_policy_is_a_problem_not_a_crash() -> None:
     analysis = analyze({"Statement": [{"Effect": "Allow", "Action": deep, "Resource": "*", "Condition": deep}]})
     assert analysis.problems
     # A deeply nested JSON string (as CloudTrail could carry) decodes to None instead of raising RecursionError.
-    target = iam.target_of(
+    target = iam.targets_from_event(
         parse_event(
             {
                 "source": "aws.iam",

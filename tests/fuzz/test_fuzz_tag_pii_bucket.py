@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given
 from mutations import OUTCOMES, SAMPLES, damaged_events, fuzz_settings, run_damaged
 
-from mlwarden import s3
+from mlwarden.checks import block_public_s3 as s3
+from mlwarden.checks.tag_pii_bucket import PiiFinding, finding_of
 from mlwarden.events import parse_event
-from mlwarden.macie import PiiFinding, finding_of
 
 pytestmark = pytest.mark.fuzz
 

@@ -796,7 +796,7 @@ def test_findings_reported_are_the_highest_ten_with_counts_of_the_rest(
 
 
 def test_10_mb_event_document_is_refused_without_being_decoded(cloudtrail_event: Any) -> None:
-    from mlwarden import iam as iam_module  # noqa: PLC0415 - the module under test, without AWS
+    from mlwarden.checks import flag_wildcard_iam as iam_module  # noqa: PLC0415 - the module under test, without AWS
 
     text = json.dumps(_wildcard_statements(1))[:-2] + ", " + ", ".join(["{}"] * 2_500_000) + "]}"
     assert len(text) > 10_000_000

@@ -18,7 +18,8 @@ from typing import Any
 import boto3
 import pytest
 
-from mlwarden import alert_dedup, checks, flapguard
+from mlwarden import alert_dedup, flapguard
+from mlwarden import pipeline as checks
 from mlwarden.events import Event
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger
 from mlwarden.settings import Settings, load_settings

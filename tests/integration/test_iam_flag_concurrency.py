@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from mlwarden import clients, iam
+from mlwarden import clients
+from mlwarden.checks import flag_wildcard_iam as iam
 from mlwarden.events import parse_event
 from mlwarden.outcomes import Outcome, OutcomeKind
 from mlwarden.settings import RemediationMode, Settings

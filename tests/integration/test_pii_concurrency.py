@@ -20,7 +20,8 @@ from typing import Any
 import boto3
 import pytest
 
-from mlwarden import clients, macie, pii_memory
+from mlwarden import clients, pii_memory
+from mlwarden.checks import tag_pii_bucket as macie
 from mlwarden.events import parse_event
 from mlwarden.settings import load_settings
 from mlwarden_cli.emulator import create_outcome_table

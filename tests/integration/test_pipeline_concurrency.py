@@ -32,7 +32,9 @@ from typing import Any
 import boto3
 import pytest
 
-from mlwarden import checks, clients, flapguard, s3
+from mlwarden import clients, flapguard
+from mlwarden import pipeline as checks
+from mlwarden.checks import block_public_s3 as s3
 from mlwarden.events import Event
 from mlwarden.outcome_store import EventInProgress
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from mlwarden.outcomes import Severity
-from mlwarden.policy_analysis import analyze, rank
+from mlwarden.rules.policy_analysis import analyze, rank
 from mlwarden_cli.lint import Policy, Resolver, delegates_to_iam, policies_in
 from mlwarden_cli.template import load_document
 

@@ -9,7 +9,11 @@ from typing import Any
 
 import pytest
 
-from mlwarden import exemptions, flapguard, iam, macie, outcome_store, pii_memory, s3, sagemaker
+from mlwarden import exemptions, flapguard, outcome_store, pii_memory
+from mlwarden.checks import block_public_s3 as s3
+from mlwarden.checks import check_sagemaker_encryption as sagemaker
+from mlwarden.checks import flag_wildcard_iam as iam
+from mlwarden.checks import tag_pii_bucket as macie
 from mlwarden_cli.template import load_document
 
 ROOT = Path(__file__).resolve().parents[2]

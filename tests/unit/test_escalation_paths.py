@@ -24,8 +24,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlwarden import escalation
-from mlwarden.policy_analysis import Analysis, Reach, analyze, never_true, resource_reach
+from mlwarden.rules import escalation
+from mlwarden.rules.policy_analysis import Analysis, Reach, analyze, never_true, resource_reach
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

@@ -12,9 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlwarden import macie
-from mlwarden.events import parse_event
-from mlwarden.macie import (
+from mlwarden.checks import tag_pii_bucket as macie
+from mlwarden.checks.tag_pii_bucket import (
     BUCKET_TAG_KEYS,
     BUCKET_TAG_LIMIT,
     OBJECT_TAG_KEYS,
@@ -30,6 +29,7 @@ from mlwarden.macie import (
     plan_tags,
     timestamp,
 )
+from mlwarden.events import parse_event
 from mlwarden.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -292,7 +292,7 @@ def test_invalid_options_name_the_variable(name: str) -> None:
 
 
 def test_pii_tag_is_the_key_block_public_s3_reads() -> None:
-    from mlwarden import s3  # noqa: PLC0415
+    from mlwarden.checks import block_public_s3 as s3  # noqa: PLC0415
 
     assert macie.PII_TAG == s3.PII_TAG == "mlwarden:pii"
 

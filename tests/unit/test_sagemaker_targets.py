@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from mlwarden.checks.check_sagemaker_encryption import Options, Target, load_options, pascal_case, targets_from_event
 from mlwarden.events import StateChange, parse_event
 from mlwarden.outcomes import Trigger
-from mlwarden.sagemaker import Options, Target, load_options, pascal_case, target_of
-from mlwarden.sagemaker_rules import Kind
+from mlwarden.rules.sagemaker import Kind
 from mlwarden.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def sample(name: str) -> dict[str, Any]:
     ],
 )
 def test_every_sample_names_its_resource(name: str, kind: Kind, resource: str) -> None:
-    target = target_of(parse_event(sample(name)))
+    target = targets_from_event(parse_event(sample(name)))
 
     assert isinstance(target, Target)
     assert (target.kind, target.name) == (kind, resource)
@@ -47,7 +47,7 @@ def test_every_sample_names_its_resource(name: str, kind: Kind, resource: str) -
 
 
 def test_request_parameters_become_the_describe_spelling_but_user_names_keep_their_case() -> None:
-    target = target_of(parse_event(sample("create-processing-job.json")))
+    target = targets_from_event(parse_event(sample("create-processing-job.json")))
 
     assert isinstance(target, Target)
     assert target.from_event is not None
@@ -64,7 +64,7 @@ def test_automl_v1_is_described_by_its_own_call() -> None:
     event["detail"]["eventName"] = "CreateAutoMLJob"
     event["detail"]["requestParameters"] = {"autoMLJobName": "churn-automl"}
 
-    target = target_of(parse_event(event))
+    target = targets_from_event(parse_event(event))
 
     assert isinstance(target, Target)
     assert (target.kind, target.describe.action) == (Kind.AUTOML_JOB, "DescribeAutoMLJob")
@@ -74,7 +74,7 @@ def test_domain_without_response_is_ignored() -> None:
     event = sample("create-training-job-unencrypted.json")
     event["detail"].update(eventName="CreateDomain", requestParameters={"domainName": "research"})
 
-    assert target_of(parse_event(event)) == "CreateDomain names no domain"
+    assert targets_from_event(parse_event(event)) == "CreateDomain names no domain"
 
 
 def test_real_mlspace_state_change_parses_and_names_the_job() -> None:
@@ -85,7 +85,7 @@ def test_real_mlspace_state_change_parses_and_names_the_job() -> None:
 
     assert isinstance(event, StateChange)
     assert Trigger.of(event).kind == "state-change"
-    assert isinstance(target_of(event), Target)
+    assert isinstance(targets_from_event(event), Target)
 
 
 @pytest.mark.parametrize(
@@ -104,7 +104,7 @@ def test_state_change_without_a_job_name_is_not_a_target(mutate: Any, reason: st
     event["resources"] = []
     mutate(event["detail"])
 
-    target = target_of(parse_event(event))
+    target = targets_from_event(parse_event(event))
 
     assert isinstance(target, str)
     assert target.endswith(reason)
@@ -132,7 +132,7 @@ def test_state_change_without_a_job_name_is_not_a_target(mutate: Any, reason: st
     ],
 )
 def test_config_rules(config_event: Any, rule: str, resource_type: str, compliance: str, expected: str | None) -> None:
-    target = target_of(parse_event(config_event(rule, resource_type, "nb", compliance)))
+    target = targets_from_event(parse_event(config_event(rule, resource_type, "nb", compliance)))
 
     if expected is None:
         assert isinstance(target, str)

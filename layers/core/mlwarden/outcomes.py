@@ -10,6 +10,8 @@ from typing import Any
 from mlwarden.errors import AwsCallFailed
 from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, StateChange
 
+SWEEP_SOURCE = "mlwarden.sweep"
+
 
 class OutcomeKind(StrEnum):
     REMEDIATED = "remediated"
@@ -45,6 +47,24 @@ class Trigger:
     time: str | None
     account: str | None
     region: str | None
+
+    @classmethod
+    def sweep(cls, sweep_id: str, account: str, region: str, time: str | None = None) -> Trigger:
+        """A resource named by an inventory of the account (mlwarden.sweep), not by an event."""
+        return cls(
+            event_id=sweep_id,
+            source=SWEEP_SOURCE,
+            kind="sweep",
+            name="sweep",
+            actor=None,
+            time=time,
+            account=account,
+            region=region,
+        )
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.kind == "sweep"
 
     @classmethod
     def of(cls, event: Event) -> Trigger:
@@ -131,6 +151,8 @@ class Outcome:
     cause: BaseException | None = field(default=None, compare=False, repr=False)
     # What a person should do now, in the check's own words (the alert's "What to do now" builds on it).
     next_step: str | None = None
+    # The AWS Security Hub control ids this outcome is about (e.g. "S3.8", "SageMaker.5"), sorted.
+    controls: tuple[str, ...] = ()
 
     @property
     def needs_alert(self) -> bool:
@@ -159,6 +181,7 @@ class Outcome:
             "findings": list(self.findings),
             "flapping": self.flapping,
             "next_step": self.next_step,
+            "controls": list(self.controls),
             "event_id": self.trigger.event_id,
             "trigger": {
                 "source": self.trigger.source,
@@ -204,18 +227,24 @@ def outcome_from_dict(data: Mapping[str, Any]) -> Outcome:
             findings=tuple(str(finding) for finding in data.get("findings") or ()),
             flapping=bool(data.get("flapping")),
             next_step=data.get("next_step"),
+            controls=tuple(str(control) for control in data.get("controls") or ()),
         )
     except (KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"not a recorded outcome: {err!r}") from err
 
 
 def ignored(check: str, event: Event, reason: str) -> Outcome:
+    return ignored_at(check, Trigger.of(event), reason)
+
+
+def ignored_at(check: str, trigger: Trigger, reason: str, resource: str | None = None) -> Outcome:
     return Outcome(
         check=check,
         outcome=OutcomeKind.IGNORED,
         severity=Severity.INFORMATIONAL,
         reason=reason,
-        trigger=Trigger.of(event),
+        trigger=trigger,
+        resource=resource,
     )
 
 

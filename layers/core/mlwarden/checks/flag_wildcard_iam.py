@@ -37,7 +37,7 @@ from mlwarden.errors import AwsCallFailed, error_code
 from mlwarden.events import ApiCall, ComplianceChange, Event, Unrecognised, decode_policy_document, partition_of
 from mlwarden.exemptions import Exemption, exemption_for
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
-from mlwarden.policy_analysis import Analysis, Finding, analyze, rank
+from mlwarden.rules.policy_analysis import Analysis, Finding, analyze, rank
 from mlwarden.settings import Settings, SettingsError
 
 CHECK = "flag_wildcard_iam"
@@ -217,7 +217,7 @@ class ConfigPolicyTarget:
 Target = ManagedPolicyTarget | PrincipalTarget | ConfigPolicyTarget
 
 
-def target_of(event: Event) -> Target | str:
+def targets_from_event(event: Event) -> Target | str:
     """The policy or principal an event is about, or the reason it is not this check's."""
     if isinstance(event, Unrecognised):
         return event.reason
@@ -632,7 +632,7 @@ def flag_wildcard_policy(event: Event, settings: Settings, options: IamOptions |
 
 
 def _flag_wildcard_policy(event: Event, settings: Settings, options: IamOptions | None = None) -> Outcome:
-    target = target_of(event)
+    target = targets_from_event(event)
     if isinstance(target, str):
         return ignored(CHECK, event, target)
     trigger = Trigger.of(event)

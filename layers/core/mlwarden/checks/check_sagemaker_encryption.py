@@ -24,7 +24,7 @@ from mlwarden.events import ApiCall, ComplianceChange, Event, StateChange, Unrec
 from mlwarden.exemptions import exemption_for
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
 from mlwarden.pii import PII_TAG
-from mlwarden.sagemaker_rules import Finding, Kind, evaluate, input_buckets, worst
+from mlwarden.rules.sagemaker import Finding, Kind, evaluate, input_buckets, worst
 from mlwarden.settings import Settings, SettingsError
 
 CHECK = "check_sagemaker_encryption"
@@ -146,7 +146,7 @@ class Target:
         return f"arn:{self.partition}:sagemaker:{self.region or ''}:{self.account or ''}:{self.kind.value}/{self.name}"
 
 
-def target_of(event: Event) -> Target | str:
+def targets_from_event(event: Event) -> Target | str:
     """The SageMaker resource an event is about, or the reason it is not this check's."""
     if isinstance(event, Unrecognised):
         return event.reason
@@ -350,7 +350,7 @@ def encryption_check(options: Options) -> Callable[[Event, Settings], Outcome]:
 
 
 def check_resource(event: Event, settings: Settings, options: Options) -> Outcome:
-    target = target_of(event)
+    target = targets_from_event(event)
     if isinstance(target, str):
         return ignored(CHECK, event, target)
     trigger = Trigger.of(event)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -34,8 +34,11 @@ from mlwarden.exemptions import ROUTED_FOR_THE_EXEMPT_TAG, report_tag_change, ta
 from mlwarden.loopguard import is_own_change
 from mlwarden.observability import logger, metrics, tracer
 from mlwarden.outcome_store import Decided, EventIdReused, EventInProgress, OutcomeStore, payload_hash
-from mlwarden.outcomes import Outcome, OutcomeKind, Severity, ignored
+from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, ignored
 from mlwarden.settings import Settings
+
+if TYPE_CHECKING:
+    from mlwarden.checks import CheckUnit
 
 Check = Callable[[Event, Settings], Outcome]
 
@@ -88,6 +91,18 @@ def run_check(name: str, check: Check, raw_event: Any, settings: Settings, lambd
     return _finish(name, decided, settings, store)
 
 
+def run_target(unit: CheckUnit, target: Any, trigger: Trigger, settings: Settings) -> Outcome:
+    """The sweep's way in: one listed resource gets the event path's decision, guards, record and alert.
+
+    There is no event, so no idempotency record and no loop guard (no actor); the flap guard and the
+    per-resource alert dedup apply as they do to events, so a sweep over unchanged resources alerts nothing
+    new. A `failed` outcome raises RemediationFailed, as on the event path; the sweep reports it and goes on.
+    """
+    outcome = unit.evaluate(target, trigger, settings)
+    outcome = _guarded(unit.name, None, outcome, settings, f"{trigger.event_id}#{outcome.resource or ''}")
+    return _finish(unit.name, Decided(outcome, first_delivery=True), settings, None)
+
+
 def _reporting_exempt_tags(name: str, check: Check) -> Check:
     """A call that sets the exempt tag is decided like any other, and its outcome also reports the tag."""
 
@@ -115,7 +130,7 @@ def _finish(name: str, decided: Decided, settings: Settings, store: OutcomeStore
     return outcome
 
 
-def _guarded(name: str, event: Event, outcome: Outcome, settings: Settings, fix_id: str) -> Outcome:
+def _guarded(name: str, event: Event | None, outcome: Outcome, settings: Settings, fix_id: str) -> Outcome:
     """The loop guard and the flap guard, after the check decided on live state (and inside the stored decision)."""
     outcome = _loop_guard(name, event, outcome, settings)
     if outcome.outcome is OutcomeKind.REMEDIATED:
@@ -125,8 +140,8 @@ def _guarded(name: str, event: Event, outcome: Outcome, settings: Settings, fix_
     return outcome
 
 
-def _loop_guard(name: str, event: Event, outcome: Outcome, settings: Settings) -> Outcome:
-    if not isinstance(event, ApiCall) or not is_own_change(event, settings.remediator_role_arn):
+def _loop_guard(name: str, event: Event | None, outcome: Outcome, settings: Settings) -> Outcome:
+    if event is None or not isinstance(event, ApiCall) or not is_own_change(event, settings.remediator_role_arn):
         return outcome
     if outcome.outcome is OutcomeKind.COMPLIANT:
         metrics.add_metric(name="LoopGuardIgnored", unit=MetricUnit.Count, value=1)

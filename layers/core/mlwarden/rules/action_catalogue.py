@@ -33,7 +33,7 @@ class ActionInfo:
 
 @functools.cache
 def _services() -> dict[str, str]:
-    text = resources.files("mlwarden").joinpath("action_catalogue.json").read_text(encoding="utf-8")
+    text = resources.files("mlwarden.rules").joinpath("action_catalogue.json").read_text(encoding="utf-8")
     services: dict[str, str] = json.loads(text)["services"]
     return services
 

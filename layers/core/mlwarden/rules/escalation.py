@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from mlwarden import action_catalogue
+from mlwarden.rules import action_catalogue
 
 # What completing a path gives its holder, by pathfinding.cloud's category.
 _OUTCOME = {
@@ -80,7 +80,7 @@ class Catalogue:
 
 @functools.cache
 def catalogue() -> Catalogue:
-    text = resources.files("mlwarden").joinpath("escalation_paths.json").read_text(encoding="utf-8")
+    text = resources.files("mlwarden.rules").joinpath("escalation_paths.json").read_text(encoding="utf-8")
     data = json.loads(text)
     paths = tuple(
         EscalationPath(

@@ -11,17 +11,19 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mlwarden import clients, exemptions, pii_memory
+from mlwarden import clients, exemptions, inventory, pii_memory
+from mlwarden.checks import CheckUnit
 from mlwarden.errors import AwsCallFailed, error_code
 from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, StateChange, Unrecognised, partition_of
 from mlwarden.exemptions import Exemption, exemption_for
-from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
+from mlwarden.inventory import TAGGING_PERMISSIONS, Inventory
+from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored, ignored_at
 from mlwarden.pii import PII_TAG
 from mlwarden.settings import Settings
 
@@ -106,7 +108,7 @@ class AccountTarget:
 Target = BucketTarget | AccountTarget
 
 
-def target_of(event: Event) -> Target | str:
+def targets_from_event(event: Event) -> Target | str:
     """The bucket or account an event is about, or the reason it is not this check's."""
     if isinstance(event, Unrecognised):
         return event.reason
@@ -195,8 +197,14 @@ def _read_bucket_block(name: str) -> dict[str, bool] | None:
     return {flag: bool(config.get(flag, False)) for flag in FLAGS}
 
 
-def read_bucket_tags(name: str) -> dict[str, str] | None:
-    """The bucket's tags; {} when it has none; None when they cannot be read."""
+def read_bucket_tags(name: str, partition: str = "aws") -> dict[str, str] | None:
+    """The bucket's tags; {} when it has none; None when they cannot be read.
+
+    During a sweep, tags read in bulk for this bucket (mlwarden.inventory) save the call.
+    """
+    known = inventory.known_tags(f"arn:{partition}:s3:::{name}")
+    if known is not None:
+        return known
     try:
         response = clients.client("s3").get_bucket_tagging(Bucket=name)
     except ClientError as err:
@@ -369,19 +377,76 @@ def _state(config: Mapping[str, bool] | None) -> dict[str, Any]:
 
 
 def block_public_access(event: Event, settings: Settings) -> Outcome:
-    target = target_of(event)
+    """The event path: the bucket or account the event names, evaluated as the sweep evaluates it."""
+    target = targets_from_event(event)
     if isinstance(target, str):
         return ignored(CHECK, event, target)
-    trigger = Trigger.of(event)
+    return evaluate(target, Trigger.of(event), settings, event=event)
+
+
+def evaluate(target: Target, trigger: Trigger, settings: Settings, *, event: Event | None = None) -> Outcome:
+    """Decide on the bucket's (or account's) live state, block, verify: the same for an event and the sweep.
+
+    `event`: what named the target, when an event did; it tells whether a bucket that is now gone was
+    reported exposed first.
+    """
     try:
         if isinstance(target, BucketTarget):
             return exemptions.at_most_daily(_block_bucket(target, trigger, settings), settings)
         return _block_account(target, trigger, settings)
     except _Gone:
-        return gone_after_exposure(CHECK, event, trigger, target.arn if isinstance(target, BucketTarget) else None)
+        resource = target.arn if isinstance(target, BucketTarget) else None
+        if event is None:
+            return ignored_at(CHECK, trigger, "the bucket no longer exists", resource)
+        return gone_after_exposure(CHECK, event, trigger, resource)
     except AwsCallFailed as err:
-        resource = target.arn if isinstance(target, BucketTarget) else target.resource
-        return call_failed(CHECK, trigger, resource, "could not check or block public access", err)
+        return call_failed(CHECK, trigger, resource_of(target), "could not check or block public access", err)
+
+
+def resource_of(target: Target) -> str:
+    return target.arn if isinstance(target, BucketTarget) else target.resource
+
+
+# --- the sweep's way in: every bucket of the region, and the account ---------------------------------------
+
+# ListBuckets lists every bucket of the account; filtered by region, each bucket is swept once, in its own
+# region, where the Resource Groups Tagging API reads the tags of all of them in bulk.
+SWEEP_PERMISSIONS = frozenset({"s3:ListAllMyBuckets"}) | TAGGING_PERMISSIONS
+# ListBuckets pages: up to 10,000 buckets per page (ListBuckets API reference, MaxBuckets).
+_LIST_BUCKETS_PAGE = 10_000
+
+
+def targets_from_inventory(inventory: Inventory) -> Iterator[Target]:
+    if inventory.first_region:
+        yield AccountTarget(inventory.account)
+    for bucket in inventory.pages(
+        "s3",
+        "list_buckets",
+        "Buckets",
+        BucketRegion=inventory.region,
+        PaginationConfig={"PageSize": _LIST_BUCKETS_PAGE},
+    ):
+        name = bucket.get("Name")
+        if isinstance(name, str) and _BUCKET_NAME.match(name):
+            yield BucketTarget(name=name, partition=inventory.partition)
+
+
+def known_tags(inventory: Inventory, targets: list[Target]) -> dict[str, dict[str, str]]:
+    """The tags of every listed bucket in one bulk read: a bucket of this region absent from it has none."""
+    tagged = inventory.tags_by_arn("s3:bucket")
+    return {target.arn: tagged.get(target.arn, {}) for target in targets if isinstance(target, BucketTarget)}
+
+
+def key_of(target: Target) -> dict[str, str]:
+    if isinstance(target, BucketTarget):
+        return {"bucket": target.name, "partition": target.partition}
+    return {"account": target.account_id}
+
+
+def target_of_key(key: Mapping[str, Any]) -> Target:
+    if "bucket" in key:
+        return BucketTarget(name=str(key["bucket"]), partition=str(key.get("partition") or "aws"))
+    return AccountTarget(str(key["account"]))
 
 
 def block_bucket(name: str, trigger: Trigger, settings: Settings, *, pii_found: bool = False) -> Outcome | None:
@@ -513,7 +578,9 @@ class _Classification:
 
 
 def _classification(bucket: BucketTarget, settings: Settings) -> _Classification:
-    return _Classification(read_bucket_tags(bucket.name), pii_memory.recall(settings, bucket.arn, CHECK))
+    return _Classification(
+        read_bucket_tags(bucket.name, bucket.partition), pii_memory.recall(settings, bucket.arn, CHECK)
+    )
 
 
 def _tag_removed_note(classification: _Classification, trigger: Trigger) -> str:
@@ -709,3 +776,16 @@ def _turn_on_and_verify(
         undo=undo,
         **common,
     )
+
+
+UNIT = CheckUnit(
+    name=CHECK,
+    decide_event=block_public_access,
+    targets_from_inventory=targets_from_inventory,
+    evaluate=evaluate,
+    key_of=key_of,
+    target_of_key=target_of_key,
+    resource_of=resource_of,
+    known_tags=known_tags,
+    sweep_permissions=SWEEP_PERMISSIONS,
+)

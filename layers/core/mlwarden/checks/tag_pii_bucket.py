@@ -32,7 +32,8 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mlwarden import clients, pii_memory, s3
+from mlwarden import clients, pii_memory
+from mlwarden.checks import block_public_s3 as s3
 from mlwarden.errors import AwsCallFailed, error_code
 from mlwarden.events import Event, MacieFinding, Unrecognised, partition_of
 from mlwarden.observability import logger, metrics

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from mlwarden.instance_storage import NVME_FAMILIES
 from mlwarden.outcomes import Severity
+from mlwarden.rules.instance_storage import NVME_FAMILIES
 
 
 class Kind(StrEnum):

@@ -33,9 +33,9 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from mlwarden import action_catalogue, escalation
-from mlwarden.action_catalogue import ActionInfo
 from mlwarden.outcomes import Severity
+from mlwarden.rules import action_catalogue, escalation
+from mlwarden.rules.action_catalogue import ActionInfo
 
 SEVERITY_ORDER = (Severity.INFORMATIONAL, Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL)
 _MAX_LISTED = 20  # actions named per finding; the rest are counted

@@ -1,0 +1,184 @@
+"""Evaluate what already exists: every resource each check can list, through the event path's pipeline.
+
+`sweep_check` lists one check's targets in one account and region (its `targets_from_inventory`), reads
+their tags in bulk when the check says how, and runs each through `pipeline.run_target` on the
+inventory's threads: the same decision, exemptions, dry-run, flap guard, record and per-resource alert
+dedup as an event about the same resource. A resource that fails (an AWS call refused, a fix that does
+not read back) is reported as a `failed` outcome and the sweep goes on; a resource deleted between the
+listing and its evaluation ends `ignored`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlwarden import inventory as inventory_module
+from mlwarden.checks import CheckUnit
+from mlwarden.errors import AlertDeliveryFailed, AwsCallFailed, RemediationFailed
+from mlwarden.inventory import Inventory
+from mlwarden.observability import logger
+from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed
+from mlwarden.pipeline import run_target
+from mlwarden.settings import Settings
+
+Progress = Callable[[str, int, int], None]  # check, done, total
+
+
+def new_sweep_id() -> str:
+    return f"sweep-{uuid.uuid4()}"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Summary:
+    """What one sweep found: counts by check, outcome and severity, resources evaluated, time taken."""
+
+    sweep_id: str
+    started: float = field(default_factory=time.monotonic)
+    evaluated: int = 0
+    by_check: Counter[str] = field(default_factory=Counter)
+    by_outcome: Counter[str] = field(default_factory=Counter)
+    by_severity: Counter[str] = field(default_factory=Counter)
+    # Alerts sent by this sweep: anything new (per-resource dedup holds back what was already said).
+    alerted: int = 0
+    listing_failures: list[str] = field(default_factory=list)
+
+    def add(self, outcome: Outcome) -> None:
+        self.evaluated += 1
+        self.by_check[outcome.check] += 1
+        self.by_outcome[outcome.outcome.value] += 1
+        if outcome.outcome not in (OutcomeKind.COMPLIANT, OutcomeKind.IGNORED):
+            self.by_severity[outcome.severity.value] += 1
+        self.alerted += int(outcome.alerted)
+
+    @property
+    def seconds(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sweep_id": self.sweep_id,
+            "evaluated": self.evaluated,
+            "seconds": self.seconds,
+            "by_check": dict(self.by_check),
+            "by_outcome": dict(self.by_outcome),
+            "by_severity": dict(self.by_severity),
+            "alerted": self.alerted,
+            "listing_failures": list(self.listing_failures),
+        }
+
+
+def list_targets(unit: CheckUnit, inventory: Inventory) -> list[Any]:
+    """Every target of one check in one account and region; AwsCallFailed when the listing cannot be read."""
+    return list(unit.targets_from_inventory(inventory))
+
+
+def evaluate_targets(
+    unit: CheckUnit,
+    targets: Iterable[Any],
+    inventory: Inventory,
+    *,
+    settings: Settings,
+    trigger: Trigger,
+    progress: Progress | None = None,
+) -> Iterator[Outcome]:
+    """Each target through the pipeline, concurrently, in listing order; failures are outcomes, not raises."""
+    targets = list(targets)
+    token = None
+    if unit.known_tags is not None and targets:
+        try:
+            token = inventory_module.with_known_tags(unit.known_tags(inventory, targets))
+        except AwsCallFailed as err:
+            # The bulk read is a saving, not a source of truth: each resource reads its own tags instead.
+            logger.warning("bulk tag read failed: tags read per resource", check=unit.name, error=err.code)
+    done = 0
+    try:
+        for outcome in inventory.map(lambda target: evaluate_one(unit, target, settings, trigger), targets):
+            done += 1
+            if progress is not None:
+                progress(unit.name, done, len(targets))
+            yield outcome
+    finally:
+        if token is not None:
+            inventory_module.forget_known_tags(token)
+
+
+def evaluate_one(unit: CheckUnit, target: Any, settings: Settings, trigger: Trigger) -> Outcome:
+    """One target through the pipeline. A failed fix or an undelivered alert is returned, not raised."""
+    try:
+        return run_target(unit, target, trigger, settings)
+    except RemediationFailed as err:
+        return err.outcome
+    except AlertDeliveryFailed as err:
+        return err.outcome
+    except AwsCallFailed as err:  # a check that let one escape: still this resource's outcome
+        return call_failed(unit.name, trigger, unit.resource_of(target), "could not evaluate", err)
+
+
+def sweep_check(
+    unit: CheckUnit,
+    inventory: Inventory,
+    settings: Settings,
+    sweep_id: str,
+    *,
+    summary: Summary | None = None,
+    progress: Progress | None = None,
+) -> Iterator[Outcome]:
+    """List and evaluate one check's resources in one account and region."""
+    trigger = Trigger.sweep(sweep_id, inventory.account, inventory.region, now_iso())
+    try:
+        targets = list_targets(unit, inventory)
+    except AwsCallFailed as err:
+        failed = listing_failed(unit, trigger, err)
+        if summary is not None:
+            summary.listing_failures.append(f"{unit.name} in {inventory.region}: {err.code}")
+            summary.add(failed)
+        yield failed
+        return
+    if progress is not None:
+        progress(unit.name, 0, len(targets))
+    for outcome in evaluate_targets(unit, targets, inventory, settings=settings, trigger=trigger, progress=progress):
+        if summary is not None:
+            summary.add(outcome)
+        yield outcome
+
+
+def listing_failed(unit: CheckUnit, trigger: Trigger, err: AwsCallFailed) -> Outcome:
+    """A check whose resources could not be listed: nothing about them is known, which is itself a finding."""
+    outcome = call_failed(
+        unit.name, trigger, f"{trigger.account}/{trigger.region}", f"could not list the {unit.name} resources", err
+    )
+    return Outcome(**{**outcome.__dict__, "severity": Severity.HIGH})
+
+
+def run_sweep(
+    check_names: Iterable[str],
+    regions: Iterable[str],
+    account: str,
+    settings: Settings,
+    *,
+    sweep_id: str | None = None,
+    progress: Progress | None = None,
+    summary: Summary | None = None,
+) -> Iterator[Outcome]:
+    """Every named check in every region of one account; global resources are listed in the first region only.
+
+    Outcomes stream as they are decided; `summary` (when given) counts them.
+    """
+    from mlwarden.checks import load  # noqa: PLC0415 - imports the checks, which a handler never needs
+
+    sweep_id = sweep_id or (summary.sweep_id if summary is not None else new_sweep_id())
+    units = [load(name) for name in check_names]
+    for index, region in enumerate(regions):
+        inventory = Inventory(account=account, region=region, first_region=index == 0)
+        for unit in units:
+            yield from sweep_check(unit, inventory, settings, sweep_id, summary=summary, progress=progress)
