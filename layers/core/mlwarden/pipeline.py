@@ -123,7 +123,7 @@ def _finish(name: str, decided: Decided, settings: Settings, store: OutcomeStore
     else:
         outcome = replace(outcome, redelivered=True)
         _record_redelivery(outcome)
-    if outcome.needs_alert:
+    if outcome.needs_alert and settings.send_alerts:
         outcome = _alert(outcome, settings, store, name)
     if outcome.outcome is OutcomeKind.FAILED:
         raise RemediationFailed(outcome) from outcome.cause

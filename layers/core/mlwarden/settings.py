@@ -55,6 +55,9 @@ class Settings:
     flap_digest_minutes: int = 60
     # The same resource with the same failed findings and severity alerts once within this many hours.
     alert_dedup_hours: int = 24
+    # False only for `mlwarden sweep` run without an alert topic: it reports and sends nothing. Never read from
+    # the environment, so no variable can silence a deployed function.
+    send_alerts: bool = True
 
     @property
     def enforce(self) -> bool:
