@@ -20,8 +20,8 @@ failed and the fix; --json: one outcome per line (the keys of `replay --json`, e
 --sarif: one SARIF 2.1.0 log. A progress bar per check goes to stderr when it is a terminal; --stats prints
 the HTTP requests sent per operation to stderr. Logs go to stderr at WARNING unless POWERTOOLS_LOG_LEVEL says.
 
-Exit status: 0 when nothing at or above --fail-on (default HIGH) was found, 1 when something was (a resource
-that could not be read or listed counts, at HIGH), 2 for unusable arguments (an unknown check, a region AWS
+Exit status: 0 when nothing at or above --fail-on (default HIGH) was found, 1 when something was or when a
+resource or a listing could not be read (it may hide anything), 2 for unusable arguments (an unknown check, a region AWS
 does not have, a bad severity, --json with --sarif, an invalid configuration variable, no credentials).
 """
 
@@ -131,7 +131,9 @@ def run(args: argparse.Namespace, template: Template) -> int:
     if counter is not None:
         print(format_stats(counter, summary), file=sys.stderr)
     threshold = rank(Severity(args.fail_on))
-    return EXIT_FOUND if any(rank(o.severity) >= threshold for o in found(outcomes)) else EXIT_CLEAN
+    # A resource that could not be read or listed may hide anything: never "nothing found", whatever --fail-on.
+    over = [o for o in found(outcomes) if rank(o.severity) >= threshold or o.outcome is OutcomeKind.FAILED]
+    return EXIT_FOUND if over else EXIT_CLEAN
 
 
 def _run_sweep(
