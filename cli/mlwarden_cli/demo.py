@@ -663,7 +663,7 @@ def _sweep_story(template: Template, client: Callable[[str], Any], queue_url: st
     second_alerts = _received_alerts(sqs, queue_url)
     print(f"alerts received: first sweep {len(first_alerts)}, enforce {len(fix_alerts)}, second {len(second_alerts)}")
     return [
-        ("the first sweep alerts each bucket that predates ML Warden", legacy <= alerted(first_alerts, "would-remediate")),
+        ("the first sweep alerts each bucket older than ML Warden", legacy <= alerted(first_alerts, "would-remediate")),
         ("the first sweep is a dry run: nothing changed; exit 1 (MEDIUM found)", unchanged and dry_status == 1),
         (
             "the enforce sweep blocks every legacy bucket and alerts each fix",
