@@ -32,7 +32,6 @@ from mlwarden_cli import sarif as sarif_log
 from mlwarden_cli.template import _CfnLoader
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
-FAIL_ON = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
 SUFFIXES = (".json", ".yaml", ".yml", ".template")
 # Properties that hold a policy document, on any resource type.
 _POLICY_PROPERTIES = ("PolicyDocument", "KeyPolicy", "AssumeRolePolicyDocument")
@@ -362,17 +361,7 @@ def add_parser(commands: Any) -> None:
         description=__doc__.split("\n\n", 2)[2] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="one JSON object per finding per line")
-    output.add_argument("--sarif", action="store_true", help="one SARIF 2.1.0 log")
-    parser.add_argument(
-        "--fail-on",
-        default="HIGH",
-        type=str.upper,
-        choices=FAIL_ON,
-        metavar="SEVERITY",
-        help="exit 1 when a finding is at or above it: CRITICAL, HIGH (default), MEDIUM or LOW",
-    )
+    sarif_log.add_output_options(parser, json_help="one JSON object per finding per line")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH")
 
 

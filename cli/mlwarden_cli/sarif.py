@@ -1,10 +1,10 @@
-"""SARIF 2.1.0 logs for code-scanning tools: one builder for `mlwarden lint --sarif` and `mlwarden sweep --sarif`.
-
-https://docs.oasis-open.org/sarif/sarif/v2.1.0/sarif-v2.1.0.html
+"""Findings for people and tools: the `--json | --sarif` and `--fail-on` options of `mlwarden lint` and `mlwarden
+sweep`, and the one SARIF 2.1.0 builder both use (https://docs.oasis-open.org/sarif/sarif/v2.1.0/sarif-v2.1.0.html).
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -13,6 +13,22 @@ from typing import Any
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 # ML Warden's severities as SARIF levels (the severity itself goes in each result's properties).
 LEVEL = {"CRITICAL": "error", "HIGH": "error", "MEDIUM": "warning", "LOW": "note", "INFORMATIONAL": "note"}
+FAIL_ON = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
+
+
+def add_output_options(parser: argparse.ArgumentParser, *, json_help: str) -> None:
+    """`--json | --sarif` (one or the other: argparse exits 2 on both) and `--fail-on SEVERITY`."""
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help=json_help)
+    output.add_argument("--sarif", action="store_true", help="one SARIF 2.1.0 log")
+    parser.add_argument(
+        "--fail-on",
+        default="HIGH",
+        type=str.upper,
+        choices=FAIL_ON,
+        metavar="SEVERITY",
+        help="exit 1 when a finding is at or above it: CRITICAL, HIGH (default), MEDIUM or LOW",
+    )
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,6 @@ from mlwarden.rules.policy_analysis import SEVERITY_ORDER, rank
 from mlwarden.settings import Settings, SettingsError, load_settings
 from mlwarden.sweep import Progress, Summary, new_sweep_id, sweep_check
 from mlwarden_cli import sarif as sarif_log
-from mlwarden_cli.lint import FAIL_ON
 from mlwarden_cli.replay import Replayed, Replayer, environment_set
 from mlwarden_cli.template import FunctionSpec, Template
 
@@ -95,18 +94,8 @@ def add_parser(commands: Any) -> None:
         help=f"only this check (repeatable): {', '.join(CHECK_NAMES)}; default: every check that can sweep",
     )
     parser.add_argument("--region", action="append", metavar="R", help="sweep this region (repeatable)")
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="one outcome object per line")
-    output.add_argument("--sarif", action="store_true", help="one SARIF 2.1.0 log")
+    sarif_log.add_output_options(parser, json_help="one outcome object per line")
     parser.add_argument("--out", type=Path, metavar="FILE", help="write the report, JSON or SARIF to FILE")
-    parser.add_argument(
-        "--fail-on",
-        default="HIGH",
-        type=str.upper,
-        choices=FAIL_ON,
-        metavar="SEVERITY",
-        help="exit 1 when a finding is at or above it: CRITICAL, HIGH (default), MEDIUM or LOW",
-    )
     parser.add_argument("--stats", action="store_true", help="print the HTTP requests sent per operation to stderr")
     parser.add_argument("--template", type=Path, help="template.yaml to read the functions' environment from")
 

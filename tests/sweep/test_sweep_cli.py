@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -419,3 +420,25 @@ def test_a_bucket_deleted_between_listing_and_evaluation_ends_ignored(
     assert "Not evaluated (1)" in out
     assert "arn:aws:s3:::short-lived (block_public_s3): the bucket no longer exists" in out
     assert "Traceback" not in err
+
+
+def test_enforce_grades_a_public_pii_bucket_on_the_state_found_not_on_the_account_fix_racing_it(
+    deployed: AwsWorld, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The account-level block, fixed first, would hold the bucket's public ACL back: MEDIUM instead of
+    CRITICAL for a PII bucket that was public until then. An event about the bucket says CRITICAL."""
+    deployed.bucket("pii-open", acl="public-read", tags={"mlwarden:pii": "true"})
+    # The bucket's first read is slow, so that a concurrent account fix would land before its grading.
+    on_every_new_client(monkeypatch, "before-call.s3.GetPublicAccessBlock", lambda **_: time.sleep(0.3))
+
+    status, out, _ = sweep(capsys, "--mode", "enforce", "--json")
+
+    by_resource = {line["resource"]: line for line in json_lines(out)}
+    assert status == 1
+    assert by_resource["arn:aws:s3:::pii-open"]["outcome"] == "remediated"
+    assert by_resource["arn:aws:s3:::pii-open"]["severity"] == "CRITICAL"
+    assert by_resource[f"AWS::::Account:{ACCOUNT}"]["outcome"] == "remediated"
+    assert deployed.account_block() == ALL_ON
+    assert deployed.block_of("pii-open") == ALL_ON
+    severities = {alert.outcome["resource"]: alert.outcome["severity"] for alert in deployed.alerts()}
+    assert severities["arn:aws:s3:::pii-open"] == "CRITICAL"

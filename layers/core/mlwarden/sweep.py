@@ -91,8 +91,11 @@ def evaluate_targets(
     trigger: Trigger,
     progress: Progress | None = None,
 ) -> Iterator[Outcome]:
-    """Each target through the pipeline, concurrently, in listing order; failures are outcomes, not raises."""
+    """Each target through the pipeline, concurrently, in listing order (the unit's `evaluate_last` targets
+    after the others); failures are outcomes, not raises."""
     targets = list(targets)
+    last = unit.evaluate_last
+    waves = [targets] if last is None else [[t for t in targets if not last(t)], [t for t in targets if last(t)]]
     token = None
     if unit.known_tags is not None and targets:
         try:
@@ -102,11 +105,12 @@ def evaluate_targets(
             logger.warning("bulk tag read failed: tags read per resource", check=unit.name, error=err.code)
     done = 0
     try:
-        for outcome in inventory.map(lambda target: evaluate_one(unit, target, settings, trigger), targets):
-            done += 1
-            if progress is not None:
-                progress(unit.name, done, len(targets))
-            yield outcome
+        for wave in waves:
+            for outcome in inventory.map(lambda target: evaluate_one(unit, target, settings, trigger), wave):
+                done += 1
+                if progress is not None:
+                    progress(unit.name, done, len(targets))
+                yield outcome
     finally:
         if token is not None:
             inventory_module.forget_known_tags(token)

@@ -38,6 +38,9 @@ class CheckUnit:
     - resource_of: the ARN (or Config resource name) the outcome will carry.
     - known_tags: optional bulk tag read for the listed targets (saves one call per resource).
     - sweep_permissions: the IAM actions the inventory adds to the check's own permissions.
+    - evaluate_last: the targets whose fix changes how the others are graded (the account-level S3 block
+      holds back a bucket's public ACL): evaluated after the others, so that the others are graded on the
+      state the sweep found, as an event about them would have been, not on a fix racing them.
     """
 
     name: str
@@ -50,6 +53,7 @@ class CheckUnit:
     # Tags of the listed targets read in bulk (ARN -> tags), handed to the check's per-resource tag reads.
     known_tags: Callable[[Inventory, list[Any]], Mapping[str, Mapping[str, str]]] | None = None
     sweep_permissions: frozenset[str] = frozenset()
+    evaluate_last: Callable[[Any], bool] | None = None
 
 
 def load(name: str) -> CheckUnit:

@@ -788,4 +788,6 @@ UNIT = CheckUnit(
     resource_of=resource_of,
     known_tags=known_tags,
     sweep_permissions=SWEEP_PERMISSIONS,
+    # Fixing the account block first would grade every public bucket as held back by it.
+    evaluate_last=lambda target: isinstance(target, AccountTarget),
 )
