@@ -442,3 +442,23 @@ def test_enforce_grades_a_public_pii_bucket_on_the_state_found_not_on_the_accoun
     assert deployed.block_of("pii-open") == ALL_ON
     severities = {alert.outcome["resource"]: alert.outcome["severity"] for alert in deployed.alerts()}
     assert severities["arn:aws:s3:::pii-open"] == "CRITICAL"
+
+
+def test_the_alert_for_a_refused_listing_says_what_could_not_be_listed_and_how_to_retry(
+    deployed: AwsWorld, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def access_denied(**_: Any) -> tuple[_Http, dict[str, Any]]:
+        error = {"Code": "AccessDenied", "Message": "Access Denied"}
+        return _Http(403), {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 403}}
+
+    on_every_new_client(monkeypatch, "before-call.s3.ListBuckets", access_denied)
+
+    status, _, _ = sweep(capsys, "--check", "block_public_s3")
+
+    alert = deployed.only_alert()
+    assert status == 1
+    assert alert.outcome["outcome"] == "failed"
+    assert alert.outcome["severity"] == "HIGH"
+    assert "could not list the block_public_s3 resources" in alert.outcome["reason"]
+    assert "mlwarden sweep --check block_public_s3" in alert.body
+    assert "dead-letter queue" not in alert.body  # there is no event to re-drive

@@ -103,6 +103,12 @@ def run_target(unit: CheckUnit, target: Any, trigger: Trigger, settings: Setting
     return _finish(unit.name, Decided(outcome, first_delivery=True), settings, None)
 
 
+def report(name: str, outcome: Outcome, settings: Settings) -> Outcome:
+    """An outcome no check's evaluation produced (a sweep that could not list a check's resources): logged,
+    counted and alerted like any other. A `failed` outcome raises RemediationFailed, as everywhere."""
+    return _finish(name, Decided(outcome, first_delivery=True), settings, None)
+
+
 def _reporting_exempt_tags(name: str, check: Check) -> Check:
     """A call that sets the exempt tag is decided like any other, and its outcome also reports the tag."""
 

@@ -11,6 +11,7 @@ listing and its evaluation ends `ignored`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 import uuid
 from collections import Counter
@@ -24,7 +25,7 @@ from mlwarden.errors import AlertDeliveryFailed, AwsCallFailed, RemediationFaile
 from mlwarden.inventory import Inventory
 from mlwarden.observability import logger
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed
-from mlwarden.pipeline import run_target
+from mlwarden.pipeline import report, run_target
 from mlwarden.settings import Settings
 
 Progress = Callable[[str, int, int], None]  # check, done, total
@@ -119,13 +120,19 @@ def evaluate_targets(
 def evaluate_one(unit: CheckUnit, target: Any, settings: Settings, trigger: Trigger) -> Outcome:
     """One target through the pipeline. A failed fix or an undelivered alert is returned, not raised."""
     try:
-        return run_target(unit, target, trigger, settings)
+        return _returned(lambda: run_target(unit, target, trigger, settings))
+    except AwsCallFailed as err:  # a check that let one escape: still this resource's outcome
+        return call_failed(unit.name, trigger, unit.resource_of(target), "could not evaluate", err)
+
+
+def _returned(finish: Callable[[], Outcome]) -> Outcome:
+    """The pipeline raises a failed outcome (for Lambda's retries); the sweep reports it and goes on."""
+    try:
+        return finish()
     except RemediationFailed as err:
         return err.outcome
     except AlertDeliveryFailed as err:
         return err.outcome
-    except AwsCallFailed as err:  # a check that let one escape: still this resource's outcome
-        return call_failed(unit.name, trigger, unit.resource_of(target), "could not evaluate", err)
 
 
 def sweep_check(
@@ -142,7 +149,8 @@ def sweep_check(
     try:
         targets = list_targets(unit, inventory)
     except AwsCallFailed as err:
-        failed = listing_failed(unit, trigger, err)
+        # Logged, counted and alerted: nothing is known about these resources, which someone must hear.
+        failed = _returned(functools.partial(report, unit.name, listing_failed(unit, trigger, err), settings))
         if summary is not None:
             summary.listing_failures.append(f"{unit.name} in {inventory.region}: {err.code}")
             summary.add(failed)
