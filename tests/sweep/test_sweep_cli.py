@@ -462,3 +462,20 @@ def test_the_alert_for_a_refused_listing_says_what_could_not_be_listed_and_how_t
     assert "could not list the block_public_s3 resources" in alert.outcome["reason"]
     assert "mlwarden sweep --check block_public_s3" in alert.body
     assert "dead-letter queue" not in alert.body  # there is no event to re-drive
+
+
+def test_several_regions_read_each_bucket_in_its_own_region_and_the_account_once(
+    aws: AwsWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    aws.bucket("in-virginia", acl="public-read")
+    aws.s3.create_bucket(Bucket="in-ireland", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+
+    status, out, _ = sweep(capsys, "--json", "--region", "us-east-1", "--region", "eu-west-1")
+
+    lines = json_lines(out)
+    assert status == 1
+    assert sorted((line["resource"], line["source"]) for line in lines) == [
+        (f"AWS::::Account:{ACCOUNT}", f"sweep:{ACCOUNT}:us-east-1"),
+        ("arn:aws:s3:::in-ireland", f"sweep:{ACCOUNT}:eu-west-1"),
+        ("arn:aws:s3:::in-virginia", f"sweep:{ACCOUNT}:us-east-1"),
+    ]
