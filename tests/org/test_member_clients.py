@@ -63,10 +63,19 @@ def test_no_role_is_assumed_for_the_home_account_without_a_member_role_or_an_acc
     aws: AwsWorld, account: str | None, role: str | None
 ) -> None:
     with clients.acting_in(account, REGION, member_role_name=role, session="mlwarden-x") as acting:
-        assert acting is None
+        assert acting is None or acting.role_arn is None
         clients.client("s3").list_buckets()
 
     assert _ml_warden_sessions(MEMBER) == []
+    assert _ml_warden_sessions(ACCOUNT) == []
+
+
+def test_the_hub_accounts_event_from_another_region_is_acted_on_in_that_region(aws: AwsWorld) -> None:
+    # member.yaml forwards the hub account's other regions to the organization bus in the hub's home region.
+    with clients.acting_in(ACCOUNT, "eu-west-1", member_role_name=ROLE, session="mlwarden-x"):
+        assert clients.client("sagemaker").meta.region_name == "eu-west-1"
+        assert clients.client("dynamodb").meta.region_name == REGION  # the hub's own table stays home
+
     assert _ml_warden_sessions(ACCOUNT) == []
 
 

@@ -18,6 +18,7 @@ import contextvars
 import functools
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,8 @@ def client(service: str, region: str | None = None) -> Any:
     acting = _ACTING.get()
     if acting is None or service in HOME_SERVICES:
         return _home_client(service, region)
+    if acting.role_arn is None:  # the home account, in the event's region
+        return _home_client(service, region or acting.region)
     return _member_client(service, region or acting.region, acting.role_arn, acting.session_name)
 
 
@@ -95,11 +98,11 @@ def _home_client(service: str, region: str | None) -> Any:
 
 @dataclass(frozen=True)
 class Acting:
-    """The member account (and its region) the current event or sweep acts in, through which role."""
+    """The account (and its region) the current event or sweep acts in, through which role (None: our own)."""
 
     account: str
     region: str | None
-    role_arn: str
+    role_arn: str | None
     session_name: str
 
 
@@ -145,7 +148,7 @@ def session_name(*parts: str) -> str:
 def acting_in(
     account: str | None, region: str | None, *, member_role_name: str | None, session: str, partition: str = "aws"
 ) -> Iterator[Acting | None]:
-    """Resource clients act in `account` while inside; a no-op for the home account or without a member role.
+    """Resource clients act in `account` and `region` while inside; a no-op without an account or a member role.
 
     The role is assumed on entry, so a missing or untrusting member role is MemberRoleUnavailable here,
     before anything is read, and not an AccessDenied on the first resource call.
@@ -175,14 +178,18 @@ def context_acting_in(
 def _assumed(
     account: str | None, region: str | None, member_role_name: str | None, session: str, partition: str
 ) -> Acting | None:
-    if not account or not member_role_name or account == home_account():
-        return None
-    acting = Acting(account, region, member_role_arn(account, member_role_name, partition), session)
-    _member_session(acting.role_arn, acting.session_name)
-    return acting
+    if not account or not member_role_name:
+        return None  # single-account mode: as before organization mode existed
+    if account == home_account():
+        # The hub's own account, but maybe another region (member.yaml forwards the hub account's other regions).
+        return Acting(account, region, None, session)
+    role_arn = member_role_arn(account, member_role_name, partition)
+    _member_session(role_arn, session)
+    return Acting(account, region, role_arn, session)
 
 
-@functools.lru_cache(maxsize=64)
+# A warm container meets a new session per event; a sweep keeps one per account. A few are plenty.
+@functools.lru_cache(maxsize=8)
 def _member_session(role_arn: str, session: str) -> boto3.Session:
     """One assumed-role session per role and session name, refreshed by botocore before it expires."""
     from botocore.credentials import RefreshableCredentials  # noqa: PLC0415 - organization mode only
@@ -207,6 +214,8 @@ def _member_session(role_arn: str, session: str) -> boto3.Session:
         }
 
     botocore_session = get_session()
+    # One loader for every member session: a new session would parse the service models again (time, memory).
+    botocore_session.register_component("data_loader", _shared_loader())
     # botocore has no public setter for refreshable credentials; this is how AWS's own samples give them.
     botocore_session._credentials = RefreshableCredentials.create_from_metadata(
         metadata=assume(), refresh_using=assume, method="sts-assume-role"
@@ -214,9 +223,21 @@ def _member_session(role_arn: str, session: str) -> boto3.Session:
     return boto3.Session(botocore_session=botocore_session)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.cache
+def _shared_loader() -> Any:
+    from botocore.loaders import create_loader  # noqa: PLC0415 - organization mode only
+
+    return create_loader()
+
+
+# boto3 sessions are not thread-safe: the sweep's threads make a member's clients one at a time.
+_MAKING_CLIENTS = threading.Lock()
+
+
+@functools.lru_cache(maxsize=64)
 def _member_client(service: str, region: str | None, role_arn: str, session: str) -> Any:
-    aws_client = _member_session(role_arn, session).client(service, region_name=region, config=_config())
+    with _MAKING_CLIENTS:
+        aws_client = _member_session(role_arn, session).client(service, region_name=region, config=_config())
     if service == "s3control":
         _keep_custom_endpoint_host(aws_client)
     return aws_client
