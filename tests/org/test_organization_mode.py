@@ -28,7 +28,8 @@ from mlwarden.outcomes import OutcomeKind
 from mlwarden.settings import load_settings
 from mlwarden.sweep import Summary, new_sweep_id, run_organization_sweep
 from mlwarden_cli.emulator import refuse_assuming_missing_roles
-from mlwarden_cli.template import load_document
+from mlwarden_cli.replay import Replayer
+from mlwarden_cli.template import load_document, load_template
 from tests.conftest import ACCOUNT, ALL_ON, REGION, AwsWorld, Handler, build_cloudtrail_event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -332,3 +333,25 @@ def test_accounts_of_nested_units_are_listed_once_with_their_unit(org: Organizat
 
     assert listed[status["AccountId"]].organizational_unit == f"ml-prod ({child})"
     assert len(listed) == 4  # the three members and the nested one, each once
+
+
+def test_replay_of_a_member_accounts_event_acts_in_that_account_with_the_current_credentials(
+    org: Organization, aws: AwsWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `mlwarden replay` takes MEMBER_ROLE_NAME from the template (MemberRoleName's default) and assumes the
+    # member role with whatever credentials it runs with.
+    monkeypatch.delenv("MEMBER_ROLE_NAME")
+    for name, value in (
+        ("ALERT_TOPIC_ARN", aws.topic_arn),
+        ("OUTCOME_TABLE", aws.outcome_table),
+        ("EXEMPTION_TABLE", aws.exemption_table),
+    ):
+        monkeypatch.setenv(name, value)
+    bucket = org.open_bucket(org.team_b, "team-b-replayed")
+    event = _member_event("DeleteBucketPublicAccessBlock", bucket, org.team_b)
+
+    [replayed] = Replayer(load_template(ROOT / "template.yaml")).replay(event, "member-event.json")
+
+    assert (replayed.function, replayed.outcome) == ("BlockPublicS3Function", "remediated")
+    assert org.block_of(org.team_b, bucket) == ALL_ON
+    assert len(_sessions_in(org.team_b)) == 1
