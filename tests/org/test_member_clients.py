@@ -10,7 +10,7 @@ from moto.sts.models import sts_backends
 
 from mlwarden import clients
 from mlwarden.settings import SettingsError, load_settings
-from tests.conftest import ACCOUNT, REGION, TOPIC_ARN, AwsWorld, Handler, build_cloudtrail_event
+from tests.conftest import ACCOUNT, REGION, TOPIC_ARN, AwsWorld, FakeLambdaContext, Handler, build_cloudtrail_event
 
 MEMBER = "111111111111"
 ROLE = "MLWardenMember"
@@ -112,3 +112,14 @@ def test_an_alert_goes_out_without_the_account_name_when_organizations_refuses(
     alert = aws.only_alert()
     assert alert.attributes["account"] == ACCOUNT
     assert "account_name" not in alert.attributes
+
+
+def test_in_lambda_the_home_account_comes_from_the_functions_own_arn_without_a_call(
+    aws: AwsWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Single-account deployments get MEMBER_ROLE_NAME too: their events must not cost an STS call.
+    monkeypatch.setenv("AWS_EXECUTION_ENV", "AWS_Lambda_python3.13")
+    context = FakeLambdaContext(invoked_function_arn=f"arn:aws:lambda:{REGION}:{MEMBER}:function:mlwarden-X")
+
+    assert clients.home_account(context) == MEMBER  # moto's own account would say 123456789012
+    assert clients.home_account(None) == ACCOUNT

@@ -69,7 +69,7 @@ def _clear_caches() -> None:
     _home_client.cache_clear()
     _member_session.cache_clear()
     _member_client.cache_clear()
-    home_account.cache_clear()
+    _caller_account.cache_clear()
 
 
 # Tests and long-lived tools reset every cached client and session at once.
@@ -125,9 +125,18 @@ class MemberRoleUnavailable(AwsCallFailed):
         )
 
 
+def home_account(lambda_context: Any = None) -> str:
+    """The account this process acts as itself: in Lambda the function's own ARN says it (no call);
+    elsewhere (replay, the CLI) the account of the credentials it runs with, read once."""
+    function_arn = getattr(lambda_context, "invoked_function_arn", None)
+    in_lambda = os.environ.get("AWS_EXECUTION_ENV", "").startswith("AWS_Lambda_")
+    if in_lambda and isinstance(function_arn, str) and function_arn.count(":") >= 6:
+        return function_arn.split(":")[4]
+    return _caller_account()
+
+
 @functools.cache
-def home_account() -> str:
-    """The account of the credentials this process runs with (read once)."""
+def _caller_account() -> str:
     try:
         return str(_home_client("sts", None).get_caller_identity()["Account"])
     except (ClientError, BotoCoreError) as err:
@@ -146,14 +155,20 @@ def session_name(*parts: str) -> str:
 
 @contextlib.contextmanager
 def acting_in(
-    account: str | None, region: str | None, *, member_role_name: str | None, session: str, partition: str = "aws"
+    account: str | None,
+    region: str | None,
+    *,
+    member_role_name: str | None,
+    session: str,
+    partition: str = "aws",
+    lambda_context: Any = None,
 ) -> Iterator[Acting | None]:
     """Resource clients act in `account` and `region` while inside; a no-op without an account or a member role.
 
     The role is assumed on entry, so a missing or untrusting member role is MemberRoleUnavailable here,
     before anything is read, and not an AccessDenied on the first resource call.
     """
-    acting = _assumed(account, region, member_role_name, session, partition)
+    acting = _assumed(account, region, member_role_name, session, partition, lambda_context=lambda_context)
     if acting is None:
         yield None
         return
@@ -176,11 +191,17 @@ def context_acting_in(
 
 
 def _assumed(
-    account: str | None, region: str | None, member_role_name: str | None, session: str, partition: str
+    account: str | None,
+    region: str | None,
+    member_role_name: str | None,
+    session: str,
+    partition: str,
+    *,
+    lambda_context: Any = None,
 ) -> Acting | None:
     if not account or not member_role_name:
         return None  # single-account mode: as before organization mode existed
-    if account == home_account():
+    if account == home_account(lambda_context):
         # The hub's own account, but maybe another region (member.yaml forwards the hub account's other regions).
         return Acting(account, region, None, session)
     role_arn = member_role_arn(account, member_role_name, partition)

@@ -60,7 +60,9 @@ def run_check(name: str, check: Check, raw_event: Any, settings: Settings, lambd
     store = _store_for(event, raw_event, settings, lambda_context)
 
     def decide(fix_id: str) -> Callable[[], Outcome]:
-        return lambda: _guarded(name, event, _in_the_events_account(name, check, event, settings), settings, fix_id)
+        return lambda: _guarded(
+            name, event, _in_the_events_account(name, check, event, settings, lambda_context), settings, fix_id
+        )
 
     if store is None:
         envelope = getattr(event, "envelope", None)
@@ -107,7 +109,9 @@ def run_target(unit: CheckUnit, target: Any, trigger: Trigger, settings: Setting
     return _finish(unit.name, Decided(outcome, first_delivery=True), settings, None)
 
 
-def _in_the_events_account(name: str, check: Check, event: Event, settings: Settings) -> Outcome:
+def _in_the_events_account(
+    name: str, check: Check, event: Event, settings: Settings, lambda_context: Any = None
+) -> Outcome:
     """The check, with resource clients in the account and region the event came from (organization mode)."""
     envelope = getattr(event, "envelope", None)
     account = envelope.account if envelope is not None else None
@@ -120,6 +124,7 @@ def _in_the_events_account(name: str, check: Check, event: Event, settings: Sett
             member_role_name=settings.member_role_name,
             session=clients.session_name(name, event_id),
             partition=partition_of(region),
+            lambda_context=lambda_context,
         ):
             return check(event, settings)
     except clients.MemberRoleUnavailable as err:
