@@ -25,7 +25,7 @@ from mlwarden.events import parse_event
 from mlwarden.loopguard import is_own_change
 from mlwarden.organization import Account
 from mlwarden.outcomes import OutcomeKind
-from mlwarden.settings import load_settings
+from mlwarden.settings import SettingsError, load_settings
 from mlwarden.sweep import Summary, new_sweep_id, run_organization_sweep
 from mlwarden_cli.emulator import refuse_assuming_missing_roles
 from mlwarden_cli.replay import Replayer
@@ -355,3 +355,14 @@ def test_replay_of_a_member_accounts_event_acts_in_that_account_with_the_current
     assert (replayed.function, replayed.outcome) == ("BlockPublicS3Function", "remediated")
     assert org.block_of(org.team_b, bucket) == ALL_ON
     assert len(_sessions_in(org.team_b)) == 1
+
+
+def test_the_organization_sweep_refuses_to_run_without_a_member_role_name(
+    org: Organization, aws: AwsWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Otherwise every member would be read with the hub's credentials: the hub's buckets reported as theirs.
+    monkeypatch.delenv("MEMBER_ROLE_NAME")
+    monkeypatch.setenv("ALERT_TOPIC_ARN", aws.topic_arn)
+
+    with pytest.raises(SettingsError, match="MEMBER_ROLE_NAME"):
+        list(run_organization_sweep(["block_public_s3"], [REGION], [Account(org.team_a)], load_settings()))

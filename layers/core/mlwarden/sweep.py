@@ -29,7 +29,7 @@ from mlwarden.observability import logger
 from mlwarden.organization import Account
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed
 from mlwarden.pipeline import run_target
-from mlwarden.settings import Settings
+from mlwarden.settings import Settings, SettingsError
 
 Progress = Callable[[str, int, int], None]  # check, done, total
 
@@ -211,6 +211,9 @@ def run_organization_sweep(
     """
     from mlwarden.checks import load  # noqa: PLC0415 - imports the checks, which a handler never needs
 
+    if settings.member_role_name is None:
+        # Without it every account would be read with the hub's own credentials, and reported as another's.
+        raise SettingsError("MEMBER_ROLE_NAME is required to sweep the organization's accounts")
     summary = summary if summary is not None else Summary(sweep_id or new_sweep_id())
     sweep_id = sweep_id or summary.sweep_id
     units = [load(name) for name in check_names]
@@ -257,8 +260,7 @@ def _account_unreachable(account: Account, region: str, sweep_id: str, err: AwsC
         account_name=account.name,
         organizational_unit=account.organizational_unit,
     )
-    outcome = call_failed("sweep", trigger, f"account {account.id}", "account not swept", err)
-    return replace(outcome, severity=Severity.HIGH)
+    return call_failed("sweep", trigger, f"account {account.id}", "account not swept", err)  # HIGH
 
 
 def _alert_unreachable(unreachable: list[Outcome], summary: Summary, settings: Settings) -> None:
