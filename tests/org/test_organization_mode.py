@@ -366,3 +366,20 @@ def test_the_organization_sweep_refuses_to_run_without_a_member_role_name(
 
     with pytest.raises(SettingsError, match="MEMBER_ROLE_NAME"):
         list(run_organization_sweep(["block_public_s3"], [REGION], [Account(org.team_a)], load_settings()))
+
+
+def test_a_members_buckets_are_swept_on_the_inventorys_threads_through_one_session(
+    org: Organization, aws: AwsWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # boto3 sessions are not thread-safe: the threads share one member session and make its clients in turn.
+    org.settle_account_block(org.team_a)
+    buckets = [org.open_bucket(org.team_a, f"team-a-shard-{n:02d}") for n in range(24)]
+    for name, value in (("ALERT_TOPIC_ARN", aws.topic_arn), ("REMEDIATION_MODE", "enforce")):
+        monkeypatch.setenv(name, value)
+    summary = Summary(new_sweep_id())
+
+    list(run_organization_sweep(["block_public_s3"], [REGION], [Account(org.team_a)], load_settings(), summary=summary))
+
+    assert [org.block_of(org.team_a, bucket) for bucket in buckets] == [ALL_ON] * len(buckets)
+    assert summary.by_outcome["remediated"] == len(buckets)
+    assert _sessions_in(org.team_a) == [f"mlwarden-{summary.sweep_id}"]
