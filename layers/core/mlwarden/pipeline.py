@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from mlwarden import alert_dedup, alerts
-from mlwarden.errors import AlertDeliveryFailed, AwsCallFailed, RemediationFailed
+from mlwarden.errors import AlertDeliveryFailed, AwsCallFailed, FindingsNotSent, RemediationFailed
 from mlwarden.events import ApiCall, Event, Unrecognised, parse_event
 from mlwarden.exemptions import ROUTED_FOR_THE_EXEMPT_TAG, report_tag_change, tag_set_by
 from mlwarden.loopguard import is_own_change
@@ -100,7 +100,8 @@ def run_target(unit: CheckUnit, target: Any, trigger: Trigger, settings: Setting
     """
     outcome = unit.evaluate(target, trigger, settings)
     outcome = _guarded(unit.name, None, outcome, settings, f"{trigger.event_id}#{outcome.resource or ''}")
-    return _finish(unit.name, Decided(outcome, first_delivery=True), settings, None)
+    # The sweep sends Security Hub findings in batches (sweep.py), not one call per resource.
+    return _finish(unit.name, Decided(outcome, first_delivery=True), settings, None, send_findings=False)
 
 
 def _reporting_exempt_tags(name: str, check: Check) -> Check:
@@ -116,7 +117,9 @@ def _reporting_exempt_tags(name: str, check: Check) -> Check:
     return decide
 
 
-def _finish(name: str, decided: Decided, settings: Settings, store: OutcomeStore | None) -> Outcome:
+def _finish(
+    name: str, decided: Decided, settings: Settings, store: OutcomeStore | None, *, send_findings: bool = True
+) -> Outcome:
     outcome = decided.outcome
     if decided.first_delivery:
         _record(outcome)
@@ -125,9 +128,30 @@ def _finish(name: str, decided: Decided, settings: Settings, store: OutcomeStore
         _record_redelivery(outcome)
     if outcome.needs_alert:
         outcome = _alert(outcome, settings, store, name)
+    if send_findings and settings.security_hub_findings:
+        send_security_hub_findings([outcome])
     if outcome.outcome is OutcomeKind.FAILED:
         raise RemediationFailed(outcome) from outcome.cause
     return outcome
+
+
+def send_security_hub_findings(outcomes: list[Outcome]) -> None:
+    """The outcomes as Security Hub findings. Whatever Security Hub refuses is logged, counted and raised
+    (FindingsNotSent) so that Lambda retries: a retry decides nothing again and imports the same finding ids."""
+    from mlwarden import securityhub  # noqa: PLC0415 - only with SECURITY_HUB_FINDINGS=true
+
+    try:
+        refused = [f"{item.id}: {item.error}" for item in securityhub.publish(outcomes)]
+    except AwsCallFailed as err:
+        refused = [f"{err.action}: {err.code}"]
+        cause: Exception | None = err
+    else:
+        cause = None
+    if not refused:
+        return
+    logger.error("security hub findings not sent", checks=sorted({o.check for o in outcomes}), not_sent=refused)
+    metrics.add_metric(name="FindingsNotSent", unit=MetricUnit.Count, value=len(refused))
+    raise FindingsNotSent(outcomes[0], refused) from cause
 
 
 def _guarded(name: str, event: Event | None, outcome: Outcome, settings: Settings, fix_id: str) -> Outcome:

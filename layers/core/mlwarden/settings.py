@@ -55,6 +55,8 @@ class Settings:
     flap_digest_minutes: int = 60
     # The same resource with the same failed findings and severity alerts once within this many hours.
     alert_dedup_hours: int = 24
+    # Outcomes that need a person also become AWS Security Hub findings (securityhub.py).
+    security_hub_findings: bool = False
 
     @property
     def enforce(self) -> bool:
@@ -129,6 +131,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         )
     flap_digest_minutes = _whole_number(env, "FLAP_DIGEST_MINUTES", 60, FLAP_DIGEST_MINUTES_RANGE)
     alert_dedup_hours = _whole_number(env, "ALERT_DEDUP_HOURS", 24, ALERT_DEDUP_HOURS_RANGE)
+    findings_raw = env.get("SECURITY_HUB_FINDINGS", "").strip().lower() or "false"
+    if findings_raw not in ("true", "false"):
+        raise SettingsError(f"SECURITY_HUB_FINDINGS must be one of true | false, got {findings_raw[:40]!r}")
 
     return Settings(
         alert_topic_arn=topic,
@@ -142,6 +147,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_exemption_days=max_days,
         flap_digest_minutes=flap_digest_minutes,
         alert_dedup_hours=alert_dedup_hours,
+        security_hub_findings=findings_raw == "true",
     )
 
 
