@@ -180,7 +180,7 @@ def test_security_hub_findings_setting(monkeypatch: pytest.MonkeyPatch, raw: str
 def test_an_unreadable_security_hub_findings_value_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALERT_TOPIC_ARN", f"arn:aws:sns:{REGION}:{ACCOUNT}:alerts")
     monkeypatch.setenv("SECURITY_HUB_FINDINGS", "yes please")
-    with pytest.raises(SettingsError, match="SECURITY_HUB_FINDINGS must be one of true | false"):
+    with pytest.raises(SettingsError, match=r"SECURITY_HUB_FINDINGS must be one of true \| false"):
         load_settings()
 
 
