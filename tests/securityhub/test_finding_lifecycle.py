@@ -13,7 +13,8 @@ from mlwarden.errors import FindingsNotSent
 from tests.conftest import ACCOUNT, AwsWorld, Handler
 from tests.securityhub.fake_hub import FakeSecurityHub
 
-BUCKET_ID = "mlwarden/block_public_s3/check/arn:aws:s3:::training-data"
+BUCKET_ID = "mlwarden/block_public_s3/S3.8/arn:aws:s3:::training-data"
+READ_ID = "mlwarden/block_public_s3/S3.2/arn:aws:s3:::training-data"
 ALL_ON = dict.fromkeys(("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"), True)
 
 
@@ -45,13 +46,16 @@ def test_a_fix_is_one_resolved_passed_finding_with_the_undo(
 
     with_findings(mode="enforce")(cloudtrail_event("PutBucketAcl", "training-data"))
 
-    finding = hub.only()
+    # S3.8 (the block) and S3.2 (public read) failed and were fixed; S3.3 (public write) never failed.
+    assert sorted(hub.findings) == [READ_ID, BUCKET_ID]
+    assert hub.findings[READ_ID]["Compliance"]["Status"] == "PASSED"
+    finding = hub.findings[BUCKET_ID]
     assert finding["Id"] == BUCKET_ID
     assert finding["ProductArn"] == f"arn:aws:securityhub:us-east-1:{ACCOUNT}:product/{ACCOUNT}/default"
     assert finding["GeneratorId"] == "mlwarden/block_public_s3"
     assert finding["AwsAccountId"] == ACCOUNT
     assert finding["Severity"]["Label"] == "HIGH"
-    assert finding["Compliance"] == {"Status": "PASSED"}
+    assert finding["Compliance"] == {"Status": "PASSED", "SecurityControlId": "S3.8", "RelatedRequirements": ["S3.8"]}
     assert finding["Workflow"] == {"Status": "RESOLVED"}
     assert finding["RecordState"] == "ACTIVE"
     assert finding["Resources"][0]["Type"] == "AwsS3Bucket"
@@ -71,18 +75,18 @@ def test_flagged_then_fixed_by_a_person_then_reopened(
     handler = with_findings()
 
     handler(cloudtrail_event("DeleteBucketPublicAccessBlock", "training-data"))
-    assert hub.only()["Compliance"]["Status"] == "FAILED"
-    assert hub.only()["Workflow"]["Status"] == "NEW"
+    assert hub.findings[BUCKET_ID]["Compliance"]["Status"] == "FAILED"
+    assert hub.findings[BUCKET_ID]["Workflow"]["Status"] == "NEW"
 
     aws.s3.put_public_access_block(Bucket="training-data", PublicAccessBlockConfiguration=ALL_ON)
     handler(cloudtrail_event("PutBucketPublicAccessBlock", "training-data"))
-    assert hub.only()["Compliance"]["Status"] == "PASSED"
-    assert hub.only()["Workflow"]["Status"] == "RESOLVED"
+    assert hub.findings[BUCKET_ID]["Compliance"]["Status"] == "PASSED"
+    assert hub.findings[BUCKET_ID]["Workflow"]["Status"] == "RESOLVED"
 
     aws.s3.delete_public_access_block(Bucket="training-data")
     handler(cloudtrail_event("DeleteBucketPublicAccessBlock", "training-data"))
-    assert hub.only()["Compliance"]["Status"] == "FAILED"
-    assert hub.only()["Workflow"]["Status"] == "NEW"
+    assert hub.findings[BUCKET_ID]["Compliance"]["Status"] == "FAILED"
+    assert hub.findings[BUCKET_ID]["Workflow"]["Status"] == "NEW"
 
 
 def test_a_compliant_resource_that_never_had_a_finding_gets_none(
@@ -104,13 +108,13 @@ def test_exempt_is_suppressed_with_owner_reason_and_expiry_and_new_again_when_re
     handler = with_findings(mode="enforce")
 
     handler(cloudtrail_event("DeleteBucketPublicAccessBlock", "training-data"))
-    finding = hub.only()
+    finding = hub.findings[BUCKET_ID]
     assert finding["Workflow"]["Status"] == "SUPPRESSED"
     assert finding["Compliance"]["Status"] == "FAILED"
 
     # A second evaluation (the finding exists now): the note carries who, why and until when.
     handler(cloudtrail_event("PutBucketAcl", "training-data"))
-    note = hub.only()["Note"]
+    note = hub.findings[BUCKET_ID]["Note"]
     assert note["UpdatedBy"] == "mlwarden"
     assert "SecurityTeam/alice" in note["Text"]
     assert "SEC-1234" in note["Text"]
@@ -120,7 +124,7 @@ def test_exempt_is_suppressed_with_owner_reason_and_expiry_and_new_again_when_re
         TableName=aws.exemption_table, Key={"resource": {"S": "arn:aws:s3:::training-data"}, "check": {"S": "all"}}
     )
     with_findings(mode="dry-run")(cloudtrail_event("PutBucketAcl", "training-data"))
-    assert hub.only()["Workflow"]["Status"] == "NEW"
+    assert hub.findings[BUCKET_ID]["Workflow"]["Status"] == "NEW"
 
 
 def test_a_persons_notified_or_suppressed_stays_but_a_fix_resolves(
@@ -132,16 +136,16 @@ def test_a_persons_notified_or_suppressed_stays_but_a_fix_resolves(
 
     hub.person_sets(BUCKET_ID, "NOTIFIED")
     dry_run(cloudtrail_event("PutBucketAcl", "training-data"))
-    assert hub.only()["Workflow"]["Status"] == "NOTIFIED"
+    assert hub.findings[BUCKET_ID]["Workflow"]["Status"] == "NOTIFIED"
 
     hub.person_sets(BUCKET_ID, "SUPPRESSED")
     dry_run(cloudtrail_event("PutBucketPolicy", "training-data"))
-    assert hub.only()["Workflow"]["Status"] == "SUPPRESSED"
+    assert hub.findings[BUCKET_ID]["Workflow"]["Status"] == "SUPPRESSED"
 
     # Suppressed in Security Hub is not an exemption: ML Warden still fixes, and says so.
     with_findings(mode="enforce")(cloudtrail_event("DeleteBucketPublicAccessBlock", "training-data"))
     assert aws.block_of("training-data") == ALL_ON
-    assert hub.only()["Workflow"]["Status"] == "RESOLVED"
+    assert hub.findings[BUCKET_ID]["Workflow"]["Status"] == "RESOLVED"
 
 
 def test_a_deleted_bucket_reported_exposed_archives_its_finding(
@@ -154,7 +158,7 @@ def test_a_deleted_bucket_reported_exposed_archives_its_finding(
     aws.s3.delete_bucket(Bucket="training-data")
     handler(cloudtrail_event("DeleteBucketPublicAccessBlock", "training-data"))
 
-    assert hub.only()["RecordState"] == "ARCHIVED"
+    assert hub.findings[BUCKET_ID]["RecordState"] == "ARCHIVED"
 
 
 def test_a_refused_finding_raises_for_a_retry_and_the_retry_sends_it(
@@ -173,5 +177,5 @@ def test_a_refused_finding_raises_for_a_retry_and_the_retry_sends_it(
     retried = handler(event)
 
     assert retried["redelivered"] is True
-    assert hub.only()["Workflow"]["Status"] == "NEW"
+    assert hub.findings[BUCKET_ID]["Workflow"]["Status"] == "NEW"
     assert len(aws.alerts()) == 1

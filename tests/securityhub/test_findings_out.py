@@ -122,7 +122,7 @@ def test_the_sweep_sends_findings_in_batches_and_reports_what_is_refused(
 ) -> None:
     for number in range(250):
         aws.s3.create_bucket(Bucket=f"open-{number:03d}")
-    hub.refuse.add("mlwarden/block_public_s3/check/arn:aws:s3:::open-007")
+    hub.refuse.add("mlwarden/block_public_s3/S3.8/arn:aws:s3:::open-007")
     for name, value in {
         "ALERT_TOPIC_ARN": aws.topic_arn,
         "REMEDIATION_MODE": "dry-run",
@@ -147,7 +147,7 @@ def test_the_sweep_sends_findings_in_batches_and_reports_what_is_refused(
     assert max(imports) <= 100
     assert all(size <= 20 for name, size in hub.calls if name == "GetFindings")
     assert len(hub.findings) == 250
-    assert summary.findings_not_sent == ["mlwarden/block_public_s3/check/arn:aws:s3:::open-007: InvalidInput: refused"]
+    assert summary.findings_not_sent == ["mlwarden/block_public_s3/S3.8/arn:aws:s3:::open-007: InvalidInput: refused"]
 
 
 def test_moto_security_hub_holds_the_finding_after_a_fix(
@@ -162,7 +162,10 @@ def test_moto_security_hub_holds_the_finding_after_a_fix(
     )
 
     findings = securityhub_client.get_findings()["Findings"]
-    assert [f["Id"] for f in findings] == ["mlwarden/block_public_s3/check/arn:aws:s3:::training-data"]
+    assert sorted(f["Id"] for f in findings) == [
+        "mlwarden/block_public_s3/S3.2/arn:aws:s3:::training-data",
+        "mlwarden/block_public_s3/S3.8/arn:aws:s3:::training-data",
+    ]
     assert findings[0]["Compliance"]["Status"] == "PASSED"
     assert findings[0]["Workflow"]["Status"] == "RESOLVED"
 

@@ -29,7 +29,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from mlwarden import alert_dedup, alerts
 from mlwarden.errors import AlertDeliveryFailed, AwsCallFailed, FindingsNotSent, RemediationFailed
-from mlwarden.events import ApiCall, Event, Unrecognised, parse_event
+from mlwarden.events import ApiCall, Event, SecurityHubFinding, Unrecognised, parse_event, parse_security_hub_finding
 from mlwarden.exemptions import ROUTED_FOR_THE_EXEMPT_TAG, report_tag_change, tag_set_by
 from mlwarden.loopguard import is_own_change
 from mlwarden.observability import logger, metrics, tracer
@@ -48,15 +48,28 @@ EVENT_ID_REUSED = "event-id-reused-with-different-payload"
 
 
 def run_check(name: str, check: Check, raw_event: Any, settings: Settings, lambda_context: Any = None) -> Outcome:
-    event = parse_event(raw_event)
-    check = _reporting_exempt_tags(name, check)
+    finding = parse_security_hub_finding(raw_event)
+    event: Event | SecurityHubFinding
+    if finding is not None:
+        event = finding
+
+        def evaluate() -> Outcome:
+            return decide_security_hub_finding(name, finding, settings)
+
+    else:
+        event = parse_event(raw_event)
+        reporting = _reporting_exempt_tags(name, check)
+
+        def evaluate() -> Outcome:
+            return reporting(event, settings)
+
     screened = _screen(name, event)
     if screened is not None:
         return _finish(name, Decided(screened, first_delivery=True), settings, None)
     store = _store_for(event, raw_event, settings, lambda_context)
 
     def decide(fix_id: str) -> Callable[[], Outcome]:
-        return lambda: _guarded(name, event, check(event, settings), settings, fix_id)
+        return lambda: _guarded(name, event, evaluate(), settings, fix_id)
 
     if store is None:
         envelope = getattr(event, "envelope", None)
@@ -102,6 +115,37 @@ def run_target(unit: CheckUnit, target: Any, trigger: Trigger, settings: Setting
     outcome = _guarded(unit.name, None, outcome, settings, f"{trigger.event_id}#{outcome.resource or ''}")
     # The sweep sends Security Hub findings in batches (sweep.py), not one call per resource.
     return _finish(unit.name, Decided(outcome, first_delivery=True), settings, None, send_findings=False)
+
+
+def decide_security_hub_finding(name: str, finding: SecurityHubFinding, settings: Settings) -> Outcome:
+    """A Security Hub finding for a control this check owns: the resource it names, evaluated on live state.
+
+    Only ACTIVE, FAILED findings in workflow NEW count (the EventBridge rule asks for exactly those; this says why
+    anything else is ignored). A finding a person SUPPRESSED in Security Hub is not an exemption: only the
+    registry exempts, and the resource is still evaluated when anything else names it. ML Warden's own findings
+    never come back to it.
+    """
+    from mlwarden.checks import load  # noqa: PLC0415 - only for Security Hub events
+    from mlwarden.securityhub import is_own_finding  # noqa: PLC0415
+
+    if finding.findings_in_event != 1:
+        return ignored(name, finding, f"{finding.findings_in_event} findings in one event: Security Hub sends one")
+    own = {"Id": finding.finding_id, "ProductFields": finding.product_fields}
+    if is_own_finding(own) or (finding.generator or "").startswith("mlwarden/"):
+        return ignored(name, finding, "ML Warden's own Security Hub finding")
+    if (finding.compliance, finding.workflow, finding.record_state) != ("FAILED", "NEW", "ACTIVE"):
+        state = f"{finding.compliance}/{finding.workflow}/{finding.record_state}"
+        return ignored(name, finding, f"Security Hub finding is {state}: only FAILED/NEW/ACTIVE findings are acted on")
+    unit = load(name)
+    if finding.control is None or finding.control not in unit.controls:
+        return ignored(name, finding, f"Security Hub control {finding.control} is not one {name} owns")
+    if unit.target_of_resource is None or not finding.resources:
+        return ignored(name, finding, f"Security Hub finding for {finding.control} names no resource {name} reads")
+    kind, resource_id, region = finding.resources[0]
+    target = unit.target_of_resource(kind, resource_id, region or finding.aws_region)
+    if isinstance(target, str):
+        return ignored(name, finding, target)
+    return unit.evaluate(target, Trigger.of(finding), settings)
 
 
 def _reporting_exempt_tags(name: str, check: Check) -> Check:
@@ -154,7 +198,9 @@ def send_security_hub_findings(outcomes: list[Outcome]) -> None:
     raise FindingsNotSent(outcomes[0], refused) from cause
 
 
-def _guarded(name: str, event: Event | None, outcome: Outcome, settings: Settings, fix_id: str) -> Outcome:
+def _guarded(
+    name: str, event: Event | SecurityHubFinding | None, outcome: Outcome, settings: Settings, fix_id: str
+) -> Outcome:
     """The loop guard and the flap guard, after the check decided on live state (and inside the stored decision)."""
     outcome = _loop_guard(name, event, outcome, settings)
     if outcome.outcome is OutcomeKind.REMEDIATED:
@@ -164,7 +210,7 @@ def _guarded(name: str, event: Event | None, outcome: Outcome, settings: Setting
     return outcome
 
 
-def _loop_guard(name: str, event: Event | None, outcome: Outcome, settings: Settings) -> Outcome:
+def _loop_guard(name: str, event: Event | SecurityHubFinding | None, outcome: Outcome, settings: Settings) -> Outcome:
     if event is None or not isinstance(event, ApiCall) or not is_own_change(event, settings.remediator_role_arn):
         return outcome
     if outcome.outcome is OutcomeKind.COMPLIANT:
@@ -199,7 +245,9 @@ def _reused_id_alert(name: str, outcome: Outcome) -> Outcome:
     )
 
 
-def _store_for(event: Event, raw_event: Any, settings: Settings, lambda_context: Any) -> OutcomeStore | None:
+def _store_for(
+    event: Event | SecurityHubFinding, raw_event: Any, settings: Settings, lambda_context: Any
+) -> OutcomeStore | None:
     envelope = getattr(event, "envelope", None)
     event_id = envelope.id if envelope is not None else None
     if settings.outcome_table is None or not event_id or event_id == "unknown":
@@ -255,7 +303,7 @@ def _alert(
     return outcome.with_alerted()
 
 
-def _screen(name: str, event: Event) -> Outcome | None:
+def _screen(name: str, event: Event | SecurityHubFinding) -> Outcome | None:
     """The events no check needs to see: unreadable ones and failed calls (nothing changed)."""
     if isinstance(event, Unrecognised):
         return ignored(name, event, event.reason)

@@ -152,14 +152,16 @@ def _planned(outcome: Outcome, control: str | None, *, account: str, region: str
 
     resource = str(outcome.resource)
     kind = outcome.outcome
-    if kind is OutcomeKind.EXEMPT:
-        workflow, note = "SUPPRESSED", f"exempt: {outcome.details.get('exemption') or outcome.reason}"
-    elif kind in _PASSED:
+    status = control_status(outcome, control)
+    passed = status in ("FIXED", "PASSED") if status is not None else kind in _PASSED
+    if passed:
         workflow = "RESOLVED"
         note = "fixed by ML Warden" if kind is OutcomeKind.REMEDIATED else "compliant when ML Warden evaluated it"
+    elif kind is OutcomeKind.EXEMPT:
+        workflow, note = "SUPPRESSED", f"exempt: {outcome.details.get('exemption') or outcome.reason}"
     else:
         workflow, note = "NEW", f"{kind.value}: {outcome.reason}"
-    compliance: dict[str, Any] = {"Status": "PASSED" if kind in _PASSED else "FAILED"}
+    compliance: dict[str, Any] = {"Status": "PASSED" if passed else "FAILED"}
     if control is not None:
         compliance["SecurityControlId"] = control
         compliance["RelatedRequirements"] = [control]
@@ -188,11 +190,24 @@ def _planned(outcome: Outcome, control: str | None, *, account: str, region: str
         # Workflow and Note count only when the finding is created; later changes go through BatchUpdateFindings.
         "Workflow": {"Status": workflow},
         "Note": {"Text": _cut(note, NOTE_LIMIT), "UpdatedBy": NOTE_AUTHOR, "UpdatedAt": stamp},
-        "ProductFields": _product_fields(outcome, control),
+        "ProductFields": _product_fields(outcome, control, status),
     }
     if steps:
         finding["Remediation"] = {"Recommendation": {"Text": _cut(" ".join(steps), RECOMMENDATION_LIMIT)}}
     return Planned(finding=finding, workflow=workflow, note=_cut(note, NOTE_LIMIT))
+
+
+def control_status(outcome: Outcome, control: str | None) -> str | None:
+    """FAILED, FIXED or PASSED for one of several controls an outcome covers; None: as the outcome says.
+
+    A check that evaluates several controls on one resource (a bucket: S3.8 its block, S3.2 public read, S3.3
+    public write) says in `details["control_status"]` which failed, which it fixed and which passed.
+    """
+    statuses = outcome.details.get("control_status")
+    if not isinstance(statuses, Mapping) or control is None:
+        return None
+    status = statuses.get(control)
+    return str(status) if status in ("FAILED", "FIXED", "PASSED") else None
 
 
 def _resource(resource: str, region: str, outcome: Outcome) -> dict[str, Any]:
@@ -205,7 +220,7 @@ def _resource(resource: str, region: str, outcome: Outcome) -> dict[str, Any]:
     return entry
 
 
-def _product_fields(outcome: Outcome, control: str | None) -> dict[str, str]:
+def _product_fields(outcome: Outcome, control: str | None, status: str | None) -> dict[str, str]:
     fields = {
         "mlwarden/check": outcome.check,
         "mlwarden/outcome": outcome.outcome.value,
@@ -220,6 +235,8 @@ def _product_fields(outcome: Outcome, control: str | None) -> dict[str, str]:
         fields["mlwarden/actor"] = outcome.trigger.actor
     if control:
         fields["mlwarden/control"] = control
+    if status:
+        fields["mlwarden/control_status"] = status
     return {key: _cut(value, PRODUCT_FIELD_LIMIT) for key, value in fields.items()}
 
 
@@ -285,8 +302,14 @@ def _publish_in(region: str, planned: list[Planned]) -> list[NotSent]:
 
 
 def _needs_a_finding(finding: Planned) -> bool:
-    outcome = finding.finding["ProductFields"]["mlwarden/outcome"]
-    return outcome not in (OutcomeKind.COMPLIANT.value, OutcomeKind.IGNORED.value)
+    """A new finding for what failed, or for what ML Warden fixed; a pass with nothing to resolve needs none."""
+    fields = finding.finding["ProductFields"]
+    if fields.get("mlwarden/control_status") == "FIXED":
+        return True
+    if fields["mlwarden/outcome"] == OutcomeKind.REMEDIATED.value and "mlwarden/control_status" not in fields:
+        return True
+    # An archived finding only closes one that exists.
+    return bool(finding.finding["Compliance"]["Status"] == "FAILED" and finding.finding["RecordState"] == "ACTIVE")
 
 
 def _next_status(existing: Mapping[str, Any], finding: Planned) -> str | None:
