@@ -118,7 +118,17 @@ def run_target(unit: CheckUnit, target: Any, trigger: Trigger, settings: Setting
 
 
 def decide_security_hub_finding(name: str, finding: SecurityHubFinding, settings: Settings) -> Outcome:
-    """A Security Hub finding for a control this check owns: the resource it names, evaluated on live state.
+    """A Security Hub finding for a control this check owns: the resource it names, evaluated on live state."""
+    target = security_hub_target(name, finding)
+    if isinstance(target, str):
+        return ignored(name, finding, target)
+    from mlwarden.checks import load  # noqa: PLC0415 - only for Security Hub events
+
+    return load(name).evaluate(target, Trigger.of(finding), settings)
+
+
+def security_hub_target(name: str, finding: SecurityHubFinding) -> Any:
+    """The target a Security Hub finding names for this check, or why it names none.
 
     Only ACTIVE, FAILED findings in workflow NEW count (the EventBridge rule asks for exactly those; this says why
     anything else is ignored). A finding a person SUPPRESSED in Security Hub is not an exemption: only the
@@ -129,23 +139,23 @@ def decide_security_hub_finding(name: str, finding: SecurityHubFinding, settings
     from mlwarden.securityhub import is_own_finding  # noqa: PLC0415
 
     if finding.findings_in_event != 1:
-        return ignored(name, finding, f"{finding.findings_in_event} findings in one event: Security Hub sends one")
+        return f"{finding.findings_in_event} findings in one event: Security Hub sends one"
     own = {"Id": finding.finding_id, "ProductFields": finding.product_fields}
     if is_own_finding(own) or (finding.generator or "").startswith("mlwarden/"):
-        return ignored(name, finding, "ML Warden's own Security Hub finding")
+        return "ML Warden's own Security Hub finding"
     if (finding.compliance, finding.workflow, finding.record_state) != ("FAILED", "NEW", "ACTIVE"):
         state = f"{finding.compliance}/{finding.workflow}/{finding.record_state}"
-        return ignored(name, finding, f"Security Hub finding is {state}: only FAILED/NEW/ACTIVE findings are acted on")
-    unit = load(name)
+        return f"Security Hub finding is {state}: only FAILED/NEW/ACTIVE findings are acted on"
+    try:
+        unit = load(name)
+    except KeyError as err:
+        return f"{name} owns no Security Hub control ({err})"
     if finding.control is None or finding.control not in unit.controls:
-        return ignored(name, finding, f"Security Hub control {finding.control} is not one {name} owns")
+        return f"Security Hub control {finding.control} is not one {name} owns"
     if unit.target_of_resource is None or not finding.resources:
-        return ignored(name, finding, f"Security Hub finding for {finding.control} names no resource {name} reads")
+        return f"Security Hub finding for {finding.control} names no resource {name} reads"
     kind, resource_id, region = finding.resources[0]
-    target = unit.target_of_resource(kind, resource_id, region or finding.aws_region)
-    if isinstance(target, str):
-        return ignored(name, finding, target)
-    return unit.evaluate(target, Trigger.of(finding), settings)
+    return unit.target_of_resource(kind, resource_id, region or finding.aws_region)
 
 
 def _reporting_exempt_tags(name: str, check: Check) -> Check:

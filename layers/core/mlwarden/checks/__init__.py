@@ -61,5 +61,7 @@ def load(name: str) -> CheckUnit:
     """The check called `name`; KeyError when there is none."""
     if name not in CHECK_NAMES:
         raise KeyError(f"no check called {name!r}: the checks are {', '.join(CHECK_NAMES)}")
-    unit: CheckUnit = importlib.import_module(f"mlwarden.checks.{name}").UNIT
+    unit: CheckUnit | None = getattr(importlib.import_module(f"mlwarden.checks.{name}"), "UNIT", None)
+    if unit is None:
+        raise KeyError(f"check {name!r} has no CheckUnit yet")
     return unit
