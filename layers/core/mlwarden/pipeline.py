@@ -222,16 +222,29 @@ def _finish(
     if outcome.needs_alert:
         outcome = _alert(outcome, settings, store, name)
     if send_findings and settings.security_hub_findings:
-        send_security_hub_findings([outcome])
+        send_security_hub_findings([outcome], settings)
     if outcome.outcome is OutcomeKind.FAILED:
         raise RemediationFailed(outcome) from outcome.cause
     return outcome
 
 
-def send_security_hub_findings(outcomes: list[Outcome]) -> None:
+def send_security_hub_findings(outcomes: list[Outcome], settings: Settings) -> None:
     """The outcomes as Security Hub findings. Whatever Security Hub refuses is logged, counted and raised
-    (FindingsNotSent) so that Lambda retries: a retry decides nothing again and imports the same finding ids."""
+    (FindingsNotSent) so that Lambda retries: a retry decides nothing again and imports the same finding ids.
+
+    Security Hub takes a finding into an account's default product only from that account itself. In
+    organization mode, outcomes about member accounts are therefore not imported by the hub: they are
+    logged and counted (FindingsForMemberAccounts) and reach people through the alert (see README).
+    """
     from mlwarden import securityhub  # noqa: PLC0415 - only with SECURITY_HUB_FINDINGS=true
+
+    if settings.member_role_name is not None:
+        home = clients.home_account()
+        members = [o for o in outcomes if o.trigger.account not in (None, home)]
+        if members:
+            logger.info("findings about member accounts are not imported by the hub", count=len(members))
+            metrics.add_metric(name="FindingsForMemberAccounts", unit=MetricUnit.Count, value=len(members))
+            outcomes = [o for o in outcomes if o.trigger.account in (None, home)]
 
     try:
         refused = [f"{item.id}: {item.error}" for item in securityhub.publish(outcomes)]

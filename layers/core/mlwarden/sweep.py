@@ -163,21 +163,21 @@ def sweep_check(
         if settings.security_hub_findings:
             unsent.append(outcome)
             if len(unsent) == FINDINGS_BATCH:
-                _send_findings(unsent, summary)
+                _send_findings(unsent, settings, summary)
                 unsent = []
         yield outcome
     if unsent:
-        _send_findings(unsent, summary)
+        _send_findings(unsent, settings, summary)
 
 
 # Outcomes per Security Hub round (securityhub.py splits imports further by the 240 KB limit).
 FINDINGS_BATCH = 100
 
 
-def _send_findings(outcomes: list[Outcome], summary: Summary | None) -> None:
+def _send_findings(outcomes: list[Outcome], settings: Settings, summary: Summary | None) -> None:
     """A batch of the sweep's outcomes as Security Hub findings; what is not taken is reported, the sweep goes on."""
     try:
-        send_security_hub_findings(outcomes)
+        send_security_hub_findings(outcomes, settings)
     except FindingsNotSent as err:
         if summary is not None:
             summary.findings_not_sent.extend(err.not_sent)
