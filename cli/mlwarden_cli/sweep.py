@@ -177,7 +177,7 @@ def _units(asked: list[str] | None) -> list[CheckUnit]:
     for name in dict.fromkeys(asked or CHECK_NAMES):
         try:
             units.append(checks.load(name))
-        except AttributeError:  # the check module has no UNIT yet: it cannot list its resources
+        except KeyError:  # the check module has no UNIT yet: it cannot list its resources (argparse knows the name)
             if asked:
                 raise Unusable(f"check {name} cannot sweep yet: it has no inventory (no UNIT)") from None
             print(f"mlwarden sweep: {name} skipped: it cannot list its resources yet", file=sys.stderr)

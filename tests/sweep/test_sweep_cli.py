@@ -281,7 +281,7 @@ def without_a_unit(monkeypatch: pytest.MonkeyPatch) -> str:
 
     def load_or_fail(name: str) -> CheckUnit:
         if name == "flag_wildcard_iam":
-            raise AttributeError("module 'mlwarden.checks.flag_wildcard_iam' has no attribute 'UNIT'")
+            raise KeyError("check 'flag_wildcard_iam' has no CheckUnit yet")
         return load(name)
 
     monkeypatch.setattr(sweep_cli.checks, "load", load_or_fail)
