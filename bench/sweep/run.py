@@ -41,16 +41,16 @@ CUSTODIAN_POLICIES = HERE / "custodian.yml"
 TOOLS = ("floor", "mlwarden", "custodian", "prowler")
 TARGET_RATIO = 1.5
 
-# Prowler's checks that match ML Warden's: bucket and account public-access blocks and public buckets,
-# admin and service-wide policies, training-job and notebook encryption and exposure.
+# Prowler's checks that match ML Warden's (ids from prowler/providers/aws/services/*/): bucket and account
+# public-access blocks and public buckets, admin policies (Prowler has no check for a service-wide wildcard
+# such as s3:*; its privilege-escalation check is the nearest), training-job and notebook encryption and exposure.
 PROWLER_CHECKS = (
     "s3_bucket_level_public_access_block",
     "s3_bucket_public_access",
-    "s3_bucket_acl_prohibited",
+    "s3_bucket_public_list_acl",
     "s3_account_level_public_access_blocks",
     "iam_customer_attached_policy_no_administrative_privileges",
     "iam_customer_unattached_policy_no_administrative_privileges",
-    "iam_policy_no_full_access_to_cloudtrail",
     "iam_policy_allows_privilege_escalation",
     "sagemaker_training_jobs_volume_and_output_encryption_enabled",
     "sagemaker_notebook_instance_encryption_enabled",
