@@ -96,8 +96,6 @@ def tool_env(endpoint: str) -> dict[str, str]:
         **FAKE_CREDENTIALS,
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_DEFAULT_REGION": REGION,
-        "ALERT_TOPIC_ARN": f"arn:aws:sns:{REGION}:123456789012:{ALERT_TOPIC}",
-        "REMEDIATION_MODE": "dry-run",
         "PYTHONWARNINGS": "ignore",
     }
 
@@ -156,24 +154,33 @@ def run_floor(endpoint: str, work: Path, timeout: float, scopes: list[str] | Non
     return Run(name, seconds, reported=[line["resource"] for line in _json_lines(out)])
 
 
-def mlwarden_argv() -> tuple[list[str], str]:
-    """`mlwarden sweep` when this tree's CLI has it, else the same sweep through the library."""
+def mlwarden_argv(endpoint: str) -> tuple[list[str], dict[str, str], str]:
+    """`mlwarden sweep` when this tree's CLI has it, else the same sweep through the library.
+
+    The CLI without ALERT_TOPIC_ARN only reports, like the other tools. The library needs a topic (the
+    functions' settings): it alerts each finding, and the SNS publishes are counted apart.
+    """
     cli = VENV_BIN / "mlwarden"
     probe = subprocess.run([str(cli), "sweep", "--help"], capture_output=True, text=True, check=False)
     checks = swept_checks()
     if probe.returncode == 0:
         argv = [str(cli), "sweep", "--mode", "dry-run", "--json", "--region", REGION]
-        return argv, f"mlwarden sweep (CLI), checks with an inventory: {', '.join(checks)}"
+        return argv, tool_env(endpoint), f"mlwarden sweep (CLI), checks with an inventory: {', '.join(checks)}"
     argv = [sys.executable, str(HERE / "mlwarden_library_sweep.py"), *checks]
-    return argv, f"mlwarden.sweep.run_sweep (library), checks with an inventory: {', '.join(checks)}"
+    env = {
+        **tool_env(endpoint),
+        "ALERT_TOPIC_ARN": f"arn:aws:sns:{REGION}:123456789012:{ALERT_TOPIC}",
+        "REMEDIATION_MODE": "dry-run",
+    }
+    return argv, env, f"mlwarden.sweep.run_sweep (library), checks with an inventory: {', '.join(checks)}"
 
 
 FOUND = {"would-remediate", "remediated", "flagged", "exempt", "failed"}
 
 
 def run_mlwarden(endpoint: str, work: Path, timeout: float) -> Run:
-    argv, how = mlwarden_argv()
-    seconds, out, err, status = timed(argv, tool_env(endpoint), work, timeout)
+    argv, env, how = mlwarden_argv(endpoint)
+    seconds, out, err, status = timed(argv, env, work, timeout)
     if status not in (0, 1):  # 1: something at or above --fail-on was found
         raise RuntimeError(f"ML Warden's sweep failed ({status}): {err[-2000:]}")
     outcomes = list(_json_lines(out))
