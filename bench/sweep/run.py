@@ -19,6 +19,7 @@ import functools
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,8 @@ class Run:
     problem: str | None = None
     version: str | None = None
     samples: list[float] = field(default_factory=list)  # every round's time
+    # The tool's own CPU time (user + system, the server's excluded): steadier than wall time under load.
+    cpu_seconds: float | None = None
 
     def as_dict(self, truth: GroundTruth) -> dict[str, Any]:
         return {
@@ -78,6 +81,7 @@ class Run:
             "version": self.version,
             "seconds": self.seconds,
             "seconds_by_round": self.samples,
+            "cpu_seconds": self.cpu_seconds,
             "requests": self.requests,
             # ML Warden alerts what it finds (one SNS publish per new finding); the other tools only report.
             "requests_without_alerts": None
@@ -108,10 +112,18 @@ def counts(endpoint: str, action: str = "counts") -> dict[str, Any]:
         return result
 
 
+_CPU_SECONDS: list[float] = []  # the last child's user + system time
+
+
 def timed(argv: list[str], env: dict[str, str], cwd: Path, timeout: float) -> tuple[float, str, str, int]:
+    """Run a tool; its wall time, stdout, stderr and exit status (its CPU time goes to _CPU_SECONDS)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
-    return time.perf_counter() - started, done.stdout, done.stderr, done.returncode
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    _CPU_SECONDS[:] = [after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime]
+    return wall, done.stdout, done.stderr, done.returncode
 
 
 # --- each tool: how to run it, and how to read what it found --------------------------------------------------
@@ -180,7 +192,8 @@ FOUND = {"would-remediate", "remediated", "flagged", "exempt", "failed"}
 
 def run_mlwarden(endpoint: str, work: Path, timeout: float) -> Run:
     argv, env, how = mlwarden_argv(endpoint)
-    seconds, out, err, status = timed(argv, env, work, timeout)
+    # From the repository: the CLI finds template.yaml (the functions' environment) from its directory.
+    seconds, out, err, status = timed(argv, env, ROOT, timeout)
     if status not in (0, 1):  # 1: something at or above --fail-on was found
         raise RuntimeError(f"ML Warden's sweep failed ({status}): {err[-2000:]}")
     outcomes = list(_json_lines(out))
@@ -199,8 +212,7 @@ def run_custodian(endpoint: str, work: Path, timeout: float) -> Run:
     if status != 0:
         run.problem = f"custodian run exited {status}: {err[-1500:]}"
     for resources in out_dir.glob("*/resources.json"):
-        for resource in json.loads(resources.read_text()):
-            run.reported.append(_custodian_id(resource))
+        run.reported.extend(_custodian_id(found) for found in json.loads(resources.read_text()))
     return run
 
 
@@ -289,6 +301,7 @@ def _measured(endpoint: str, run_tool: Callable[[Path], Run], work: Path) -> Run
     counts(endpoint, "reset")
     run = run_tool(work)
     if run.seconds is not None:
+        run.cpu_seconds = round(_CPU_SECONDS[0], 2) if _CPU_SECONDS else None
         measured = counts(endpoint)
         run.requests, run.by_operation = measured["total"], measured["by_operation"]
     return run
@@ -305,8 +318,8 @@ def machine() -> dict[str, Any]:
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| N | tool | time (s) | API requests | time / floor | requests / floor | bad found / seeded |",
-        "|---|---|---|---|---|---|---|",
+        "| N | tool | time (s) | CPU (s) | API requests | time / floor | requests / floor | bad found / seeded |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         full_floor = next((r for r in result["runs"] if r["tool"] == "floor" and r["seconds"]), None)
@@ -314,7 +327,7 @@ def table(results: list[dict[str, Any]]) -> str:
         for run in result["runs"]:
             floor = scoped_floor if run["tool"] == "mlwarden" and scoped_floor else full_floor
             if run["seconds"] is None:
-                lines.append(f"| {result['n']} | {run['tool']} | - | - | - | - | not run: {run['problem']} |")
+                lines.append(f"| {result['n']} | {run['tool']} | - | - | - | - | - | not run: {run['problem']} |")
                 continue
             time_ratio = f"{run['seconds'] / floor['seconds']:.2f}" if floor else "-"
             reads = run["requests_without_alerts"]
@@ -328,8 +341,8 @@ def table(results: list[dict[str, Any]]) -> str:
             )
             total = f"{found['found_total']}/{found['bad_total']} ({by_kind})" if found else "-"
             lines.append(
-                f"| {result['n']} | {run['tool']} | {run['seconds']:.1f} | {requests} | {time_ratio} | "
-                f"{request_ratio} | {total} |"
+                f"| {result['n']} | {run['tool']} | {run['seconds']:.1f} | {run['cpu_seconds']} | {requests} | "
+                f"{time_ratio} | {request_ratio} | {total} |"
             )
     return "\n".join(lines)
 
