@@ -105,7 +105,7 @@ $(CUSTODIAN_VENV)/.installed:
 	$(CUSTODIAN_VENV)/bin/python -m pip install --quiet "c7n==$(CUSTODIAN_VERSION)"
 	touch $@
 
-# N = 100 and 1,000 on a request-counting moto server (bench/sweep/README.md); several minutes.
+# N = 100 and 1,000 on a request-counting moto server (bench/README.md); about 10 minutes on 2 busy cores.
 bench-sweep: $(VENV)/.installed $(PROWLER_VENV)/.installed $(CUSTODIAN_VENV)/.installed
 	$(VENV)/bin/python -m bench.sweep.run $(BENCH_SWEEP_ARGS)
 
