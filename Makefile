@@ -94,16 +94,15 @@ bench: $(VENV)/.bench-installed
 	$(VENV)/bin/python bench/iam_analyzer.py
 	$(MAKE) bench-sweep
 
-$(PROWLER_VENV)/.installed:
-	# Prowler and Cloud Custodian pin their own boto3 and much else: one virtualenv each.
-	$(PYTHON) -m venv $(PROWLER_VENV)
-	$(PROWLER_VENV)/bin/python -m pip install --quiet "prowler==$(PROWLER_VERSION)"
-	touch $@
-
-$(CUSTODIAN_VENV)/.installed:
-	$(PYTHON) -m venv $(CUSTODIAN_VENV)
-	$(CUSTODIAN_VENV)/bin/python -m pip install --quiet "c7n==$(CUSTODIAN_VERSION)"
-	touch $@
+# Prowler and Cloud Custodian pin their own boto3 and much else: one virtualenv each ($(1): its folder, $(2): the pin).
+define peer_venv
+$(1)/.installed:
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet "$(2)"
+	touch $$@
+endef
+$(eval $(call peer_venv,$(PROWLER_VENV),prowler==$(PROWLER_VERSION)))
+$(eval $(call peer_venv,$(CUSTODIAN_VENV),c7n==$(CUSTODIAN_VERSION)))
 
 # N = 100 and 1,000 on a request-counting moto server (bench/README.md); about 10 minutes on 2 busy cores.
 bench-sweep: $(VENV)/.installed $(PROWLER_VENV)/.installed $(CUSTODIAN_VENV)/.installed
