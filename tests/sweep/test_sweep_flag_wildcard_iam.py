@@ -14,10 +14,9 @@ from moto.iam.models import iam_backends
 from mlwarden import checks, clients
 from mlwarden.checks import flag_wildcard_iam as iam_check
 from mlwarden.inventory import Inventory
-from mlwarden.outcomes import Outcome, OutcomeKind, Severity
+from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger
 from mlwarden.settings import load_settings
 from mlwarden.sweep import Summary, evaluate_targets, list_targets, new_sweep_id, now_iso, sweep_check
-from mlwarden.outcomes import Trigger
 from tests.conftest import ACCOUNT, REGION, AwsWorld
 from tests.handlers.test_faults_every_handler import IAM_THROTTLED, Throttle, _body
 
