@@ -114,6 +114,55 @@ def test_an_admin_policy_is_alerted_once_and_its_holders_are_tagged_quietly(
     assert alerted == sorted([admin, inline_s3]), alerted
 
 
+def test_the_policys_alert_names_the_holders_whose_alerts_it_stands_for(
+    aws: AwsWorld, iam: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = _policy(iam, "mlw-admin", ADMIN)
+    holders = sorted(_role(iam, f"holder-{i}", attached=(admin,)) for i in range(3))
+
+    _sweep(monkeypatch, aws, mode="dry-run")
+
+    alert = aws.only_alert()
+    assert alert.outcome["resource"] == admin
+    assert alert.outcome["details"]["held_by"] == holders
+    assert alert.outcome["details"]["held_by_total"] == 3
+
+
+def test_a_principal_that_gained_a_flagged_policy_unseen_is_alerted_on_its_own(
+    aws: AwsWorld, iam: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an admin policy already flagged by a sweep, with its first holder tagged
+    admin = _policy(iam, "mlw-admin", ADMIN)
+    _role(iam, "holder-1", attached=(admin,))
+    _sweep(monkeypatch, aws)
+    assert [alert.outcome["resource"] for alert in aws.alerts()] == [admin]
+    # When a second role gets the policy and the AttachRolePolicy event never arrives
+    newcomer = _role(iam, "holder-2", attached=(admin,))
+
+    outcomes = _sweep(monkeypatch, aws)
+
+    # Then the next sweep alerts the newcomer itself: the policy's own alert is not repeated
+    assert outcomes[newcomer].alerted
+    assert [alert.outcome["resource"] for alert in aws.alerts()] == [admin, newcomer]
+    assert _tag(iam.list_role_tags(RoleName="holder-2")) == "CRITICAL"
+
+
+def test_holders_of_an_exempt_policy_alert_at_their_own_grade(
+    aws: AwsWorld, iam: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An exemption is for the policy (alerted LOW), not for whoever it is attached to (CRITICAL, as on events).
+    admin = _policy(iam, "mlw-admin", ADMIN)
+    holder = _role(iam, "holder", attached=(admin,))
+    aws.grant_exemption(admin, check="flag_wildcard_iam")
+
+    outcomes = _sweep(monkeypatch, aws)
+
+    assert outcomes[admin].outcome is OutcomeKind.EXEMPT
+    assert outcomes[holder].alert_suppressed is None
+    severities = {alert.outcome["resource"]: alert.outcome["severity"] for alert in aws.alerts()}
+    assert severities == {admin: "LOW", holder: "CRITICAL"}
+
+
 def test_an_aws_managed_admin_policy_is_alerted_on_each_principal_it_is_attached_to(
     aws: AwsWorld, iam: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,7 +199,11 @@ def test_a_second_sweep_over_unchanged_policies_sends_nothing(
 
 def _comparable(details: dict[str, Any]) -> Any:
     """The details both ways in share (what changed is the event's to say), with the resources' names made one."""
-    shared = {k: v for k, v in details.items() if k not in ("changed", "policy_name", "document_source")}
+    shared = {
+        k: v
+        for k, v in details.items()
+        if k not in ("changed", "policy_name", "document_source", "held_by", "held_by_total")
+    }
     return json.loads(json.dumps(shared).replace("via-event", "via-sweep"))
 
 

@@ -20,10 +20,12 @@ version that was the default before back as default, and only when it grades str
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
 import shlex
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -864,7 +866,7 @@ def _decide_principal(target: PrincipalTarget, trigger: Trigger, settings: Setti
     common: dict[str, Any] = {"check": CHECK, "trigger": trigger, "resource": arn}
     if principal.kind == "group":
         _keep_all_findings(grade, details, settings.outcome_table, _findings_key(trigger, arn))
-        return _decide_group(principal, grade, details, settings, common)
+        return _decide_group(principal, grade, details, settings, common, listed=target.listed)
     what = f"the {principal.kind} {principal.name}"
     if grade.flag is not None:
         exemption = _exemption(arn, (principal.kind, principal.name), settings)
@@ -954,7 +956,7 @@ def _principal_outcome(
         reason=f"{_summary(grade)}; {done}",
         exempt_hint=exemptions.hint(str(common["resource"]), CHECK),
         details=details,
-        alert_suppressed=_reported_on_their_own(grade, common["trigger"]),
+        alert_suppressed=_reported_on_their_own(grade, principal, target.listed, common["trigger"], settings),
         **state,
         **common,
     )
@@ -1010,7 +1012,13 @@ def _group_members(group: str) -> list[Principal]:
 
 
 def _decide_group(
-    group: Principal, grade: Grade, details: dict[str, Any], settings: Settings, common: dict[str, Any]
+    group: Principal,
+    grade: Grade,
+    details: dict[str, Any],
+    settings: Settings,
+    common: dict[str, Any],
+    *,
+    listed: AuthorizationDetails | None = None,
 ) -> Outcome:
     """Groups cannot be tagged: report the group, and re-grade the members, who hold its policies.
 
@@ -1040,7 +1048,7 @@ def _decide_group(
         reason=f"{_summary(grade)}; IAM groups cannot be tagged: {len(changes)} member flag(s) updated",
         actions=actions,
         details=details,
-        alert_suppressed=_reported_on_their_own(grade, trigger),
+        alert_suppressed=_reported_on_their_own(grade, group, listed, trigger, settings),
         **common,
     )
 
@@ -1100,6 +1108,11 @@ def _decide_policy(target: ManagedPolicyTarget, trigger: Trigger, settings: Sett
     latent = _latent_version_findings(target)
     if latent:
         details["non_default_version_findings"] = latent
+    if target.listed is not None and grade.flag is not None:
+        # The sweep holds back the alerts of holders that only this policy makes non-compliant: name them here.
+        holders = target.listed.holders_of(arn)
+        details["held_by"] = holders[:REPORTED_POLICIES]
+        details["held_by_total"] = len(holders)
     if grade.flag is None:
         return _compliant_policy(arn, grade, details, common)
     summary, highest = _summary(grade), grade.highest
@@ -1366,9 +1379,35 @@ class AuthorizationDetails:
 
     principals: Mapping[tuple[str, str], Holdings]
     documents: Mapping[str, PolicyDocument]  # managed policy ARN -> its default version
+    # Customer-managed policies with findings -> whether their flag already said their grade when listed
+    # (flagged and alerted before this sweep). Unknown counts as flagged before: the holders then alert.
+    flagged_before: Mapping[str, bool] = field(default_factory=dict)
 
     def holdings(self, principal: Principal) -> Holdings | None:
         return self.principals.get((principal.kind, principal.name))
+
+    def holders_of(self, policy_arn: str) -> list[str]:
+        """The roles, users and groups a managed policy is attached to (ARNs, as listed)."""
+        return sorted(
+            held.arn or f"{kind}/{name}"
+            for (kind, name), held in self.principals.items()
+            if policy_arn in held.attached
+        )
+
+    def registry(self, table: str) -> list[exemptions.Entry] | None:
+        """The exemption registry, read once per sweep (None when unreadable)."""
+        with _REGISTRY_LOCK:
+            if table not in self._registry:
+                try:
+                    self._registry[table] = exemptions.read_registry(table)
+                except exemptions.RegistryUnreadable:
+                    return None
+            return self._registry[table]
+
+    _registry: dict[str, list[exemptions.Entry]] = field(default_factory=dict, compare=False, repr=False)
+
+
+_REGISTRY_LOCK = threading.Lock()
 
 
 def targets_from_inventory(inventory: Inventory) -> Iterator[Target]:
@@ -1402,7 +1441,13 @@ def targets_from_inventory(inventory: Inventory) -> Iterator[Target]:
     for arn, document in zip(aws_managed, inventory.map(_aws_managed_document, aws_managed), strict=True):
         if document is not None:
             documents[arn] = document
-    listed = AuthorizationDetails(principals, documents)
+    # Only the policies with findings: whether they were flagged before decides whether their holders alert.
+    graded = [(arn, _graded(arn, documents[arn])) for arn in policies if arn in documents]
+    flag_worthy = [(arn, policy.highest.value) for arn, policy in graded if policy.flag_worthy]
+    flagged_before = dict(
+        zip((arn for arn, _ in flag_worthy), inventory.map(_flagged_before, flag_worthy), strict=True)
+    )
+    listed = AuthorizationDetails(principals, documents, flagged_before)
     for arn in policies:
         yield ManagedPolicyTarget(arn, listed=listed)
     for (kind, name), held in principals.items():
@@ -1464,20 +1509,58 @@ def _aws_managed_document(arn: str) -> PolicyDocument | None:
         return None
 
 
-def _reported_on_their_own(grade: Grade, trigger: Trigger) -> str | None:
-    """Why a sweep holds back a principal's alert: every finding comes from a resource the sweep reports itself."""
-    if not trigger.is_sweep:
+def _flagged_before(policy: tuple[str, str]) -> bool:
+    arn, grade = policy
+    try:
+        return _tags("policy", arn).get(WILDCARD_TAG) == grade
+    except (_Gone, AwsCallFailed):
+        return True  # unknown: the holders alert rather than rely on the policy's alert
+
+
+def _reported_on_their_own(
+    grade: Grade, principal: Principal, listed: AuthorizationDetails | None, trigger: Trigger, settings: Settings
+) -> str | None:
+    """Why a sweep holds back a principal's alert, or None to send it.
+
+    Held back only when every finding comes from a customer-managed policy or a group that the same sweep
+    reports and alerts as its own resource, none of them exempt (an exempt policy alerts LOW: its holders
+    alert at their own grade, as on the event path), and either the principal's flag already said its grade
+    (alerted before) or the policy is new to ML Warden too (its alert, naming its holders, goes out now). A
+    principal that gained an already-flagged policy through an event nobody delivered is alerted on its own.
+    """
+    if not trigger.is_sweep or listed is None:
         return None
     flagged = [policy.name for policy in grade.policies if policy.flag_worthy]
-    if not flagged or not all(_reported_elsewhere(name) for name in flagged):
+    sources = {_reporting_resource(name, trigger) for name in flagged}
+    if not flagged or None in sources:
         return None
+    held = listed.holdings(principal)
+    known = principal.kind == "group" or (held is not None and (held.tags or {}).get(WILDCARD_TAG) == grade.flag)
+    if not known and any(listed.flagged_before.get(str(source), True) for source in sources):
+        return None
+    if settings.exemption_table is not None:
+        entries = listed.registry(settings.exemption_table)
+        today = dt.datetime.now(dt.UTC).date()
+        if entries is None or any(
+            exemptions.best_entry(entries, str(source), CHECK, settings.max_exemption_days, today).active
+            for source in sources
+        ):
+            return None
     shown = ", ".join(flagged[:3]) + (f" and {len(flagged) - 3} more" if len(flagged) > 3 else "")
     return f"sweep: every finding comes from {shown}, each reported and alerted as its own resource"
 
 
-def _reported_elsewhere(policy: str) -> bool:
-    """A customer-managed policy (reported as itself) or a group's policy (reported on the group)."""
-    return policy.startswith("group ") or (_POLICY_ARN.match(policy) is not None and ":iam::aws:" not in policy)
+def _reporting_resource(policy: str, trigger: Trigger) -> str | None:
+    """The resource a sweep reports a held policy on: a customer-managed policy itself (held directly or
+    through a group), the group for a group's own policies; None for the principal's own (inline, AWS-managed)."""
+    group = None
+    if policy.startswith("group "):
+        _, group, policy = policy.split(" ", 2)
+    if _POLICY_ARN.match(policy) is not None and ":iam::aws:" not in policy:
+        return policy
+    if group is not None:
+        return Principal("group", group).arn(partition_of(trigger.region), trigger.account)
+    return None
 
 
 def key_of(target: Target) -> dict[str, str]:
