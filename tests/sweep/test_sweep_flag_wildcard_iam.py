@@ -15,28 +15,14 @@ from mlwarden import checks, clients
 from mlwarden.checks import flag_wildcard_iam as iam_check
 from mlwarden.inventory import Inventory
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger
-from mlwarden.settings import load_settings
-from mlwarden.sweep import Summary, evaluate_targets, list_targets, new_sweep_id, now_iso, sweep_check
+from mlwarden.sweep import evaluate_targets, list_targets, new_sweep_id, now_iso
 from tests.conftest import ACCOUNT, REGION, AwsWorld
 from tests.handlers.test_faults_every_handler import IAM_THROTTLED, Throttle, _body
+from tests.handlers.test_flag_wildcard_iam import ADMIN, ADMINISTRATOR_ACCESS, S3_EVERYTHING, TIGHT, TRUST
+from tests.sweep.support import assert_same_outcome, sweep, sweep_settings
 
 UNIT = checks.load("flag_wildcard_iam")
 TAG = "mlwarden:wildcard"
-TRUST = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}
-        ],
-    }
-)
-ADMIN = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-S3_EVERYTHING = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
-TIGHT = {
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::mlw-training-data/*"}],
-}
-ADMINISTRATOR_ACCESS = "arn:aws:iam::aws:policy/AdministratorAccess"
 
 
 @pytest.fixture
@@ -44,19 +30,8 @@ def iam(aws: AwsWorld) -> Any:
     return boto3.client("iam", region_name="us-east-1")
 
 
-def _settings(monkeypatch: pytest.MonkeyPatch, aws: AwsWorld, mode: str) -> Any:
-    monkeypatch.setenv("ALERT_TOPIC_ARN", aws.topic_arn)
-    monkeypatch.setenv("REMEDIATION_MODE", mode)
-    monkeypatch.setenv("OUTCOME_TABLE", aws.outcome_table)
-    monkeypatch.setenv("EXEMPTION_TABLE", aws.exemption_table)
-    return load_settings()
-
-
 def _sweep(monkeypatch: pytest.MonkeyPatch, aws: AwsWorld, mode: str = "enforce") -> dict[str | None, Outcome]:
-    settings = _settings(monkeypatch, aws, mode)
-    summary = Summary(new_sweep_id())
-    outcomes = sweep_check(UNIT, Inventory(ACCOUNT, REGION), settings, summary.sweep_id, summary=summary)
-    return {outcome.resource: outcome for outcome in outcomes}
+    return {outcome.resource: outcome for outcome in sweep(UNIT, monkeypatch, aws, mode)}
 
 
 def _role(iam: Any, name: str, inline: dict[str, Any] | None = None, attached: tuple[str, ...] = ()) -> str:
@@ -230,9 +205,7 @@ def test_event_path_and_sweep_grade_a_role_the_same(
     clients.client.cache_clear()
     by_sweep = _sweep(monkeypatch, aws)[via_sweep]
 
-    assert by_event["outcome"] == by_sweep.outcome.value == expected.value
-    assert by_event["severity"] == by_sweep.severity.value
-    assert by_event["findings"] == list(by_sweep.findings)
+    assert_same_outcome(by_event, by_sweep, expected)
     assert _comparable(by_event["details"]) == _comparable(by_sweep.details)
     assert _tag(iam.list_role_tags(RoleName="via-event")) == _tag(iam.list_role_tags(RoleName="via-sweep"))
 
@@ -261,9 +234,7 @@ def test_event_path_and_sweep_grade_a_policy_the_same(
     by_sweep = _sweep(monkeypatch, aws)[via_sweep]
 
     assert by_event["resource"] == via_event
-    assert by_event["outcome"] == by_sweep.outcome.value == expected.value
-    assert by_event["severity"] == by_sweep.severity.value
-    assert by_event["findings"] == list(by_sweep.findings)
+    assert_same_outcome(by_event, by_sweep, expected)
     assert _comparable(by_event["details"]) == _comparable(by_sweep.details)
     assert _tag(iam.list_policy_tags(PolicyArn=via_event)) == _tag(iam.list_policy_tags(PolicyArn=via_sweep))
 
@@ -324,7 +295,7 @@ def test_a_principal_or_policy_deleted_between_listing_and_evaluation_is_ignored
 ) -> None:
     admin = _policy(iam, "short-lived", ADMIN)
     role = _role(iam, "short-lived", inline=ADMIN)
-    settings = _settings(monkeypatch, aws, "dry-run")
+    settings = sweep_settings(monkeypatch, aws, "dry-run")
     inventory = Inventory(ACCOUNT, REGION)
     targets = list_targets(UNIT, inventory)
     iam.delete_policy(PolicyArn=admin)

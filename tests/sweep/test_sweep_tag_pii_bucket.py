@@ -21,9 +21,10 @@ from mlwarden import checks, clients
 from mlwarden.checks import tag_pii_bucket as pii_check
 from mlwarden.inventory import Inventory
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger
-from mlwarden.settings import SettingsError, load_settings
-from mlwarden.sweep import Summary, evaluate_targets, list_targets, new_sweep_id, now_iso, sweep_check
+from mlwarden.settings import SettingsError
+from mlwarden.sweep import evaluate_targets, list_targets, new_sweep_id, now_iso
 from tests.conftest import ACCOUNT, REGION, AwsWorld
+from tests.sweep.support import assert_same_outcome, sweep, sweep_settings
 
 UNIT = checks.load("tag_pii_bucket")
 # A finding recorded from a real Macie job (see tests/fixtures/real/NOTICE.md: aws-samples, MIT-0).
@@ -123,18 +124,8 @@ def expect_findings(stub: Stubber, *findings: dict[str, Any]) -> None:
         stub.add_response("get_findings", {"findings": list(findings)}, get_params(ids))
 
 
-def _settings(monkeypatch: pytest.MonkeyPatch, aws: AwsWorld, mode: str) -> Any:
-    monkeypatch.setenv("ALERT_TOPIC_ARN", aws.topic_arn)
-    monkeypatch.setenv("REMEDIATION_MODE", mode)
-    monkeypatch.setenv("OUTCOME_TABLE", aws.outcome_table)
-    monkeypatch.setenv("EXEMPTION_TABLE", aws.exemption_table)
-    return load_settings()
-
-
 def _sweep(monkeypatch: pytest.MonkeyPatch, aws: AwsWorld, mode: str = "enforce") -> list[Outcome]:
-    settings = _settings(monkeypatch, aws, mode)
-    summary = Summary(new_sweep_id())
-    return list(sweep_check(UNIT, Inventory(ACCOUNT, REGION), settings, summary.sweep_id, summary=summary))
+    return sweep(UNIT, monkeypatch, aws, mode)
 
 
 @pytest.mark.parametrize(
@@ -164,9 +155,7 @@ def test_event_path_and_sweep_classify_a_bucket_the_same(
 
         stub.assert_no_pending_responses()
 
-    assert by_event["outcome"] == by_sweep.outcome.value == expected.value
-    assert by_event["severity"] == by_sweep.severity.value
-    assert by_event["findings"] == list(by_sweep.findings)
+    assert_same_outcome(by_event, by_sweep, expected)
     assert json.dumps(by_event["details"]).replace("via-event", "via-sweep") == json.dumps(by_sweep.details)
     assert aws.tags_of("via-event") == aws.tags_of("via-sweep")
     assert aws.block_of("via-event") == aws.block_of("via-sweep")
@@ -216,7 +205,7 @@ def test_a_bucket_deleted_between_listing_and_evaluation_is_ignored(
 ) -> None:
     aws.bucket("short-lived", acl="public-read")
     expect_findings(macie, api_finding("short-lived"))
-    settings = _settings(monkeypatch, aws, "enforce")
+    settings = sweep_settings(monkeypatch, aws, "enforce")
     inventory = Inventory(ACCOUNT, REGION)
     targets = list_targets(UNIT, inventory)
     aws.s3.delete_bucket(Bucket="short-lived")
@@ -229,16 +218,20 @@ def test_a_bucket_deleted_between_listing_and_evaluation_is_ignored(
     assert aws.alerts() == []
 
 
+def refuse_listing(stub: Stubber, message: str, status: int) -> None:
+    stub.add_client_error(
+        "list_findings",
+        service_error_code="AccessDeniedException",
+        service_message=message,
+        http_status_code=status,
+        expected_params=list_params(),
+    )
+
+
 def test_macie_not_enabled_is_one_outcome_that_says_so(
     aws: AwsWorld, macie: Stubber, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    macie.add_client_error(
-        "list_findings",
-        service_error_code="AccessDeniedException",
-        service_message="Macie is not enabled.",
-        http_status_code=401,
-        expected_params=list_params(),
-    )
+    refuse_listing(macie, "Macie is not enabled.", 401)
 
     outcomes = _sweep(monkeypatch, aws)
 
@@ -252,13 +245,7 @@ def test_macie_not_enabled_is_one_outcome_that_says_so(
 def test_a_missing_permission_is_not_taken_for_macie_being_off(
     aws: AwsWorld, macie: Stubber, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    macie.add_client_error(
-        "list_findings",
-        service_error_code="AccessDeniedException",
-        service_message="User is not authorized to perform: macie2:ListFindings",
-        http_status_code=403,
-        expected_params=list_params(),
-    )
+    refuse_listing(macie, "User is not authorized to perform: macie2:ListFindings", 403)
 
     (outcome,) = _sweep(monkeypatch, aws)
 
@@ -279,7 +266,7 @@ def test_a_target_handed_over_as_a_key_reads_its_finding_again(
     macie.add_response("get_findings", {"findings": [finding]}, get_params(["f-handed"]))
 
     trigger = Trigger.sweep(new_sweep_id(), ACCOUNT, REGION, now_iso())
-    outcome = UNIT.evaluate(UNIT.target_of_key(key), trigger, _settings(monkeypatch, aws, "enforce"))
+    outcome = UNIT.evaluate(UNIT.target_of_key(key), trigger, sweep_settings(monkeypatch, aws, "enforce"))
 
     assert outcome.outcome is OutcomeKind.REMEDIATED
     assert aws.tags_of("handed-over")["mlwarden:pii"] == "true"

@@ -42,7 +42,7 @@ from mlwarden.observability import logger, metrics
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored, ignored_at
 from mlwarden.pii import PII_TAG  # block_public_s3 raises public+PII to CRITICAL on this key
 from mlwarden.pii_memory import RememberedPii
-from mlwarden.settings import RemediationMode, Settings, SettingsError
+from mlwarden.settings import RemediationMode, Settings, SettingsError, whole_number
 
 CHECK = "tag_pii_bucket"
 SENSITIVE_DATA_PREFIX = "SensitiveData:"
@@ -106,17 +106,10 @@ SWEEP_FINDINGS_DAYS_RANGE = range(1, 91)
 
 def load_options(environ: Mapping[str, str] | None = None) -> PiiOptions:
     env = os.environ if environ is None else environ
-    days_raw = env.get("SWEEP_FINDINGS_DAYS", "").strip() or "30"
-    days = int(days_raw) if re.fullmatch(r"[0-9]{1,3}", days_raw) else 0
-    if days not in SWEEP_FINDINGS_DAYS_RANGE:
-        raise SettingsError(
-            f"SWEEP_FINDINGS_DAYS must be a whole number of days from {SWEEP_FINDINGS_DAYS_RANGE.start} to "
-            f"{SWEEP_FINDINGS_DAYS_RANGE.stop - 1}, got {days_raw[:40]!r}"
-        )
     return PiiOptions(
         tag_objects=_flag(env, "TAG_PII_OBJECTS", default=False),
         lock_public_buckets=_flag(env, "LOCK_PUBLIC_PII_BUCKETS", default=True),
-        sweep_findings_days=days,
+        sweep_findings_days=whole_number(env, "SWEEP_FINDINGS_DAYS", 30, SWEEP_FINDINGS_DAYS_RANGE),
     )
 
 
