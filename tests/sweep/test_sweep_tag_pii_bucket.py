@@ -254,7 +254,7 @@ def test_a_missing_permission_is_not_taken_for_macie_being_off(
     assert outcome.details["failed_action"] == "macie2:ListFindings"
 
 
-def test_a_target_handed_over_as_a_key_reads_its_finding_again(
+def test_a_bucket_handed_over_as_a_key_has_its_findings_read_again(
     aws: AwsWorld, macie: Stubber, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     aws.bucket("handed-over", block=ALL_ON)
@@ -262,7 +262,10 @@ def test_a_target_handed_over_as_a_key_reads_its_finding_again(
     parsed = pii_check.finding_from_detail(pii_check._as_json(finding))
     assert isinstance(parsed, pii_check.PiiFinding)
     key = json.loads(json.dumps(UNIT.key_of(parsed)))
-    assert key == {"finding_id": "f-handed"}  # no object key, no detections in the hand-over
+    assert key == {"bucket": "handed-over"}  # no object key, no detections in the hand-over
+    one_bucket = list_params()
+    one_bucket["findingCriteria"]["criterion"]["resourcesAffected.s3Bucket.name"] = {"eq": ["handed-over"]}
+    macie.add_response("list_findings", {"findingIds": ["f-handed"]}, one_bucket)
     macie.add_response("get_findings", {"findings": [finding]}, get_params(["f-handed"]))
 
     trigger = Trigger.sweep(new_sweep_id(), ACCOUNT, REGION, now_iso())
@@ -270,6 +273,36 @@ def test_a_target_handed_over_as_a_key_reads_its_finding_again(
 
     assert outcome.outcome is OutcomeKind.REMEDIATED
     assert aws.tags_of("handed-over")["mlwarden:pii"] == "true"
+
+
+def test_the_findings_of_one_bucket_are_one_evaluation_that_merges_them_all(
+    aws: AwsWorld, macie: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given three findings (one per object) about one bucket: High personal data, then a Medium custom identifier
+    aws.bucket("many-objects", block=ALL_ON)
+    personal = api_finding("many-objects", "f-1", updated="2026-11-20T10:00:00Z")
+    older = api_finding("many-objects", "f-0", updated="2026-11-19T10:00:00Z")
+    custom = api_finding("many-objects", "f-2", updated="2026-11-21T10:00:00Z")
+    custom["severity"] = {"score": 2, "description": "Medium"}
+    custom["classificationDetails"]["result"]["sensitiveData"] = []
+    custom["classificationDetails"]["result"]["customDataIdentifiers"] = {
+        "detections": [{"arn": "id-1", "name": "employee id", "count": 3}],
+        "totalCount": 3,
+    }
+    expect_findings(macie, older, personal, custom)
+
+    outcomes = _sweep(monkeypatch, aws)
+
+    # Then one outcome, and the tags say what merging the three findings one by one would say
+    (outcome,) = outcomes
+    assert outcome.details["finding"]["findings_merged"] == 3
+    tags = aws.tags_of("many-objects")
+    assert tags["mlwarden:pii-severity"] == "High"
+    assert "custom:employee_id" in tags["mlwarden:pii-types"].split()
+    assert "NAME" in tags["mlwarden:pii-types"].split()
+    assert tags["mlwarden:pii-last-finding"] == "f-2"
+    assert tags["mlwarden:pii-last-seen"] == "2026-11-21T10:00:00Z"
+    assert len(aws.alerts()) == 1
 
 
 @pytest.mark.parametrize("value", ["0", "91", "thirty", "-1"])

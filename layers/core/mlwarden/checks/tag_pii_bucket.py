@@ -25,6 +25,7 @@ import random
 import re
 import shlex
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -130,6 +131,8 @@ class PiiFinding:
     detections: dict[str, int] = field(default_factory=dict)
     # Values read from the finding that could not be used (out-of-range times, say): treated as absent.
     notes: tuple[str, ...] = ()
+    # The sweep's other findings about the same bucket, merged into this one (merge_findings): their ids.
+    merged_ids: tuple[str, ...] = ()
 
     @property
     def types(self) -> frozenset[str]:
@@ -537,8 +540,8 @@ def evaluate(
     what the event says)."""
     if isinstance(target, MacieNotEnabled):
         return _macie_not_enabled(target, trigger)
-    if isinstance(target, FindingRef):
-        read = _read_finding(target, trigger)
+    if isinstance(target, BucketFindings):
+        read = _read_bucket_findings(target, trigger)
         if isinstance(read, Outcome):
             return read
         target = read
@@ -571,6 +574,7 @@ def _finding_details(finding: PiiFinding) -> dict[str, Any]:
         "detections": dict(sorted(finding.detections.items())),
         "detection_count": sum(finding.detections.values()),
         "names_an_object": finding.object_key is not None,
+        **({"findings_merged": 1 + len(finding.merged_ids)} if finding.merged_ids else {}),
     }
 
 
@@ -934,7 +938,8 @@ def _decide(
 # --- the sweep's way in: Macie's sensitive-data findings of the region --------------------------------------
 
 # ListFindings names the findings (ids only), GetFindings reads them 50 at a time (its limit): two calls per 50
-# findings. Each finding then goes through the event path's evaluation, as if Macie had just published it.
+# findings. Macie writes one finding per object, so the findings about one bucket are merged into one before
+# they go through the event path's evaluation: one evaluation per bucket, not per object.
 SWEEP_PERMISSIONS = frozenset({"macie2:ListFindings", "macie2:GetFindings"})
 # GetFindings accepts at most 50 finding ids per call; ListFindings returns at most 50 per page.
 GET_FINDINGS_BATCH = 50
@@ -943,10 +948,10 @@ MACIE_NOT_ENABLED = "Macie is not enabled"
 
 
 @dataclass(frozen=True)
-class FindingRef:
-    """A finding known by its id only (a target handed over as a key): read from Macie when evaluated."""
+class BucketFindings:
+    """A bucket handed over as a key: its findings are listed and read from Macie again when it is evaluated."""
 
-    finding_id: str
+    bucket: str
 
 
 @dataclass(frozen=True)
@@ -957,44 +962,83 @@ class MacieNotEnabled:
     region: str
 
 
-Target = PiiFinding | FindingRef | MacieNotEnabled
+Target = PiiFinding | BucketFindings | MacieNotEnabled
 
 
 def targets_from_inventory(inventory: Inventory, options: PiiOptions | None = None) -> Iterator[Target]:
-    """The sensitive-data findings Macie updated within the window, oldest first, each as the event path reads it.
+    """The sensitive-data findings Macie updated within the window, read as the event path reads a finding, one
+    target per bucket (all its findings merged), or one per finding when objects are tagged too.
 
     Archived (suppressed) findings are left out, as Macie leaves them out of EventBridge.
     """
-    days = (options or load_options()).sweep_findings_days
-    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
-    criteria = {
-        "criterion": {
-            "category": {"eq": ["CLASSIFICATION"]},
-            "archived": {"eq": ["false"]},
-            "updatedAt": {"gte": int(since.timestamp() * 1000)},
-        }
-    }
+    options = options or load_options()
     try:
-        ids = list(
-            inventory.pages(
-                "macie2",
-                "list_findings",
-                "findingIds",
-                findingCriteria=criteria,
-                sortCriteria={"attributeName": "updatedAt", "orderBy": "ASC"},
-                PaginationConfig={"PageSize": LIST_FINDINGS_PAGE},
-            )
-        )
+        findings = list_findings(inventory, options.sweep_findings_days)
     except AwsCallFailed as err:
         if _macie_is_off(err):
             yield MacieNotEnabled(inventory.account, inventory.region)
             return
         raise
+    if options.tag_objects:  # each finding names its own object
+        yield from findings
+        return
+    by_bucket: dict[str, list[PiiFinding]] = {}
+    for finding in findings:
+        by_bucket.setdefault(finding.bucket, []).append(finding)
+    yield from (merge_findings(group) for group in by_bucket.values())
+
+
+def list_findings(inventory: Inventory, days: int, bucket: str | None = None) -> list[PiiFinding]:
+    """The region's (or one bucket's) unarchived sensitive-data findings updated within `days`, oldest first."""
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+    criterion: dict[str, Any] = {
+        "category": {"eq": ["CLASSIFICATION"]},
+        "archived": {"eq": ["false"]},
+        "updatedAt": {"gte": int(since.timestamp() * 1000)},
+    }
+    if bucket is not None:
+        criterion["resourcesAffected.s3Bucket.name"] = {"eq": [bucket]}
+    ids = list(
+        inventory.pages(
+            "macie2",
+            "list_findings",
+            "findingIds",
+            findingCriteria={"criterion": criterion},
+            sortCriteria={"attributeName": "updatedAt", "orderBy": "ASC"},
+            PaginationConfig={"PageSize": LIST_FINDINGS_PAGE},
+        )
+    )
+    found: list[PiiFinding] = []
     for start in range(0, len(ids), GET_FINDINGS_BATCH):
         for finding in _get_findings(inventory.client("macie2"), ids[start : start + GET_FINDINGS_BATCH]):
             parsed = finding_from_detail(_as_json(finding))
             if isinstance(parsed, PiiFinding):
-                yield parsed
+                found.append(parsed)
+    return found
+
+
+def merge_findings(findings: list[PiiFinding]) -> PiiFinding:
+    """Findings about one bucket as one: what merging each in turn into the bucket's tags would give.
+
+    The tag merge takes unions and maxima (plan_tags), so one merge of the union is the same as one merge per
+    finding: every type, the highest severity, the latest finding (by time, then id) as the last one seen.
+    """
+    if len(findings) == 1:
+        return findings[0]
+    latest = max(findings, key=lambda finding: (finding.seen_at or "", finding.finding_id))
+    detections: Counter[str] = Counter()
+    severity: str | None = None
+    for finding in findings:
+        detections.update(finding.detections)
+        severity = higher_severity(severity, finding.severity)
+    return replace(
+        latest,
+        object_key=None,  # several objects: none is named
+        severity=severity,
+        detections=dict(detections),
+        notes=tuple(dict.fromkeys(note for finding in findings for note in finding.notes)),
+        merged_ids=tuple(sorted(finding.finding_id for finding in findings if finding is not latest)),
+    )
 
 
 def _macie_is_off(err: AwsCallFailed) -> bool:
@@ -1020,10 +1064,12 @@ def _as_json(finding: Mapping[str, Any]) -> Mapping[str, Any]:
     }
 
 
-def _read_finding(target: FindingRef, trigger: Trigger) -> PiiFinding | Outcome:
-    found = _get_findings(clients.client("macie2", trigger.region), [target.finding_id])
-    parsed = finding_from_detail(_as_json(found[0])) if found else "the finding no longer exists"
-    return ignored_at(CHECK, trigger, parsed) if isinstance(parsed, str) else parsed
+def _read_bucket_findings(target: BucketFindings, trigger: Trigger) -> PiiFinding | Outcome:
+    inventory = Inventory(trigger.account or "", trigger.region or "us-east-1")
+    findings = list_findings(inventory, load_options().sweep_findings_days, bucket=target.bucket)
+    if not findings:
+        return ignored_at(CHECK, trigger, "Macie holds no open sensitive-data finding about the bucket any more")
+    return merge_findings(findings)
 
 
 def _macie_not_enabled(target: MacieNotEnabled, trigger: Trigger) -> Outcome:
@@ -1051,22 +1097,20 @@ def _swept(target: Target, trigger: Trigger, settings: Settings) -> Outcome:
 def key_of(target: Target) -> dict[str, str]:
     if isinstance(target, MacieNotEnabled):
         return {"macie_not_enabled": target.account, "region": target.region}
-    # The id only: the object key and detections stay in Macie, read again when the key is evaluated.
-    return {"finding_id": target.finding_id}
+    # The bucket only: its findings (detections, object keys) stay in Macie, read again when the key is evaluated.
+    return {"bucket": target.bucket}
 
 
 def target_of_key(key: Mapping[str, Any]) -> Target:
     if "macie_not_enabled" in key:
         return MacieNotEnabled(str(key["macie_not_enabled"]), str(key["region"]))
-    return FindingRef(str(key["finding_id"]))
+    return BucketFindings(str(key["bucket"]))
 
 
 def resource_of(target: Target) -> str:
-    if isinstance(target, PiiFinding):
-        return f"arn:aws:s3:::{target.bucket}"
     if isinstance(target, MacieNotEnabled):
         return f"{target.account}/{target.region}"
-    return f"macie finding {target.finding_id}"
+    return f"arn:aws:s3:::{target.bucket}"
 
 
 UNIT = CheckUnit(
