@@ -1382,17 +1382,14 @@ class AuthorizationDetails:
     # Customer-managed policies with findings -> whether their flag already said their grade when listed
     # (flagged and alerted before this sweep). Unknown counts as flagged before: the holders then alert.
     flagged_before: Mapping[str, bool] = field(default_factory=dict)
+    # Managed policy ARN -> the roles, users and groups it is attached to (ARNs, as listed), sorted.
+    holders: Mapping[str, list[str]] = field(default_factory=dict)
 
     def holdings(self, principal: Principal) -> Holdings | None:
         return self.principals.get((principal.kind, principal.name))
 
     def holders_of(self, policy_arn: str) -> list[str]:
-        """The roles, users and groups a managed policy is attached to (ARNs, as listed)."""
-        return sorted(
-            held.arn or f"{kind}/{name}"
-            for (kind, name), held in self.principals.items()
-            if policy_arn in held.attached
-        )
+        return self.holders.get(policy_arn, [])
 
     def registry(self, table: str) -> list[exemptions.Entry] | None:
         """The exemption registry, read once per sweep (None when unreadable)."""
@@ -1447,7 +1444,11 @@ def targets_from_inventory(inventory: Inventory) -> Iterator[Target]:
     flagged_before = dict(
         zip((arn for arn, _ in flag_worthy), inventory.map(_flagged_before, flag_worthy), strict=True)
     )
-    listed = AuthorizationDetails(principals, documents, flagged_before)
+    holders: dict[str, list[str]] = {}
+    for (kind, name), held in sorted(principals.items()):
+        for arn in held.attached:
+            holders.setdefault(arn, []).append(held.arn or f"{kind}/{name}")
+    listed = AuthorizationDetails(principals, documents, flagged_before, {a: sorted(h) for a, h in holders.items()})
     for arn in policies:
         yield ManagedPolicyTarget(arn, listed=listed)
     for (kind, name), held in principals.items():
