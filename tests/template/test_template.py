@@ -25,7 +25,11 @@ FUNCTIONS = {name: r for name, r in RESOURCES.items() if r["Type"] == "AWS::Serv
 ACTIONS_WITHOUT_RESOURCE_TYPE = {
     "s3:GetAccountPublicAccessBlock": "account-level block, block_public_s3 (and tag_pii_bucket's public check)",
     "s3:PutAccountPublicAccessBlock": "account-level block, block_public_s3",
-    "s3:ListAllMyBuckets": "find exempt buckets before an account-wide block",
+    "s3:ListAllMyBuckets": "the sweep lists the buckets, block_public_s3",
+    "tag:GetResources": "the sweep reads the buckets' tags in bulk, block_public_s3",
+    "iam:GetAccountAuthorizationDetails": "the sweep reads the account's IAM in one call, flag_wildcard_iam",
+    "macie2:ListFindings": "the sweep lists the region's sensitive-data findings, tag_pii_bucket",
+    "macie2:GetFindings": "the sweep reads the listed findings, tag_pii_bucket",
     "xray:PutTraceSegments": "tracing, only when EnableTracing=true",
     "xray:PutTelemetryRecords": "tracing, only when EnableTracing=true",
     "iam:ListPolicies": "find the ARN of the policy id a Config event names, flag_wildcard_iam",
@@ -48,14 +52,26 @@ COMMON_ACTIONS = (
     | clients.MEMBER_ROLE_PERMISSIONS
     | organization.LABEL_PERMISSIONS
 )
-# Each function's check module declares the actions its code calls.
+
+
+def _sweep_permissions(check: Any) -> frozenset[str]:
+    """What a check's inventory adds (its UNIT's sweep_permissions), once the check has a unit."""
+    unit = getattr(check, "UNIT", None)
+    return unit.sweep_permissions if unit is not None else frozenset()
+
+
+# Each function's check module declares the actions its code calls, its inventory's included.
 CHECK_ACTIONS = {
-    "BlockPublicS3Function": s3.BUCKET_PERMISSIONS | s3.ACCOUNT_PERMISSIONS,
-    "TagPiiBucketFunction": macie.PERMISSIONS,
+    "BlockPublicS3Function": s3.BUCKET_PERMISSIONS | s3.ACCOUNT_PERMISSIONS | _sweep_permissions(s3),
+    "TagPiiBucketFunction": macie.PERMISSIONS | _sweep_permissions(macie),
     "CheckSageMakerEncryptionFunction": sagemaker.DESCRIBE_PERMISSIONS
     | sagemaker.BUCKET_PERMISSIONS
-    | sagemaker.STOP_PERMISSIONS,
-    "FlagWildcardIamFunction": iam.POLICY_PERMISSIONS | iam.LIST_PERMISSIONS | iam.REVERT_PERMISSIONS,
+    | sagemaker.STOP_PERMISSIONS
+    | _sweep_permissions(sagemaker),
+    "FlagWildcardIamFunction": iam.POLICY_PERMISSIONS
+    | iam.LIST_PERMISSIONS
+    | iam.REVERT_PERMISSIONS
+    | _sweep_permissions(iam),
 }
 
 

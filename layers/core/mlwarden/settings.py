@@ -186,3 +186,7 @@ def _whole_number(env: Mapping[str, str], name: str, default: int, allowed: rang
     if value not in allowed:
         raise SettingsError(f"{name} must be a whole number from {allowed.start} to {allowed.stop - 1}, got {raw!r}")
     return value
+
+
+# Checks read their own numeric switches (tag_pii_bucket's SWEEP_FINDINGS_DAYS) the same way.
+whole_number = _whole_number

@@ -20,23 +20,27 @@ version that was the default before back as default, and only when it grades str
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
 import shlex
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mlwarden import clients, exemptions, iam_versions
+from mlwarden.checks import CheckUnit
 from mlwarden.errors import AwsCallFailed, error_code
 from mlwarden.events import ApiCall, ComplianceChange, Event, Unrecognised, decode_policy_document, partition_of
 from mlwarden.exemptions import Exemption, exemption_for
-from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
+from mlwarden.inventory import Inventory
+from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored, ignored_at
 from mlwarden.rules.policy_analysis import Analysis, Finding, analyze, rank
 from mlwarden.settings import Settings, SettingsError
 
@@ -180,6 +184,8 @@ class ManagedPolicyTarget:
     non_default_version: bool = False
     # SetDefaultPolicyVersion: another version is in force.
     made_default: bool = False
+    # The sweep's bulk read of the account (GetAccountAuthorizationDetails), used instead of per-policy reads.
+    listed: AuthorizationDetails | None = field(default=None, compare=False, repr=False)
 
     @property
     def default_changed(self) -> bool:
@@ -205,6 +211,8 @@ class PrincipalTarget:
     event_document: Any = None
     # Tag and create calls: the outcome is the principal's grade even when nothing changed.
     report_grade: bool = False
+    # The sweep's bulk read of the account (GetAccountAuthorizationDetails), used instead of per-principal reads.
+    listed: AuthorizationDetails | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -514,16 +522,29 @@ class Grade:
         return [(p.name, f) for p in self.policies for f in p.analysis.findings]
 
 
-def _grade_principal(principal: Principal, fallback: Mapping[str, PolicyDocument]) -> Grade:
-    """Read and grade every policy `principal` holds now (a user: its groups' too), within POLICY_READ_LIMIT."""
+def _grade_principal(
+    principal: Principal, fallback: Mapping[str, PolicyDocument], listed: AuthorizationDetails | None = None
+) -> Grade:
+    """Read and grade every policy `principal` holds now (a user: its groups' too), within POLICY_READ_LIMIT.
+
+    `listed`: the sweep's bulk read of the account; what it holds is used instead of the per-principal reads.
+    """
     policies: list[GradedPolicy] = []
     notes: list[str] = []
     holders = [(principal, "")]
     if principal.kind == "user":
-        groups = _pages("iam:ListGroupsForUser", "list_groups_for_user", "Groups", UserName=principal.name)
-        holders += [(Principal("group", str(g["GroupName"])), f"group {g['GroupName']} ") for g in groups]
+        known = listed.holdings(principal) if listed is not None else None
+        groups = (
+            known.groups
+            if known is not None
+            else [
+                str(g["GroupName"])
+                for g in _pages("iam:ListGroupsForUser", "list_groups_for_user", "Groups", UserName=principal.name)
+            ]
+        )
+        holders += [(Principal("group", group), f"group {group} ") for group in groups]
     for holder, label in holders:
-        for name, document in _held_policies(holder, fallback if holder == principal else {}):
+        for name, document in _held_policies(holder, fallback if holder == principal else {}, listed):
             if len(policies) >= POLICY_READ_LIMIT:
                 notes.append(f"more than {POLICY_READ_LIMIT} policies: the rest were not read")
                 return Grade(tuple(policies), tuple(notes))
@@ -531,11 +552,17 @@ def _grade_principal(principal: Principal, fallback: Mapping[str, PolicyDocument
     return Grade(tuple(policies), tuple(notes))
 
 
-def _held_policies(holder: Principal, fallback: Mapping[str, PolicyDocument]) -> Iterator[tuple[str, PolicyDocument]]:
+def _held_policies(
+    holder: Principal, fallback: Mapping[str, PolicyDocument], listed: AuthorizationDetails | None = None
+) -> Iterator[tuple[str, PolicyDocument]]:
+    known = listed.holdings(holder) if listed is not None else None
+    if known is not None:
+        yield from _listed_policies(holder, known, listed)
+        return
     kind = holder.kind.capitalize()
     names = {f"{kind}Name": holder.name}
-    for listed in _pages(f"iam:List{kind}Policies", f"list_{holder.kind}_policies", "PolicyNames", **names):
-        policy_name = str(listed)
+    for listed_name in _pages(f"iam:List{kind}Policies", f"list_{holder.kind}_policies", "PolicyNames", **names):
+        policy_name = str(listed_name)
 
         def read(policy_name: str = policy_name) -> PolicyDocument:
             return _read_inline(holder, policy_name)
@@ -556,6 +583,21 @@ def _held_policies(holder: Principal, fallback: Mapping[str, PolicyDocument]) ->
             continue
 
 
+def _listed_policies(
+    holder: Principal, known: Holdings, listed: AuthorizationDetails | None
+) -> Iterator[tuple[str, PolicyDocument]]:
+    """What the bulk read says `holder` holds; a managed policy it did not cover is read on its own."""
+    limit = INLINE_POLICY_LIMITS[holder.kind]
+    for policy_name, raw in known.inline:
+        yield f"inline policy {policy_name}", bounded_document(raw, limit, "live inline policy")
+    for arn in known.attached:
+        document = listed.documents.get(arn) if listed is not None else None
+        try:
+            yield arn, document if document is not None else _read_default_version(arn)
+        except _Gone:
+            continue
+
+
 def _report(grade: Grade, details: dict[str, Any]) -> None:
     """The highest findings and counts of the rest, so that any policy makes an alert SNS accepts."""
     everything = sorted(grade.findings(), key=lambda item: -rank(item[1].severity))
@@ -572,6 +614,11 @@ def _report(grade: Grade, details: dict[str, Any]) -> None:
     problems = [f"{p.name}: {problem}" for p in grade.policies for problem in p.analysis.problems]
     if problems or grade.notes:
         details["problems"] = [*grade.notes, *problems][:REPORTED_FINDINGS]
+
+
+def _findings_key(trigger: Trigger, resource: str) -> str:
+    """What names one outcome's kept findings: the event, or (a sweep decides many resources) sweep and resource."""
+    return f"{trigger.event_id}#{resource}" if trigger.is_sweep else trigger.event_id
 
 
 def _keep_all_findings(grade: Grade, details: dict[str, Any], table: str | None, event_id: str) -> None:
@@ -623,7 +670,26 @@ def _summary(grade: Grade) -> str:
 
 
 def flag_wildcard_policy(event: Event, settings: Settings, options: IamOptions | None = None) -> Outcome:
-    outcome = _flag_wildcard_policy(event, settings, options)
+    """The event path: the policy or principal the event names, evaluated as the sweep evaluates it."""
+    target = targets_from_event(event)
+    if isinstance(target, str):
+        return ignored(CHECK, event, target)
+    return evaluate(target, Trigger.of(event), settings, event=event, options=options)
+
+
+def evaluate(
+    target: Target,
+    trigger: Trigger,
+    settings: Settings,
+    *,
+    event: Event | None = None,
+    options: IamOptions | None = None,
+) -> Outcome:
+    """Read what the policy or principal holds now, grade it, settle its flag: the same for an event and the sweep.
+
+    `event`: what named the target, when an event did (the ignored outcomes then name the event).
+    """
+    outcome = _evaluate(target, trigger, settings, event, options or IamOptions())
     # One alert per resource and rule set (alert_dedup): the rules the report names identify the finding.
     rules = outcome.details.get("finding_rules")
     if isinstance(rules, list) and rules and not outcome.findings:
@@ -631,18 +697,19 @@ def flag_wildcard_policy(event: Event, settings: Settings, options: IamOptions |
     return outcome
 
 
-def _flag_wildcard_policy(event: Event, settings: Settings, options: IamOptions | None = None) -> Outcome:
-    target = targets_from_event(event)
-    if isinstance(target, str):
-        return ignored(CHECK, event, target)
-    trigger = Trigger.of(event)
-    options = options or IamOptions()
+def _evaluate(
+    target: Target, trigger: Trigger, settings: Settings, event: Event | None, options: IamOptions
+) -> Outcome:
     resource = _resource_of(target, trigger)
+
+    def ignore(reason: str) -> Outcome:
+        return ignored(CHECK, event, reason) if event is not None else ignored_at(CHECK, trigger, reason, resource)
+
     try:
         if isinstance(target, ConfigPolicyTarget):
             arn = _resolve_policy_id(target.policy_id)
             if arn is None:
-                return ignored(CHECK, event, "Config names a policy that no longer exists")
+                return ignore("Config names a policy that no longer exists")
             target = ManagedPolicyTarget(arn)
         if isinstance(target, PrincipalTarget):
             return _decide_principal(target, trigger, settings)
@@ -651,7 +718,7 @@ def _flag_wildcard_policy(event: Event, settings: Settings, options: IamOptions 
             outcome = _with_holders_regraded(outcome, target.policy_arn, settings)
         return outcome
     except _Gone as gone:
-        return ignored(CHECK, event, f"the policy or its principal no longer exists ({gone})")
+        return ignore(f"the policy or its principal no longer exists ({gone})")
     except AwsCallFailed as err:
         failed = call_failed(CHECK, trigger, resource, "could not read or flag", err)
         # Only the optional revert fixes anything; every other call serves flagging.
@@ -729,7 +796,11 @@ class FlagChange:
 
 
 def _settle_flag(
-    principal: Principal, grade: Grade, fallback: Mapping[str, PolicyDocument], enforce: bool
+    principal: Principal,
+    grade: Grade,
+    fallback: Mapping[str, PolicyDocument],
+    enforce: bool,
+    known_tags: Mapping[str, str] | None = None,
 ) -> tuple[Grade, FlagChange]:
     """Make the principal's flag say its grade; converge when concurrent events for it race.
 
@@ -738,7 +809,8 @@ def _settle_flag(
     read-back and writes again. Any order ends with the tag equal to the grade of what the principal holds.
     """
     kind, name = principal.kind, principal.name
-    previous = current = _tags(kind, name).get(WILDCARD_TAG)
+    # The sweep's bulk read saves the first tag read; every read after a write is live.
+    previous = current = (known_tags if known_tags is not None else _tags(kind, name)).get(WILDCARD_TAG)
     actions: list[str] = []
     for _ in range(TAG_ATTEMPTS):
         desired = grade.flag
@@ -776,7 +848,11 @@ def _decide_principal(target: PrincipalTarget, trigger: Trigger, settings: Setti
     if target.inline_name is not None and target.event_document is not None:
         limit = INLINE_POLICY_LIMITS[principal.kind]
         fallback[target.inline_name] = bounded_document(target.event_document, limit, "event")
-    grade = _grade_principal(principal, fallback)
+    grade = _grade_principal(principal, fallback, target.listed)
+    # A principal the bulk read found clean is settled on the listed tags (no call); one with findings reads its
+    # tags live, which also finds it gone when it was deleted since the listing.
+    listed = target.listed.holdings(principal) if target.listed is not None else None
+    known_tags = listed.tags if listed is not None and grade.flag is None else None
     details: dict[str, Any] = {"changed": target.changed}
     if target.inline_name is not None:
         details["policy_name"] = target.inline_name
@@ -789,8 +865,8 @@ def _decide_principal(target: PrincipalTarget, trigger: Trigger, settings: Setti
     _report(grade, details)
     common: dict[str, Any] = {"check": CHECK, "trigger": trigger, "resource": arn}
     if principal.kind == "group":
-        _keep_all_findings(grade, details, settings.outcome_table, trigger.event_id)
-        return _decide_group(principal, grade, details, settings, common)
+        _keep_all_findings(grade, details, settings.outcome_table, _findings_key(trigger, arn))
+        return _decide_group(principal, grade, details, settings, common, listed=target.listed)
     what = f"the {principal.kind} {principal.name}"
     if grade.flag is not None:
         exemption = _exemption(arn, (principal.kind, principal.name), settings)
@@ -798,7 +874,7 @@ def _decide_principal(target: PrincipalTarget, trigger: Trigger, settings: Setti
             return _exempt(_summary(grade), grade.highest, exemption, details, **common)
         details["exemption"] = exemption.reason
     try:
-        grade, change = _settle_flag(principal, grade, fallback, settings.enforce)
+        grade, change = _settle_flag(principal, grade, fallback, settings.enforce, known_tags)
     except _NotConverged as stuck:
         return Outcome(
             outcome=OutcomeKind.FAILED,
@@ -812,7 +888,7 @@ def _decide_principal(target: PrincipalTarget, trigger: Trigger, settings: Setti
             **common,
         )
     _report(grade, details)  # the last read wins: a concurrent change may have moved the grade
-    _keep_all_findings(grade, details, settings.outcome_table, trigger.event_id)
+    _keep_all_findings(grade, details, settings.outcome_table, _findings_key(trigger, arn))
     return _principal_outcome(principal, target, grade, change, details=details, settings=settings, common=common)
 
 
@@ -880,6 +956,7 @@ def _principal_outcome(
         reason=f"{_summary(grade)}; {done}",
         exempt_hint=exemptions.hint(str(common["resource"]), CHECK),
         details=details,
+        alert_suppressed=_reported_on_their_own(grade, principal, target.listed, common["trigger"], settings),
         **state,
         **common,
     )
@@ -935,10 +1012,22 @@ def _group_members(group: str) -> list[Principal]:
 
 
 def _decide_group(
-    group: Principal, grade: Grade, details: dict[str, Any], settings: Settings, common: dict[str, Any]
+    group: Principal,
+    grade: Grade,
+    details: dict[str, Any],
+    settings: Settings,
+    common: dict[str, Any],
+    *,
+    listed: AuthorizationDetails | None = None,
 ) -> Outcome:
-    """Groups cannot be tagged: report the group, and re-grade the members, who hold its policies."""
-    members = _regrade_holders(_group_members(group.name), settings, common["trigger"])
+    """Groups cannot be tagged: report the group, and re-grade the members, who hold its policies.
+
+    A sweep evaluates every user on its own (with its groups' policies), so it does not re-grade them here.
+    """
+    trigger: Trigger = common["trigger"]
+    members = (
+        _Regraded({}, (), ()) if trigger.is_sweep else _regrade_holders(_group_members(group.name), settings, trigger)
+    )
     details["not_tagged"] = "IAM groups cannot be tagged: the group is not flagged, its members are re-graded"
     members.record(details, "members")
     changes, actions = members.changes, members.actions
@@ -959,6 +1048,7 @@ def _decide_group(
         reason=f"{_summary(grade)}; IAM groups cannot be tagged: {len(changes)} member flag(s) updated",
         actions=actions,
         details=details,
+        alert_suppressed=_reported_on_their_own(grade, group, listed, trigger, settings),
         **common,
     )
 
@@ -994,7 +1084,8 @@ def _with_holders_regraded(outcome: Outcome, arn: str, settings: Settings) -> Ou
 def _decide_policy(target: ManagedPolicyTarget, trigger: Trigger, settings: Settings, options: IamOptions) -> Outcome:
     arn = target.policy_arn
     event_document = bounded_document(target.event_document, MANAGED_POLICY_LIMIT, "event")
-    document = _with_fallback(lambda: _read_default_version(arn), event_document)
+    listed = target.listed.documents.get(arn) if target.listed is not None else None
+    document = listed or _with_fallback(lambda: _read_default_version(arn), event_document)
     common: dict[str, Any] = {"check": CHECK, "trigger": trigger, "resource": arn}
     details: dict[str, Any] = {"document_source": document.source}
     if target.event_document is not None and event_document.refused:
@@ -1013,10 +1104,15 @@ def _decide_policy(target: ManagedPolicyTarget, trigger: Trigger, settings: Sett
             details["default_version_record"] = note
     grade = Grade((_graded(arn, document),))
     _report(grade, details)
-    _keep_all_findings(grade, details, settings.outcome_table, trigger.event_id)
+    _keep_all_findings(grade, details, settings.outcome_table, _findings_key(trigger, arn))
     latent = _latent_version_findings(target)
     if latent:
         details["non_default_version_findings"] = latent
+    if target.listed is not None and grade.flag is not None:
+        # The sweep holds back the alerts of holders that only this policy makes non-compliant: name them here.
+        holders = target.listed.holders_of(arn)
+        details["held_by"] = holders[:REPORTED_POLICIES]
+        details["held_by_total"] = len(holders)
     if grade.flag is None:
         return _compliant_policy(arn, grade, details, common)
     summary, highest = _summary(grade), grade.highest
@@ -1252,3 +1348,258 @@ def _retag_after_revert(arn: str, restored: GradedPolicy) -> tuple[str, ...]:
     if _tags("policy", arn).get(WILDCARD_TAG) == desired:
         return ()
     return (_write_flag("policy", arn, desired),)
+
+
+# --- the sweep's way in: the account's policies and principals, in one paginated read -------------------------
+
+# GetAccountAuthorizationDetails returns every role, user and group with its inline policy documents, attached
+# policies, groups and tags, and every customer-managed policy with its versions' documents: one paginated call
+# instead of a List and a Get per policy and per principal. AWS-managed policies are not listed (there are over a
+# thousand); the few attached to principals are read once each (GetPolicy, GetPolicyVersion).
+SWEEP_PERMISSIONS = frozenset({"iam:GetAccountAuthorizationDetails"})
+_LISTED_TYPES = ["User", "Role", "Group", "LocalManagedPolicy"]
+# Items per page; 1,000 is the API's maximum (GetAccountAuthorizationDetails API reference, MaxItems).
+AUTHORIZATION_PAGE = 1_000
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """What one role, user or group holds, as the bulk read listed it."""
+
+    inline: tuple[tuple[str, Any], ...]  # (policy name, document)
+    attached: tuple[str, ...]  # managed policy ARNs
+    groups: tuple[str, ...] = ()  # a user's groups
+    tags: Mapping[str, str] | None = None  # roles and users; groups cannot be tagged
+    arn: str | None = None
+
+
+@dataclass(frozen=True)
+class AuthorizationDetails:
+    """The account's IAM, read in bulk during the sweep's listing; evaluation reads from it instead of IAM."""
+
+    principals: Mapping[tuple[str, str], Holdings]
+    documents: Mapping[str, PolicyDocument]  # managed policy ARN -> its default version
+    # Customer-managed policies with findings -> whether their flag already said their grade when listed
+    # (flagged and alerted before this sweep). Unknown counts as flagged before: the holders then alert.
+    flagged_before: Mapping[str, bool] = field(default_factory=dict)
+    # Managed policy ARN -> the roles, users and groups it is attached to (ARNs, as listed), sorted.
+    holders: Mapping[str, list[str]] = field(default_factory=dict)
+
+    def holdings(self, principal: Principal) -> Holdings | None:
+        return self.principals.get((principal.kind, principal.name))
+
+    def holders_of(self, policy_arn: str) -> list[str]:
+        return self.holders.get(policy_arn, [])
+
+    def registry(self, table: str) -> list[exemptions.Entry] | None:
+        """The exemption registry, read once per sweep (None when unreadable)."""
+        with _REGISTRY_LOCK:
+            if table not in self._registry:
+                try:
+                    self._registry[table] = exemptions.read_registry(table)
+                except exemptions.RegistryUnreadable:
+                    return None
+            return self._registry[table]
+
+    _registry: dict[str, list[exemptions.Entry]] = field(default_factory=dict, compare=False, repr=False)
+
+
+_REGISTRY_LOCK = threading.Lock()
+
+
+def targets_from_inventory(inventory: Inventory) -> Iterator[Target]:
+    """Every customer-managed policy, and every role, user and group that holds a policy (IAM is global: the
+    first region only).
+
+    What a sweep reports per resource, so that one admin policy is alerted once, not once per holder:
+
+    - a customer-managed policy is graded on its default version and alerted as itself (and tagged);
+    - a role, user or group is graded from everything it holds, and its flag settled, as on the event path.
+      It is alerted for what only it can be blamed for: its inline policies and the AWS-managed policies
+      attached to it (AWS-managed policies cannot be tagged and are not swept on their own). When every
+      finding comes from customer-managed policies or its groups (each reported as its own resource), its
+      outcome still says `flagged` at its grade, with the alert held back (`alert_suppressed` names why).
+    """
+    if not inventory.first_region:
+        return
+    iam = clients.client("iam")  # IAM is global: the module's one client
+    principals: dict[tuple[str, str], Holdings] = {}
+    documents: dict[str, PolicyDocument] = {}
+    policies: list[str] = []
+    try:
+        pages = iam.get_paginator("get_account_authorization_details").paginate(
+            Filter=_LISTED_TYPES, PaginationConfig={"PageSize": AUTHORIZATION_PAGE}
+        )
+        for page in pages:
+            _read_page(page, principals, documents, policies)
+    except (ClientError, BotoCoreError) as err:
+        raise AwsCallFailed.from_error("iam:GetAccountAuthorizationDetails", err) from err
+    aws_managed = sorted({arn for held in principals.values() for arn in held.attached if ":iam::aws:" in arn})
+    for arn, document in zip(aws_managed, inventory.map(_aws_managed_document, aws_managed), strict=True):
+        if document is not None:
+            documents[arn] = document
+    # Only the policies with findings: whether they were flagged before decides whether their holders alert.
+    graded = [(arn, _graded(arn, documents[arn])) for arn in policies if arn in documents]
+    flag_worthy = [(arn, policy.highest.value) for arn, policy in graded if policy.flag_worthy]
+    flagged_before = dict(
+        zip((arn for arn, _ in flag_worthy), inventory.map(_flagged_before, flag_worthy), strict=True)
+    )
+    holders: dict[str, list[str]] = {}
+    for (kind, name), held in sorted(principals.items()):
+        for arn in held.attached:
+            holders.setdefault(arn, []).append(held.arn or f"{kind}/{name}")
+    listed = AuthorizationDetails(principals, documents, flagged_before, {a: sorted(h) for a, h in holders.items()})
+    for arn in policies:
+        yield ManagedPolicyTarget(arn, listed=listed)
+    for (kind, name), held in principals.items():
+        if not (held.inline or held.attached or held.groups or WILDCARD_TAG in (held.tags or {})):
+            continue  # holds nothing and carries no flag: nothing to grade
+        yield PrincipalTarget(Principal(kind, name), changed=SWEPT, report_grade=True, listed=listed)  # type: ignore[arg-type]
+
+
+SWEPT = "everything it holds (sweep)"
+_DETAIL_LISTS: tuple[tuple[PrincipalKind, str, str, str], ...] = (
+    ("role", "RoleDetailList", "RoleName", "RolePolicyList"),
+    ("user", "UserDetailList", "UserName", "UserPolicyList"),
+    ("group", "GroupDetailList", "GroupName", "GroupPolicyList"),
+)
+
+
+def _read_page(
+    page: Mapping[str, Any],
+    principals: dict[tuple[str, str], Holdings],
+    documents: dict[str, PolicyDocument],
+    policies: list[str],
+) -> None:
+    for kind, list_key, name_key, inline_key in _DETAIL_LISTS:
+        for entry in page.get(list_key, []):
+            name = entry.get(name_key)
+            if not isinstance(name, str) or not _NAME.match(name):
+                continue
+            principals[(kind, name)] = Holdings(
+                inline=tuple(
+                    (str(p["PolicyName"]), p.get("PolicyDocument"))
+                    for p in entry.get(inline_key, [])
+                    if "PolicyName" in p
+                ),
+                attached=tuple(
+                    str(p["PolicyArn"]) for p in entry.get("AttachedManagedPolicies", []) if "PolicyArn" in p
+                ),
+                groups=tuple(str(g) for g in entry.get("GroupList", []) if isinstance(g, str) and _NAME.match(g)),
+                tags=None if kind == "group" else {t["Key"]: t["Value"] for t in entry.get("Tags", [])},
+                arn=entry.get("Arn"),
+            )
+    for policy in page.get("Policies", []):
+        arn = _policy_arn(policy.get("Arn"))
+        if arn is None:
+            continue
+        policies.append(arn)
+        default = next((v for v in policy.get("PolicyVersionList", []) if v.get("IsDefaultVersion")), None)
+        if default is not None and _VERSION_ID.match(str(default.get("VersionId"))):
+            version_id = str(default["VersionId"])
+            documents[arn] = bounded_document(
+                default.get("Document"), MANAGED_POLICY_LIMIT, f"live default version {version_id}", version_id
+            )
+
+
+def _aws_managed_document(arn: str) -> PolicyDocument | None:
+    """An AWS-managed policy's default version, read once per sweep; None leaves it to each holder's own read."""
+    try:
+        return _read_default_version(arn)
+    except (_Gone, AwsCallFailed):
+        return None
+
+
+def _flagged_before(policy: tuple[str, str]) -> bool:
+    arn, grade = policy
+    try:
+        return _tags("policy", arn).get(WILDCARD_TAG) == grade
+    except (_Gone, AwsCallFailed):
+        return True  # unknown: the holders alert rather than rely on the policy's alert
+
+
+def _reported_on_their_own(
+    grade: Grade, principal: Principal, listed: AuthorizationDetails | None, trigger: Trigger, settings: Settings
+) -> str | None:
+    """Why a sweep holds back a principal's alert, or None to send it.
+
+    Held back only when every finding comes from a customer-managed policy or a group that the same sweep
+    reports and alerts as its own resource, none of them exempt (an exempt policy alerts LOW: its holders
+    alert at their own grade, as on the event path), and either the principal's flag already said its grade
+    (alerted before) or the policy is new to ML Warden too (its alert, naming its holders, goes out now). A
+    principal that gained an already-flagged policy through an event nobody delivered is alerted on its own.
+    """
+    if not trigger.is_sweep or listed is None:
+        return None
+    flagged = [policy.name for policy in grade.policies if policy.flag_worthy]
+    sources = {_reporting_resource(name, trigger) for name in flagged}
+    if not flagged or None in sources:
+        return None
+    held = listed.holdings(principal)
+    known = principal.kind == "group" or (held is not None and (held.tags or {}).get(WILDCARD_TAG) == grade.flag)
+    if not known and any(listed.flagged_before.get(str(source), True) for source in sources):
+        return None
+    if settings.exemption_table is not None:
+        entries = listed.registry(settings.exemption_table)
+        today = dt.datetime.now(dt.UTC).date()
+        if entries is None or any(
+            exemptions.best_entry(entries, str(source), CHECK, settings.max_exemption_days, today).active
+            for source in sources
+        ):
+            return None
+    shown = ", ".join(flagged[:3]) + (f" and {len(flagged) - 3} more" if len(flagged) > 3 else "")
+    return f"sweep: every finding comes from {shown}, each reported and alerted as its own resource"
+
+
+def _reporting_resource(policy: str, trigger: Trigger) -> str | None:
+    """The resource a sweep reports a held policy on: a customer-managed policy itself (held directly or
+    through a group), the group for a group's own policies; None for the principal's own (inline, AWS-managed)."""
+    group = None
+    if policy.startswith("group "):
+        _, group, policy = policy.split(" ", 2)
+    if _POLICY_ARN.match(policy) is not None and ":iam::aws:" not in policy:
+        return policy
+    if group is not None:
+        return Principal("group", group).arn(partition_of(trigger.region), trigger.account)
+    return None
+
+
+def key_of(target: Target) -> dict[str, str]:
+    if isinstance(target, ManagedPolicyTarget):
+        return {"policy": target.policy_arn}
+    if isinstance(target, PrincipalTarget):
+        return {"kind": target.principal.kind, "name": target.principal.name}
+    return {"policy_id": target.policy_id}
+
+
+def target_of_key(key: Mapping[str, Any]) -> Target:
+    """A target handed over as a key: without the bulk read, so every read is its own (live) call."""
+    if "policy" in key:
+        return ManagedPolicyTarget(str(key["policy"]))
+    if "policy_id" in key:
+        return ConfigPolicyTarget(str(key["policy_id"]))
+    kind = str(key["kind"])
+    if kind not in ("role", "user", "group"):
+        raise KeyError(f"not a principal kind: {kind!r}")
+    return PrincipalTarget(Principal(kind, str(key["name"])), changed=SWEPT, report_grade=True)  # type: ignore[arg-type]
+
+
+def resource_of(target: Target) -> str:
+    if isinstance(target, ManagedPolicyTarget):
+        return target.policy_arn
+    if isinstance(target, PrincipalTarget):
+        held = target.listed.holdings(target.principal) if target.listed is not None else None
+        return held.arn if held is not None and held.arn else f"{target.principal.kind}/{target.principal.name}"
+    return f"AWS::IAM::Policy {target.policy_id}"
+
+
+UNIT = CheckUnit(
+    name=CHECK,
+    decide_event=flag_wildcard_policy,
+    targets_from_inventory=targets_from_inventory,
+    evaluate=evaluate,
+    key_of=key_of,
+    target_of_key=target_of_key,
+    resource_of=resource_of,
+    sweep_permissions=SWEEP_PERMISSIONS,
+)

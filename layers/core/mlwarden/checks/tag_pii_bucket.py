@@ -25,7 +25,8 @@ import random
 import re
 import shlex
 import time
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,14 +34,16 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mlwarden import clients, pii_memory
+from mlwarden.checks import CheckUnit
 from mlwarden.checks import block_public_s3 as s3
 from mlwarden.errors import AwsCallFailed, error_code
 from mlwarden.events import Event, MacieFinding, Unrecognised, partition_of
+from mlwarden.inventory import Inventory
 from mlwarden.observability import logger, metrics
-from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
+from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored, ignored_at
 from mlwarden.pii import PII_TAG  # block_public_s3 raises public+PII to CRITICAL on this key
 from mlwarden.pii_memory import RememberedPii
-from mlwarden.settings import RemediationMode, Settings, SettingsError
+from mlwarden.settings import RemediationMode, Settings, SettingsError, whole_number
 
 CHECK = "tag_pii_bucket"
 SENSITIVE_DATA_PREFIX = "SensitiveData:"
@@ -72,6 +75,7 @@ _TYPE_UNSAFE = re.compile(r"[^A-Za-z0-9+\-=._:/@]+")
 _VALUE_UNSAFE = re.compile(r"[^A-Za-z0-9 +\-=._:/@]+")
 _TYPE_LIMIT = 64
 _BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
+_TEXT_LIMIT = 2_048  # mlwarden.events' bound on an event's text fields
 
 
 # --- options ----------------------------------------------------------------------------------------------
@@ -83,6 +87,8 @@ class PiiOptions:
 
     tag_objects: bool = False
     lock_public_buckets: bool = True
+    # The sweep lists the findings Macie updated within this many days (SWEEP_FINDINGS_DAYS).
+    sweep_findings_days: int = 30
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -94,11 +100,17 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw == "true"
 
 
+# Macie keeps a finding for 90 days after it was last updated (Amazon Macie User Guide, "Storing and retaining
+# sensitive data discovery results and findings"): a longer window would list nothing more.
+SWEEP_FINDINGS_DAYS_RANGE = range(1, 91)
+
+
 def load_options(environ: Mapping[str, str] | None = None) -> PiiOptions:
     env = os.environ if environ is None else environ
     return PiiOptions(
         tag_objects=_flag(env, "TAG_PII_OBJECTS", default=False),
         lock_public_buckets=_flag(env, "LOCK_PUBLIC_PII_BUCKETS", default=True),
+        sweep_findings_days=whole_number(env, "SWEEP_FINDINGS_DAYS", 30, SWEEP_FINDINGS_DAYS_RANGE),
     )
 
 
@@ -119,6 +131,8 @@ class PiiFinding:
     detections: dict[str, int] = field(default_factory=dict)
     # Values read from the finding that could not be used (out-of-range times, say): treated as absent.
     notes: tuple[str, ...] = ()
+    # The sweep's other findings about the same bucket, merged into this one (merge_findings): their ids.
+    merged_ids: tuple[str, ...] = ()
 
     @property
     def types(self) -> frozenset[str]:
@@ -218,24 +232,41 @@ def finding_of(event: Event) -> PiiFinding | str:
         return event.reason
     if not isinstance(event, MacieFinding):
         return "not a Macie finding"
-    if not event.finding_type.startswith(SENSITIVE_DATA_PREFIX):
-        return f"Macie finding {event.finding_type} is not a sensitive-data finding"
-    if event.bucket is None:
-        return f"Macie finding {event.finding_type} names no bucket"
-    if not _BUCKET_NAME.match(event.bucket):
-        return f"Macie finding {event.finding_type} names an invalid bucket {event.bucket[:80]!r}"
-    detail = event.raw
+    return finding_from_detail(event.raw, received_at=event.envelope.time)
+
+
+def finding_from_detail(detail: Mapping[str, Any], *, received_at: str | None = None) -> PiiFinding | str:
+    """One parser for both ways in: an event's `detail` and a GetFindings finding are the same JSON object.
+
+    `received_at`: when the event arrived, the last resort for the time it was seen.
+    """
+    finding_type, finding_id = _text(detail.get("type")), _text(detail.get("id"))
+    if finding_type is None or finding_id is None:
+        return "Macie finding has no type or id"
+    if not finding_type.startswith(SENSITIVE_DATA_PREFIX):
+        return f"Macie finding {finding_type} is not a sensitive-data finding"
+    affected = _mapping(detail.get("resourcesAffected"))
+    bucket = _text(_mapping(affected.get("s3Bucket")).get("name"))
+    if bucket is None:
+        return f"Macie finding {finding_type} names no bucket"
+    if not _BUCKET_NAME.match(bucket):
+        return f"Macie finding {finding_type} names an invalid bucket {bucket[:80]!r}"
     seen_at = timestamp(detail.get("updatedAt")) or timestamp(detail.get("createdAt"))
     return PiiFinding(
-        finding_id=event.finding_id,
-        finding_type=event.finding_type,
-        bucket=event.bucket,
-        object_key=event.object_key,
+        finding_id=finding_id,
+        finding_type=finding_type,
+        bucket=bucket,
+        object_key=_text(_mapping(affected.get("s3Object")).get("key")),
         severity=_severity(detail),
-        seen_at=seen_at or timestamp(event.envelope.time),
+        seen_at=seen_at or timestamp(received_at),
         detections=_detections(detail),
         notes=_time_notes(detail),
     )
+
+
+def _text(value: Any) -> str | None:
+    # As mlwarden.events reads an event's text fields: a non-empty string, bounded.
+    return value[:_TEXT_LIMIT] if isinstance(value, str) and value else None
 
 
 # --- planning the tags (pure) -------------------------------------------------------------------------------
@@ -489,14 +520,38 @@ class _TagsNotVerified(Exception):
 
 
 def tag_pii_bucket(event: Event, settings: Settings, options: PiiOptions | None = None) -> Outcome:
+    """The event path: the finding the event carries, evaluated as the sweep evaluates a listed finding."""
     finding = finding_of(event)
     if isinstance(finding, str):
         return ignored(CHECK, event, finding)
-    trigger = Trigger.of(event)
+    return evaluate(finding, Trigger.of(event), settings, event=event, options=options)
+
+
+def evaluate(
+    target: Target,
+    trigger: Trigger,
+    settings: Settings,
+    *,
+    event: Event | None = None,
+    options: PiiOptions | None = None,
+) -> Outcome:
+    """Merge the finding into the bucket's tags and lock the bucket if it is public: the same for an event and
+    the sweep. `event`: what carried the finding, when an event did (a bucket gone since is then judged on
+    what the event says)."""
+    if isinstance(target, MacieNotEnabled):
+        return _macie_not_enabled(target, trigger)
+    if isinstance(target, BucketFindings):
+        read = _read_bucket_findings(target, trigger)
+        if isinstance(read, Outcome):
+            return read
+        target = read
+    finding = target
     resource = s3.BucketTarget(finding.bucket, partition_of(trigger.region)).arn
     try:
         return _classify(finding, trigger, resource, settings, options or PiiOptions())
     except _BucketGone:
+        if event is None:
+            return ignored_at(CHECK, trigger, "the bucket no longer exists", resource)
         return s3.gone_after_exposure(CHECK, event, trigger, resource)
     except AwsCallFailed as err:
         return call_failed(
@@ -519,6 +574,7 @@ def _finding_details(finding: PiiFinding) -> dict[str, Any]:
         "detections": dict(sorted(finding.detections.items())),
         "detection_count": sum(finding.detections.values()),
         "names_an_object": finding.object_key is not None,
+        **({"findings_merged": 1 + len(finding.merged_ids)} if finding.merged_ids else {}),
     }
 
 
@@ -877,3 +933,193 @@ def _decide(
         cause=public.cause,
         **{**done.common, "details": details},
     )
+
+
+# --- the sweep's way in: Macie's sensitive-data findings of the region --------------------------------------
+
+# ListFindings names the findings (ids only), GetFindings reads them 50 at a time (its limit): two calls per 50
+# findings. Macie writes one finding per object, so the findings about one bucket are merged into one before
+# they go through the event path's evaluation: one evaluation per bucket, not per object.
+SWEEP_PERMISSIONS = frozenset({"macie2:ListFindings", "macie2:GetFindings"})
+# GetFindings accepts at most 50 finding ids per call; ListFindings returns at most 50 per page.
+GET_FINDINGS_BATCH = 50
+LIST_FINDINGS_PAGE = 50
+MACIE_NOT_ENABLED = "Macie is not enabled"
+
+
+@dataclass(frozen=True)
+class BucketFindings:
+    """A bucket handed over as a key: its findings are listed and read from Macie again when it is evaluated."""
+
+    bucket: str
+
+
+@dataclass(frozen=True)
+class MacieNotEnabled:
+    """Macie is off in this account and region: there are no findings to sweep, and that is worth saying."""
+
+    account: str
+    region: str
+
+
+Target = PiiFinding | BucketFindings | MacieNotEnabled
+
+
+def targets_from_inventory(inventory: Inventory, options: PiiOptions | None = None) -> Iterator[Target]:
+    """The sensitive-data findings Macie updated within the window, read as the event path reads a finding, one
+    target per bucket (all its findings merged), or one per finding when objects are tagged too.
+
+    Archived (suppressed) findings are left out, as Macie leaves them out of EventBridge.
+    """
+    options = options or load_options()
+    try:
+        findings = list_findings(inventory, options.sweep_findings_days)
+    except AwsCallFailed as err:
+        if _macie_is_off(err):
+            yield MacieNotEnabled(inventory.account, inventory.region)
+            return
+        raise
+    if options.tag_objects:  # each finding names its own object
+        yield from findings
+        return
+    by_bucket: dict[str, list[PiiFinding]] = {}
+    for finding in findings:
+        by_bucket.setdefault(finding.bucket, []).append(finding)
+    yield from (merge_findings(group) for group in by_bucket.values())
+
+
+def list_findings(inventory: Inventory, days: int, bucket: str | None = None) -> list[PiiFinding]:
+    """The region's (or one bucket's) unarchived sensitive-data findings updated within `days`, oldest first."""
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+    criterion: dict[str, Any] = {
+        "category": {"eq": ["CLASSIFICATION"]},
+        "archived": {"eq": ["false"]},
+        "updatedAt": {"gte": int(since.timestamp() * 1000)},
+    }
+    if bucket is not None:
+        criterion["resourcesAffected.s3Bucket.name"] = {"eq": [bucket]}
+    ids = list(
+        inventory.pages(
+            "macie2",
+            "list_findings",
+            "findingIds",
+            findingCriteria={"criterion": criterion},
+            sortCriteria={"attributeName": "updatedAt", "orderBy": "ASC"},
+            PaginationConfig={"PageSize": LIST_FINDINGS_PAGE},
+        )
+    )
+    found: list[PiiFinding] = []
+    for start in range(0, len(ids), GET_FINDINGS_BATCH):
+        for finding in _get_findings(inventory.client("macie2"), ids[start : start + GET_FINDINGS_BATCH]):
+            parsed = finding_from_detail(_as_json(finding))
+            if isinstance(parsed, PiiFinding):
+                found.append(parsed)
+    return found
+
+
+def merge_findings(findings: list[PiiFinding]) -> PiiFinding:
+    """Findings about one bucket as one: what merging each in turn into the bucket's tags would give.
+
+    The tag merge takes unions and maxima (plan_tags), so one merge of the union is the same as one merge per
+    finding: every type, the highest severity, the latest finding (by time, then id) as the last one seen.
+    """
+    if len(findings) == 1:
+        return findings[0]
+    latest = max(findings, key=lambda finding: (finding.seen_at or "", finding.finding_id))
+    detections: Counter[str] = Counter()
+    severity: str | None = None
+    for finding in findings:
+        detections.update(finding.detections)
+        severity = higher_severity(severity, finding.severity)
+    return replace(
+        latest,
+        object_key=None,  # several objects: none is named
+        severity=severity,
+        detections=dict(detections),
+        notes=tuple(dict.fromkeys(note for finding in findings for note in finding.notes)),
+        merged_ids=tuple(sorted(finding.finding_id for finding in findings if finding is not latest)),
+    )
+
+
+def _macie_is_off(err: AwsCallFailed) -> bool:
+    # Macie answers every call with AccessDeniedException "Macie is not enabled." while it is off; a missing
+    # permission is also AccessDeniedException, with another message, and stays a failed listing.
+    return err.code == "AccessDeniedException" and MACIE_NOT_ENABLED.lower() in err.message.lower()
+
+
+def _get_findings(macie: Any, ids: list[str]) -> list[Mapping[str, Any]]:
+    """The findings, in the order asked; GetFindings returns what still exists (a deleted one is left out)."""
+    try:
+        found = macie.get_findings(findingIds=ids, sortCriteria={"attributeName": "updatedAt", "orderBy": "ASC"})
+    except (ClientError, BotoCoreError) as err:
+        raise AwsCallFailed.from_error("macie2:GetFindings", err) from err
+    return [finding for finding in found.get("findings", []) if isinstance(finding, Mapping)]
+
+
+def _as_json(finding: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A GetFindings finding as EventBridge carries it: botocore turns its times into datetimes, events keep text."""
+    return {
+        key: value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if isinstance(value, dt.datetime) else value
+        for key, value in finding.items()
+    }
+
+
+def _read_bucket_findings(target: BucketFindings, trigger: Trigger) -> PiiFinding | Outcome:
+    inventory = Inventory(trigger.account or "", trigger.region or "us-east-1")
+    findings = list_findings(inventory, load_options().sweep_findings_days, bucket=target.bucket)
+    if not findings:
+        return ignored_at(CHECK, trigger, "Macie holds no open sensitive-data finding about the bucket any more")
+    return merge_findings(findings)
+
+
+def _macie_not_enabled(target: MacieNotEnabled, trigger: Trigger) -> Outcome:
+    return Outcome(
+        check=CHECK,
+        outcome=OutcomeKind.FLAGGED,
+        severity=Severity.LOW,
+        reason=(
+            f"Macie is not enabled in account {target.account}, region {target.region}: nothing finds PII in its "
+            "buckets, so none is tagged and a public bucket holding PII is graded as any public bucket. Enable "
+            "Macie and automated sensitive data discovery (Security Hub control Macie.1)"
+        ),
+        trigger=trigger,
+        resource=f"{target.account}/{target.region}",
+        details={"macie_enabled": False},
+        findings=("macie-not-enabled",),
+    )
+
+
+def _swept(target: Target, trigger: Trigger, settings: Settings) -> Outcome:
+    # The sweep runs with the check's switches as the environment sets them (TAG_PII_OBJECTS, LOCK_PUBLIC_PII_BUCKETS).
+    return evaluate(target, trigger, settings, options=load_options())
+
+
+def key_of(target: Target) -> dict[str, str]:
+    if isinstance(target, MacieNotEnabled):
+        return {"macie_not_enabled": target.account, "region": target.region}
+    # The bucket only: its findings (detections, object keys) stay in Macie, read again when the key is evaluated.
+    return {"bucket": target.bucket}
+
+
+def target_of_key(key: Mapping[str, Any]) -> Target:
+    if "macie_not_enabled" in key:
+        return MacieNotEnabled(str(key["macie_not_enabled"]), str(key["region"]))
+    return BucketFindings(str(key["bucket"]))
+
+
+def resource_of(target: Target) -> str:
+    if isinstance(target, MacieNotEnabled):
+        return f"{target.account}/{target.region}"
+    return f"arn:aws:s3:::{target.bucket}"
+
+
+UNIT = CheckUnit(
+    name=CHECK,
+    decide_event=tag_pii_bucket,
+    targets_from_inventory=targets_from_inventory,
+    evaluate=_swept,
+    key_of=key_of,
+    target_of_key=target_of_key,
+    resource_of=resource_of,
+    sweep_permissions=SWEEP_PERMISSIONS,
+)
