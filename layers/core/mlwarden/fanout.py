@@ -126,6 +126,8 @@ def sweep_id_of_start(data: Mapping[str, Any]) -> str:
     A start delivered twice (Scheduler and SQS deliver at least once) is the same sweep, and counts once.
     """
     start_id = data.get("id")
+    if isinstance(start_id, str):
+        start_id = start_id.replace(":", "-")  # a scheduled time, 2026-01-01T03:00:00Z
     if not isinstance(start_id, str) or not _START_ID.match(start_id):
         raise NotAPage("the start message has no valid id")
     return f"sweep-{start_id}"
