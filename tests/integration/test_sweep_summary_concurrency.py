@@ -8,20 +8,19 @@ least once), and the planner may finish listing after the last page was evaluate
 from __future__ import annotations
 
 import json
-import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
-import boto3
 import pytest
 
-from mlwarden import clients, fanout
+from mlwarden import fanout
 from mlwarden.checks import load
-from mlwarden.settings import load_settings
+from mlwarden.settings import RemediationMode
 from mlwarden.sweep_progress import ProgressStore, SweepCounts
-from mlwarden_cli.emulator import create_exemption_table, create_outcome_table
-from tests.integration.test_pipeline_concurrency import serial_moto_server
+
+# The concurrency tests' moto server and account (fixtures): one server per module, reset for each test.
+from tests.integration.test_pipeline_concurrency import Account, account, endpoint  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -30,49 +29,19 @@ REGION = "us-east-1"
 PAGES = 30
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    with serial_moto_server() as url:
-        yield url
-
-
 @pytest.fixture
-def world(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=5)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    clients.client.cache_clear()
-
-    def client(service: str) -> Any:
-        return boto3.client(service, region_name=REGION, endpoint_url=endpoint)
-
-    dynamodb, sns, sqs = client("dynamodb"), client("sns"), client("sqs")
-    table = create_outcome_table(dynamodb)
-    topic = sns.create_topic(Name="mlwarden-alerts")["TopicArn"]
-    inbox = sqs.create_queue(QueueName="inbox")["QueueUrl"]
-    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
-    settings = load_settings(
-        {
-            "ALERT_TOPIC_ARN": topic,
-            "OUTCOME_TABLE": table,
-            "EXEMPTION_TABLE": create_exemption_table(dynamodb),
-            "REMEDIATION_MODE": "dry-run",
-        }
-    )
-    return {"settings": settings, "s3": client("s3"), "sqs": sqs, "inbox": inbox, "dynamodb": dynamodb}
+def world(account: Account) -> Account:  # noqa: F811 - the imported fixture
+    """The concurrency tests' account (moto server, one request at a time), the sweep in dry-run."""
+    return replace(account, settings=replace(account.settings, remediation_mode=RemediationMode.DRY_RUN))
 
 
-def _notifications(world: dict[str, Any]) -> list[dict[str, Any]]:
-    found = []
-    while messages := world["sqs"].receive_message(QueueUrl=world["inbox"], MaxNumberOfMessages=10).get("Messages"):
-        for message in messages:
-            found.append(json.loads(json.loads(message["Body"])["Message"].split("\nOutcome (JSON):\n", 1)[1]))
-            world["sqs"].delete_message(QueueUrl=world["inbox"], ReceiptHandle=message["ReceiptHandle"])
-    return found
+def _notifications(world: Account) -> list[dict[str, Any]]:
+    marker = "\nOutcome (JSON):\n"
+    return [json.loads(envelope["Message"].split(marker, 1)[1]) for envelope in world.alerts()]
 
 
-def test_pages_and_planner_racing_claim_the_summary_exactly_once(world: dict[str, Any]) -> None:
-    table = world["settings"].outcome_table
+def test_pages_and_planner_racing_claim_the_summary_exactly_once(world: Account) -> None:
+    table = world.settings.outcome_table
     store = ProgressStore(table, "sweep-race")
     store.start(ACCOUNT, REGION)
     store.planned(str(page) for page in range(PAGES))
@@ -95,11 +64,11 @@ def test_pages_and_planner_racing_claim_the_summary_exactly_once(world: dict[str
     assert claimed[0].pages == PAGES
 
 
-def test_concurrent_pages_of_real_buckets_send_one_summary_alert(world: dict[str, Any]) -> None:
+def test_concurrent_pages_of_real_buckets_send_one_summary_alert(world: Account) -> None:
     unit = load("block_public_s3")
     for page in range(PAGES):
-        world["s3"].create_bucket(Bucket=f"open-{page:02d}")
-    store = ProgressStore(world["settings"].outcome_table, "sweep-buckets")
+        world.s3.create_bucket(Bucket=f"open-{page:02d}")
+    store = ProgressStore(world.settings.outcome_table, "sweep-buckets")
     store.start(ACCOUNT, REGION)
     store.planned(str(page) for page in range(PAGES))
     pages = [
@@ -111,7 +80,7 @@ def test_concurrent_pages_of_real_buckets_send_one_summary_alert(world: dict[str
         if job == PAGES:
             store.planning_done()
         else:
-            fanout.evaluate_page(unit, pages[job % PAGES], world["settings"])
+            fanout.evaluate_page(unit, pages[job % PAGES], world.settings)
 
     with ThreadPoolExecutor(max_workers=10) as pool:
         list(pool.map(run, [PAGES, *range(2 * PAGES)]))
