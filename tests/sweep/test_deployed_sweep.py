@@ -373,3 +373,35 @@ def test_a_page_whose_alert_cannot_be_sent_comes_back_and_is_counted_once(
     deliver(aws, queues.work, queues.work_arn, make_handler(mode="dry-run"))
     assert [a.outcome["resource"] for a in aws.alerts()] == ["arn:aws:s3:::open-no-block"]
     assert _progress(aws, "sweep-a")["evaluated"] == {"N": "1"}
+
+
+def test_the_summary_is_logged_and_counted_as_metrics_with_the_same_dimensions_from_any_function(
+    aws: AwsWorld,
+    queues: Queues,
+    monkeypatch: pytest.MonkeyPatch,
+    make_handler: Callable[..., Handler],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    aws.bucket("open-no-block")
+
+    _sweep_once(aws, queues, monkeypatch, make_handler, "metrics-1", mode="dry-run")
+
+    captured = capsys.readouterr()
+    emitted = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{") and "_aws" in line]
+    sweep_metrics = {
+        name: (
+            blob[name][0] if isinstance(blob[name], list) else blob[name],
+            blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        )
+        for blob in emitted
+        for name in blob
+        if name.startswith("Sweep")
+    }
+    assert sweep_metrics["SweepCompleted"] == (1.0, [["service"]])
+    assert sweep_metrics["SweepResourcesEvaluated"] == (2.0, [["service"]])  # the bucket and the account
+    assert sweep_metrics["SweepNewAlerts"][0] == 2.0
+    finished = [record.__dict__ for record in caplog.records if record.getMessage() == "sweep finished"]
+    assert len(finished) == 1
+    assert finished[0]["evaluated"] == 2
+    assert finished[0]["by_check"] == {"block_public_s3": 2}

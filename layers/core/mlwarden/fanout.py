@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aws_lambda_powertools import single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -36,7 +37,7 @@ from mlwarden import clients
 from mlwarden.checks import CHECK_NAMES, CheckUnit, load
 from mlwarden.errors import AwsCallFailed
 from mlwarden.inventory import Inventory
-from mlwarden.observability import logger, metrics
+from mlwarden.observability import NAMESPACE, SERVICE, logger
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, ignored_at
 from mlwarden.settings import Settings
 from mlwarden.sweep import evaluate_one, now_iso
@@ -212,7 +213,7 @@ def evaluate_page(unit: CheckUnit, page: Page, settings: Settings) -> bool:
 
 def _page_ignored(check: str, message_id: str, reason: str) -> None:
     logger.warning("sweep message ignored", check=check, message_id=message_id, reason=reason)
-    metrics.add_metric(name="SweepMessageIgnored", unit=MetricUnit.Count, value=1)
+    _sweep_metric("SweepMessageIgnored", MetricUnit.Count, 1)
 
 
 # --- the planner ---------------------------------------------------------------------------------------------
@@ -292,7 +293,7 @@ class Planner:
             except AwsCallFailed as err:
                 # What was sent is swept; the summary says what could not be listed.
                 logger.error("sweep listing failed", check=name, sweep_id=self.sweep_id, error=err.code)
-                metrics.add_metric(name="SweepListingFailed", unit=MetricUnit.Count, value=1)
+                _sweep_metric("SweepListingFailed", MetricUnit.Count, 1)
                 listing_failures.append(f"{name} in {self.region}: {err.code}")
                 continue
             if continuation is not None:
@@ -428,15 +429,13 @@ def _finish(counts: SweepCounts, account: str, region: str, settings: Settings, 
     """The sweep is complete and this invocation claimed its summary: log it, count it, alert it once."""
     summary = counts.as_dict()
     logger.info("sweep finished", **summary)
-    metrics.add_metric(name="SweepCompleted", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="SweepResourcesEvaluated", unit=MetricUnit.Count, value=counts.evaluated)
-    metrics.add_metric(name="SweepSeconds", unit=MetricUnit.Seconds, value=counts.seconds)
-    metrics.add_metric(name="SweepNewAlerts", unit=MetricUnit.Count, value=counts.alerted)
+    _sweep_metric("SweepCompleted", MetricUnit.Count, 1)
+    _sweep_metric("SweepResourcesEvaluated", MetricUnit.Count, counts.evaluated)
+    _sweep_metric("SweepSeconds", MetricUnit.Seconds, counts.seconds)
+    _sweep_metric("SweepNewAlerts", MetricUnit.Count, counts.alerted)
     for severity in _SEVERITY_ORDER:
-        metrics.add_metric(
-            name=f"SweepFindings{severity.value.title()}",
-            unit=MetricUnit.Count,
-            value=counts.by_severity.get(severity.value, 0),
+        _sweep_metric(
+            f"SweepFindings{severity.value.title()}", MetricUnit.Count, counts.by_severity.get(severity.value, 0)
         )
     if counts.alerted == 0 and not counts.listing_failures:
         return  # nothing new: per-resource dedup kept every alert back, so the summary stays quiet too
@@ -447,6 +446,13 @@ def _finish(counts: SweepCounts, account: str, region: str, settings: Settings, 
     except AwsCallFailed:
         progress.release_summary()
         raise
+
+
+def _sweep_metric(name: str, unit: MetricUnit, value: float) -> None:
+    """A sweep metric on its own, dimension `service` only: the same series whichever function emits it
+    (a check's function adds its `check` dimension to the metrics it flushes)."""
+    with single_metric(name=name, unit=unit, value=value, namespace=NAMESPACE, default_dimensions={"service": SERVICE}):
+        pass
 
 
 def summary_outcome(counts: SweepCounts, account: str, region: str) -> Outcome:
