@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from botocore.stub import Stubber
 
-from mlwarden import fanout
+from mlwarden import clients, fanout
 from mlwarden.checks import load
 from mlwarden.settings import SettingsError
 from tests.conftest import ACCOUNT, ALL_ON, REGION, AwsWorld, FakeLambdaContext, Handler
@@ -405,3 +406,48 @@ def test_the_summary_is_logged_and_counted_as_metrics_with_the_same_dimensions_f
     assert len(finished) == 1
     assert finished[0]["evaluated"] == 2
     assert finished[0]["by_check"] == {"block_public_s3": 2}
+
+
+def test_a_bucket_deleted_between_planning_and_its_page_ends_ignored_and_the_sweep_completes(
+    aws: AwsWorld, queues: Queues, monkeypatch: pytest.MonkeyPatch, make_handler: Callable[..., Handler]
+) -> None:
+    aws.bucket("short-lived")
+    aws.bucket("open-no-block")
+    planner = _planner(monkeypatch, aws, queues, "dry-run")
+    _start(aws, queues, "deleted-1")
+    _plan(aws, queues, planner)
+    aws.s3.delete_bucket(Bucket="short-lived")
+
+    deliver(aws, queues.work, queues.work_arn, make_handler(mode="dry-run"))
+
+    progress = _progress(aws, "sweep-deleted-1")
+    assert progress["by_outcome.ignored"] == {"N": "1"}
+    assert "summary_at" in progress
+    resources = sorted(a.outcome["resource"] for a in aws.alerts() if a.outcome["check"] == "block_public_s3")
+    assert resources == [f"AWS::::Account:{ACCOUNT}", "arn:aws:s3:::open-no-block"]
+
+
+def test_a_check_that_cannot_be_listed_is_named_in_a_high_summary_alert(
+    aws: AwsWorld, queues: Queues, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    planner = _planner(monkeypatch, aws, queues)
+    s3 = clients.client("s3", REGION)
+    stubber = Stubber(s3)
+    stubber.add_client_error(
+        "list_buckets",
+        service_error_code="AccessDenied",
+        http_status_code=403,
+        expected_params={"BucketRegion": REGION, "MaxBuckets": 10_000},
+    )
+    _start(aws, queues, "denied-1")
+
+    with stubber:
+        _plan(aws, queues, planner)
+
+    stubber.assert_no_pending_responses()
+    assert _pages(aws, queues) == []
+    [summary] = aws.alerts()
+    assert summary.outcome["check"] == "sweep"
+    assert summary.outcome["severity"] == "HIGH"
+    assert summary.outcome["details"]["listing_failures"] == ["block_public_s3 in us-east-1: AccessDenied"]
+    assert "could not list" in summary.outcome["reason"]
