@@ -451,3 +451,29 @@ def test_a_check_that_cannot_be_listed_is_named_in_a_high_summary_alert(
     assert summary.outcome["severity"] == "HIGH"
     assert summary.outcome["details"]["listing_failures"] == ["block_public_s3 in us-east-1: AccessDenied"]
     assert "could not list" in summary.outcome["reason"]
+
+
+class NearlyOutOfTime(FakeLambdaContext):
+    def get_remaining_time_in_millis(self) -> int:
+        return fanout.WORKER_MARGIN_MS - 1
+
+
+def test_a_worker_short_of_time_starts_no_page_and_returns_each_for_delivery_again(
+    aws: AwsWorld, queues: Queues, make_handler: Callable[..., Handler]
+) -> None:
+    aws.bucket("open-no-block")
+    pages = [
+        fanout.Page("sweep-t", "block_public_s3", ACCOUNT, REGION, str(n), ({"bucket": "open-no-block"},))
+        for n in range(2)
+    ]
+    for page in pages:
+        aws.sqs.send_message(QueueUrl=queues.work, MessageBody=page.body())
+    worker = make_handler(mode="dry-run")
+    messages = _receive(aws, queues.work)
+
+    response = worker.module.lambda_handler(lambda_sqs_event(messages, queues.work_arn), NearlyOutOfTime())
+
+    assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == sorted(
+        m["MessageId"] for m in messages
+    )
+    assert aws.alerts() == []

@@ -161,7 +161,7 @@ def run_page_batch(
     failures: list[dict[str, str]] = []
     for record in event["Records"]:
         message_id = _record_id(record)
-        if failures or _remaining_ms(lambda_context) < WORKER_MARGIN_MS:
+        if _remaining_ms(lambda_context) < WORKER_MARGIN_MS:
             failures.append({"itemIdentifier": message_id})  # not started: it comes back
             continue
         try:
