@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import botocore.endpoint
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 
 from mlwarden import clients, fanout
@@ -477,3 +479,41 @@ def test_a_worker_short_of_time_starts_no_page_and_returns_each_for_delivery_aga
         m["MessageId"] for m in messages
     )
     assert aws.alerts() == []
+
+
+def test_a_listing_throttled_once_is_retried_by_botocore_and_every_target_is_sent(
+    aws: AwsWorld, queues: Queues, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for index in range(3):
+        aws.s3.create_bucket(Bucket=f"bucket-{index}")
+    planner = _planner(monkeypatch, aws, queues)
+    throttled: list[str] = []
+
+    def slow_down_once(request: Any, **_: Any) -> AWSResponse | None:
+        # S3 answers an overloaded request with 503 SlowDown; botocore's standard retries take it from there.
+        if throttled or request.method != "GET" or "bucket-region" not in request.url:
+            return None
+        throttled.append(request.url)
+        body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+        return AWSResponse(request.url, 503, {"Content-Type": "application/xml"}, _RawBody(body))
+
+    clients.client("s3", REGION).meta.events.register_first("before-send.s3", slow_down_once)
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", lambda _: None)
+    _start(aws, queues, "throttled-1")
+
+    _plan(aws, queues, planner)
+
+    assert len(throttled) == 1
+    [page] = _pages(aws, queues)
+    assert len(page["keys"]) == 4  # the account and three buckets
+
+
+class _RawBody:
+    def __init__(self, content: bytes) -> None:
+        self.content = content
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.content
+
+    def read(self, *_: Any) -> bytes:
+        return self.content
