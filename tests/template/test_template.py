@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mlwarden import exemptions, fanout, flapguard, outcome_store, pii_memory
+from mlwarden import clients, exemptions, fanout, flapguard, organization, outcome_store, pii_memory
 from mlwarden.checks import CHECK_NAMES, CheckUnit, load
 from mlwarden.checks import block_public_s3 as s3
 from mlwarden.checks import check_sagemaker_encryption as sagemaker
@@ -64,6 +64,9 @@ COMMON_ACTIONS = (
     | exemptions.READ_PERMISSIONS
     # The SQS event source mapping that delivers sweep pages polls the check's own queue with its role.
     | fanout.RECEIVE_PERMISSIONS
+    # Organization mode (OrganizationId set): act through member roles, name accounts in alerts.
+    | clients.MEMBER_ROLE_PERMISSIONS
+    | organization.LABEL_PERMISSIONS
 )
 # Each function's check module declares the actions its code calls.
 CHECK_ACTIONS = {
@@ -213,7 +216,7 @@ def test_every_rule_has_retries_and_an_encrypted_dead_letter_queue(
         arn["Fn::GetAtt"][0]
         for policy in policies
         if {"Ref": queue} in policy["Properties"]["Queues"]
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        for statement in _statements(policy["Properties"]["PolicyDocument"])
         if statement["Effect"] == "Allow" and statement["Principal"] == {"Service": "events.amazonaws.com"}
         for arn in statement["Condition"]["ArnEquals"]["aws:SourceArn"]
     ]
