@@ -26,7 +26,7 @@ def _units() -> list[CheckUnit]:
     for name in CHECK_NAMES:
         try:
             found.append(load(name))
-        except AttributeError:
+        except KeyError:  # no UNIT yet
             continue
     return found
 

@@ -353,7 +353,7 @@ class Continuation:
 def _unit_or_none(name: str) -> CheckUnit | None:
     try:
         return load(name)
-    except AttributeError:  # a check module without a UNIT yet: it has no inventory to sweep
+    except KeyError:  # a check module without a UNIT yet: it has no inventory to sweep
         return None
 
 
