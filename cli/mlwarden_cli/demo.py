@@ -6,6 +6,9 @@ new default version grants admin), replays the matching real-shaped events from
 events/ through the template's routing and the handlers, prints what was found,
 changed and alerted (the SNS alerts as an SQS subscriber receives them), verifies
 the final state and exits 0 only if everything is as expected.
+
+Some bad resources predate ML Warden: no event will ever name them. `mlwarden sweep` finds them (dry-run),
+fixes in enforce mode what the event path would fix, and a second sweep sends nothing new.
 """
 
 from __future__ import annotations
@@ -420,7 +423,9 @@ def run_demo(template: Template) -> int:
 def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PLR0915 - one linear story
     from mlwarden import clients  # noqa: PLC0415 - after AWS_ENDPOINT_URL points at the emulator
 
-    _heading(f"A small vulnerable ML account in moto server at {endpoint}")
+    _heading(f"Before ML Warden is deployed, in moto server at {endpoint}")
+    _seed_before_deployment(clients.client("s3"))
+    _heading("A small vulnerable ML account")
     account = _create_account(clients.client, template, endpoint)
     os.environ.update(account["exports"])
     print("buckets: mlw-training-data-acl (PII, public ACL), mlw-training-data-policy (public policy),")
@@ -507,6 +512,7 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
     )
     checks.append(("the redelivered event was not acted on again", any(r.redelivered for r in results)))
     checks.append(("no handler raised", not any(r.raised for r in results)))
+    checks += _sweep_story(template, clients.client, account["queue_url"])
 
     _heading("Organization mode: the hub acts in member accounts through their member role")
     checks += demo_org.run(replayer, events_dir, account["queue_url"])
@@ -604,4 +610,68 @@ def _iam_final_state(iam: Any, training_policy_arn: str) -> list[tuple[str, bool
         ("role with s3:* on * is tagged HIGH, its other tags kept", scientist == {"team": "ds", WILDCARD_TAG: "HIGH"}),
         ("tight training role is not tagged", WILDCARD_TAG not in training),
         ("admin policy version is tagged CRITICAL", policy.get(WILDCARD_TAG) == "CRITICAL"),
+    ]
+
+
+# --- day one: what was there before ML Warden -------------------------------------------------------------
+
+# Bucket -> how it was left open.
+LEGACY_BUCKETS = {
+    "mlw-legacy-exports": "a public-read ACL, from a 2019 data-sharing project",
+    "mlw-legacy-scratch": "no public-access block at all",
+    "mlw-legacy-pii-dump": "a public-read ACL, tagged as holding PII (mlwarden:pii=true)",
+}
+
+
+def _seed_before_deployment(s3: Any) -> None:
+    """Bad buckets made before ML Warden was deployed: no CloudTrail event about them will ever arrive."""
+    for bucket, how in LEGACY_BUCKETS.items():
+        s3.create_bucket(Bucket=bucket)
+        if "ACL" in how:
+            s3.put_bucket_acl(Bucket=bucket, ACL="public-read")
+        if "PII" in how:
+            s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": "mlwarden:pii", "Value": "true"}]})
+        print(f"{bucket:<26} {how}")
+
+
+def _run_sweep(template: Template, *args: str) -> int:
+    """`mlwarden sweep --fail-on MEDIUM ARGS`: its report printed, its exit status returned."""
+    from mlwarden_cli.main import main  # noqa: PLC0415 - main imports this module's runner lazily
+
+    print(f"$ mlwarden sweep --fail-on MEDIUM {' '.join(args)}".rstrip())
+    status = main(["sweep", "--template", str(template.path), "--fail-on", "MEDIUM", *args])
+    print(f"(exit status {status})")
+    return status
+
+
+def _sweep_story(template: Template, client: Callable[[str], Any], queue_url: str) -> list[tuple[str, bool]]:
+    s3, sqs = client("s3"), client("sqs")
+    legacy = {f"arn:aws:s3:::{bucket}" for bucket in LEGACY_BUCKETS}
+
+    def alerted(alerts: list[dict[str, Any]], outcome: str) -> set[str]:
+        return {str(_outcome_of(a).get("resource")) for a in alerts if _outcome_of(a).get("outcome") == outcome}
+
+    _heading("Day one: the first sweep finds what was there before ML Warden (dry-run)")
+    dry_status = _run_sweep(template)
+    unchanged = all(_block_of(s3, bucket) is None for bucket in LEGACY_BUCKETS)
+    first_alerts = _received_alerts(sqs, queue_url)
+
+    _heading("The same sweep in enforce mode fixes what the event path would fix")
+    enforce_status = _run_sweep(template, "--mode", "enforce")  # 1: it found (and fixed) MEDIUM
+    fixed = all(_block_of(s3, bucket) == ALL_ON for bucket in LEGACY_BUCKETS)
+    fix_alerts = _received_alerts(sqs, queue_url)
+
+    _heading("A second sweep over the unchanged account sends nothing new")
+    second_status = _run_sweep(template, "--mode", "enforce")
+    second_alerts = _received_alerts(sqs, queue_url)
+    print(f"alerts received: first sweep {len(first_alerts)}, enforce {len(fix_alerts)}, second {len(second_alerts)}")
+    return [
+        ("the first sweep alerts each bucket older than ML Warden", legacy <= alerted(first_alerts, "would-remediate")),
+        ("the first sweep is a dry run: nothing changed; exit 1 (MEDIUM found)", unchanged and dry_status == 1),
+        (
+            "the enforce sweep blocks every legacy bucket and alerts each fix",
+            fixed and enforce_status == 1 and alerted(fix_alerts, "remediated") == legacy,
+        ),
+        ("the second sweep finds nothing at MEDIUM or above (exit 0)", second_status == 0),
+        ("the second sweep over the unchanged account sends no alert", second_alerts == []),
     ]

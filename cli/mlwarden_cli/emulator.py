@@ -10,7 +10,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -68,14 +68,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def moto_server(timeout: float = 30.0) -> Iterator[str]:
-    """Start moto server, yield its endpoint URL, stop it on exit."""
+def moto_server(timeout: float = 30.0, *, server: Sequence[str] = ("-m", "moto.server")) -> Iterator[str]:
+    """Start moto server, yield its endpoint URL, stop it on exit.
+
+    `server`: what the interpreter runs, taking moto server's -H/-p arguments (the sweep benchmark runs a
+    wrapper of moto server that counts requests).
+    """
     port = free_port()
     # moto server logs every request to stderr: a file, not a pipe, because nobody reads a pipe while the
     # server runs, and once its buffer is full the server blocks on its next log line and stops answering.
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, *server, "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=log,
         env={**os.environ, **FAKE_CREDENTIALS},

@@ -21,7 +21,6 @@ import re
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,11 @@ import yaml
 
 from mlwarden.outcomes import Severity
 from mlwarden.rules.policy_analysis import Finding, Rule, analyze, rank
+from mlwarden_cli import sarif as sarif_log
 from mlwarden_cli.template import _CfnLoader
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
-FAIL_ON = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
 SUFFIXES = (".json", ".yaml", ".yml", ".template")
-SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
-_SARIF_LEVEL = {"CRITICAL": "error", "HIGH": "error", "MEDIUM": "warning", "LOW": "note", "INFORMATIONAL": "note"}
 # Properties that hold a policy document, on any resource type.
 _POLICY_PROPERTIES = ("PolicyDocument", "KeyPolicy", "AssumeRolePolicyDocument")
 PSEUDO = {
@@ -329,10 +326,6 @@ def lint(paths: list[Path]) -> tuple[list[LintFinding], list[str]]:
 def sarif(findings: list[LintFinding]) -> dict[str, Any]:
     """One SARIF 2.1.0 log: one run, one rule per analyzer rule, one result per finding."""
     rules = sorted({f.finding.rule for f in findings}, key=lambda r: r.value)
-    try:
-        version = metadata.version("mlwarden")
-    except metadata.PackageNotFoundError:
-        version = "0"
     results = []
     for item in findings:
         physical: dict[str, Any] = {"artifactLocation": {"uri": item.policy.file.as_posix()}}
@@ -342,41 +335,22 @@ def sarif(findings: list[LintFinding]) -> dict[str, Any]:
         where = "/".join(p for p in (item.policy.pointer, f"Statement/{item.finding.statement}") if p)
         location["logicalLocations"] = [{"fullyQualifiedName": where, "kind": "object"}]
         results.append(
-            {
-                "ruleId": item.finding.rule.value,
-                "ruleIndex": rules.index(item.finding.rule),
-                "level": _SARIF_LEVEL[item.finding.severity.value],
-                "message": {"text": f"{item.policy.name}, statement {item.finding.statement}: {item.finding.message}"},
-                "locations": [location],
-                "properties": {"severity": item.finding.severity.value, "paths": list(item.finding.paths)},
-            }
+            sarif_log.Result(
+                rule_id=item.finding.rule.value,
+                severity=item.finding.severity.value,
+                message=f"{item.policy.name}, statement {item.finding.statement}: {item.finding.message}",
+                locations=[location],
+                properties={"paths": list(item.finding.paths)},
+            )
         )
-    return {
-        "$schema": SARIF_SCHEMA,
-        "version": "2.1.0",
-        "runs": [
-            {
-                "tool": {
-                    "driver": {
-                        "name": "mlwarden lint",
-                        "version": version,
-                        "informationUri": "https://github.com/DataDog/pathfinding.cloud",
-                        "rules": [_sarif_rule(rule) for rule in rules],
-                    }
-                },
-                "results": results,
-            }
-        ],
-    }
+    return sarif_log.log(
+        "mlwarden lint", "https://github.com/DataDog/pathfinding.cloud", [_sarif_rule(rule) for rule in rules], results
+    )
 
 
-def _sarif_rule(rule: Rule) -> dict[str, Any]:
+def _sarif_rule(rule: Rule) -> sarif_log.Rule:
     sample = Finding(0, None, rule, Severity.LOW, (), ())
-    return {
-        "id": rule.value,
-        "shortDescription": {"text": sample.why},
-        "help": {"text": sample.suggestion},
-    }
+    return sarif_log.Rule(id=rule.value, description=sample.why, help=sample.suggestion)
 
 
 def add_parser(commands: Any) -> None:
@@ -387,17 +361,7 @@ def add_parser(commands: Any) -> None:
         description=__doc__.split("\n\n", 2)[2] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="one JSON object per finding per line")
-    output.add_argument("--sarif", action="store_true", help="one SARIF 2.1.0 log")
-    parser.add_argument(
-        "--fail-on",
-        default="HIGH",
-        type=str.upper,
-        choices=FAIL_ON,
-        metavar="SEVERITY",
-        help="exit 1 when a finding is at or above it: CRITICAL, HIGH (default), MEDIUM or LOW",
-    )
+    sarif_log.add_output_options(parser, json_help="one JSON object per finding per line")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH")
 
 

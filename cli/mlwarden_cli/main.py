@@ -1,4 +1,4 @@
-"""`mlwarden`: replay events through ML Warden's handlers, prepare a local emulator, or run the local demo."""
+"""`mlwarden`: replay events through ML Warden's handlers, sweep the account, prepare a local emulator, run the demo."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from mlwarden import __version__
-from mlwarden_cli import exempt, lint
+from mlwarden_cli import exempt, lint, sweep
 from mlwarden_cli.dlq import LONG_POLL_SECONDS, Disposition, RedriveError, RedriveOptions, queue_region, redrive
 from mlwarden_cli.replay import (
     UNUSABLE,
@@ -95,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--template", type=Path, help="template.yaml to route with (default: found from cwd)")
     exempt.add_parsers(commands)
     lint.add_parser(commands)
+    sweep.add_parser(commands)
     return parser
 
 
@@ -109,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     except TemplateError as err:
         print(f"mlwarden: {err}", file=sys.stderr)
         return EXIT_USAGE
+    if args.command == "sweep":
+        return sweep.run(args, template)
     if args.command == "demo":
         from mlwarden_cli.demo import run_demo  # noqa: PLC0415 - moto server only when the demo runs
 

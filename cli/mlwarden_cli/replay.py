@@ -182,7 +182,7 @@ def _metrics_cleared() -> Iterator[None]:
 
 
 @contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
+def environment_set(values: Mapping[str, str]) -> Iterator[None]:
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:
@@ -244,7 +244,7 @@ class Replayer:
     def _invoke(self, function: FunctionSpec, event: Any, source: str) -> Replayed:
         env = self.function_environment(function)
         # stdout is replay's report: whatever a handler or Powertools prints (EMF metric lines) goes to stderr.
-        with _environment(env), redirect_stdout(sys.stderr), _metrics_cleared():
+        with environment_set(env), redirect_stdout(sys.stderr), _metrics_cleared():
             handler = self._handler(function, env)
             context = _Context(function.logical_id, self.region, self.account)
             try:

@@ -322,10 +322,14 @@ def _failed_steps(outcome: Outcome, data: dict[str, Any]) -> Iterator[str]:
         yield f"By hand: set {_state_line(data.get('new_state'))} on {data.get('resource') or 'the resource'}."
     else:
         yield "By hand: check the resource yourself against What above."
-    yield (
-        "ML Warden raised, so the event is retried and then kept in the dead-letter queue; "
-        "once the cause is fixed, re-drive it: mlwarden replay --from-dlq QUEUE_URL"
-    )
+    if outcome.trigger.is_sweep:
+        # No event to retry: the sweep went on with the other resources.
+        yield f"Once the cause is fixed, the next sweep evaluates it again; now: mlwarden sweep --check {outcome.check}"
+    else:
+        yield (
+            "ML Warden raised, so the event is retried and then kept in the dead-letter queue; "
+            "once the cause is fixed, re-drive it: mlwarden replay --from-dlq QUEUE_URL"
+        )
 
 
 def _body(outcome: Outcome, data: dict[str, Any], cut: dict[str, dict[str, int]]) -> str:

@@ -9,6 +9,11 @@ Organization mode: inside `acting_in(account, region, ...)` the clients of the r
 account, region and session (one event, one sweep); the clients of ML Warden's own state and alerts
 (HOME_SERVICES: DynamoDB tables, the SNS topic, queues, STS) stay the home account's. Outside it, and
 for the home account itself, every client is the function's own.
+
+A sweep reads thousands of resources in a burst, on several threads: inside `sweep_clients()` every
+client uses botocore's adaptive retry mode (standard retries plus client-side rate limiting once AWS
+throttles), and may count its HTTP requests per operation (`RequestCounter`). The event path never
+enters it and keeps the standard mode.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import functools
 import os
 import re
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +44,42 @@ _CONFIG = Config(
     connect_timeout=5,
     read_timeout=20,
 )
+# Adaptive mode: the standard retries, and once AWS throttles, a client-side token bucket that slows this
+# client's calls to the rate AWS accepts. More attempts than the event path: a sweep would rather wait out
+# a burst of throttling than report a resource it could not read.
+# https://boto3.amazonaws.com/v1/documentation/api/latest/guide/retries.html#adaptive-retry-mode
+_SWEEP_CONFIG = _CONFIG.merge(Config(retries={"mode": "adaptive", "max_attempts": 10}))
+
+
+class RequestCounter:
+    """HTTP requests sent, per `service:Operation`, retries included (each attempt is one request)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.by_operation: Counter[str] = Counter()
+
+    def count(self, event_name: str, **_: Any) -> None:
+        # request-created.<service id>.<Operation>: emitted once per attempt, before signing and sending.
+        service, operation = event_name.split(".", 2)[1:]
+        with self._lock:
+            self.by_operation[f"{service}:{operation}"] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_operation.values())
+
+
+@dataclass
+class _Mode:
+    config: Config = _CONFIG
+    counter: RequestCounter | None = None
+    max_pool_connections: int | None = None
+
+
+_mode = _Mode()
+# boto3's default session is not thread-safe: clients are built one at a time (the sweep builds them on
+# its threads, on first use).
+_BUILDING = threading.Lock()
 
 
 # ML Warden's own state and alerts live in the home account whichever account a check acts in.
@@ -77,7 +119,9 @@ client.cache_clear = _clear_caches  # type: ignore[attr-defined]
 
 
 def _config() -> Config:
-    config = _CONFIG
+    config = _mode.config
+    if _mode.max_pool_connections is not None:
+        config = config.merge(Config(max_pool_connections=_mode.max_pool_connections))
     if os.environ.get("AWS_ENDPOINT_URL") == "":
         # template.yaml declares AWS_ENDPOINT_URL empty so `sam local invoke --env-vars` can set it;
         # empty means "the real AWS endpoints" on every botocore version.
@@ -87,10 +131,35 @@ def _config() -> Config:
 
 @functools.cache
 def _home_client(service: str, region: str | None) -> Any:
-    aws_client = boto3.client(service, region_name=region, config=_config())
+    with _BUILDING:
+        aws_client = boto3.client(service, region_name=region, config=_config())
+    return _prepared(service, aws_client)
+
+
+def _prepared(service: str, aws_client: Any) -> Any:
     if service == "s3control":
         _keep_custom_endpoint_host(aws_client)
+    if _mode.counter is not None:
+        aws_client.meta.events.register("request-created", _mode.counter.count)
     return aws_client
+
+
+@contextlib.contextmanager
+def sweep_clients(counter: RequestCounter | None = None, *, concurrency: int | None = None) -> Iterator[None]:
+    """Every client built inside uses adaptive retries, a connection pool of `concurrency`, and `counter`.
+
+    Enter it before the sweep's threads start: the mode is the process's (the caches are emptied on the way
+    in and out, so no client of one mode serves the other).
+    """
+    global _mode  # noqa: PLW0603 - the factory's one setting, swapped as a whole
+    previous = _mode
+    _mode = _Mode(config=_SWEEP_CONFIG, counter=counter, max_pool_connections=concurrency)
+    _clear_caches()
+    try:
+        yield
+    finally:
+        _mode = previous
+        _clear_caches()
 
 
 # --- organization mode: acting in a member account ------------------------------------------------------
@@ -259,9 +328,7 @@ _MAKING_CLIENTS = threading.Lock()
 def _member_client(service: str, region: str | None, role_arn: str, session: str) -> Any:
     with _MAKING_CLIENTS:
         aws_client = _member_session(role_arn, session).client(service, region_name=region, config=_config())
-    if service == "s3control":
-        _keep_custom_endpoint_host(aws_client)
-    return aws_client
+    return _prepared(service, aws_client)
 
 
 def _keep_custom_endpoint_host(s3control: BaseClient) -> None:

@@ -198,6 +198,12 @@ def security_hub_target(name: str, finding: SecurityHubFinding) -> Any:
     return unit.target_of_resource(kind, resource_id, region or finding.aws_region)
 
 
+def report(name: str, outcome: Outcome, settings: Settings) -> Outcome:
+    """An outcome no check's evaluation produced (a sweep that could not list a check's resources): logged,
+    counted and alerted like any other. A `failed` outcome raises RemediationFailed, as everywhere."""
+    return _finish(name, Decided(outcome, first_delivery=True), settings, None)
+
+
 def _in_the_events_account(
     name: str, evaluate: Callable[[], Outcome], event: AnyEvent, settings: Settings, lambda_context: Any = None
 ) -> Outcome:
@@ -242,7 +248,7 @@ def _finish(
     else:
         outcome = replace(outcome, redelivered=True)
         _record_redelivery(outcome)
-    if outcome.needs_alert:
+    if outcome.needs_alert and settings.send_alerts:
         outcome = _alert(outcome, settings, store, name)
     if send_findings and settings.security_hub_findings:
         send_security_hub_findings([outcome], settings)

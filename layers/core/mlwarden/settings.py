@@ -65,6 +65,9 @@ class Settings:
     member_role_name: str | None = None
     # The organization (o-...) whose accounts send events; alerts then name the account and its OU.
     organization_id: str | None = None
+    # False only for `mlwarden sweep` run without an alert topic: it reports and sends nothing. Never read from
+    # the environment, so no variable can silence a deployed function.
+    send_alerts: bool = True
 
     @property
     def enforce(self) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import functools
 import time
 import uuid
 from collections import Counter
@@ -28,7 +29,7 @@ from mlwarden.inventory import Inventory
 from mlwarden.observability import logger
 from mlwarden.organization import Account
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed
-from mlwarden.pipeline import run_target, send_security_hub_findings
+from mlwarden.pipeline import report, run_target, send_security_hub_findings
 from mlwarden.settings import Settings, SettingsError
 
 Progress = Callable[[str, int, int], None]  # check, done, total
@@ -101,8 +102,11 @@ def evaluate_targets(
     trigger: Trigger,
     progress: Progress | None = None,
 ) -> Iterator[Outcome]:
-    """Each target through the pipeline, concurrently, in listing order; failures are outcomes, not raises."""
+    """Each target through the pipeline, concurrently, in listing order (the unit's `evaluate_last` targets
+    after the others); failures are outcomes, not raises."""
     targets = list(targets)
+    last = unit.evaluate_last
+    waves = [targets] if last is None else [[t for t in targets if not last(t)], [t for t in targets if last(t)]]
     token = None
     if unit.known_tags is not None and targets:
         try:
@@ -112,11 +116,12 @@ def evaluate_targets(
             logger.warning("bulk tag read failed: tags read per resource", check=unit.name, error=err.code)
     done = 0
     try:
-        for outcome in inventory.map(lambda target: evaluate_one(unit, target, settings, trigger), targets):
-            done += 1
-            if progress is not None:
-                progress(unit.name, done, len(targets))
-            yield outcome
+        for wave in waves:
+            for outcome in inventory.map(lambda target: evaluate_one(unit, target, settings, trigger), wave):
+                done += 1
+                if progress is not None:
+                    progress(unit.name, done, len(targets))
+                yield outcome
     finally:
         if token is not None:
             inventory_module.forget_known_tags(token)
@@ -125,13 +130,19 @@ def evaluate_targets(
 def evaluate_one(unit: CheckUnit, target: Any, settings: Settings, trigger: Trigger) -> Outcome:
     """One target through the pipeline. A failed fix or an undelivered alert is returned, not raised."""
     try:
-        return run_target(unit, target, trigger, settings)
+        return _returned(lambda: run_target(unit, target, trigger, settings))
+    except AwsCallFailed as err:  # a check that let one escape: still this resource's outcome
+        return call_failed(unit.name, trigger, unit.resource_of(target), "could not evaluate", err)
+
+
+def _returned(finish: Callable[[], Outcome]) -> Outcome:
+    """The pipeline raises a failed outcome (for Lambda's retries); the sweep reports it and goes on."""
+    try:
+        return finish()
     except RemediationFailed as err:
         return err.outcome
     except AlertDeliveryFailed as err:
         return err.outcome
-    except AwsCallFailed as err:  # a check that let one escape: still this resource's outcome
-        return call_failed(unit.name, trigger, unit.resource_of(target), "could not evaluate", err)
 
 
 def sweep_check(
@@ -148,7 +159,8 @@ def sweep_check(
     try:
         targets = list_targets(unit, inventory)
     except AwsCallFailed as err:
-        failed = listing_failed(unit, trigger, err)
+        # Logged, counted and alerted: nothing is known about these resources, which someone must hear.
+        failed = _returned(functools.partial(report, unit.name, listing_failed(unit, trigger, err), settings))
         if summary is not None:
             summary.listing_failures.append(f"{unit.name} in {inventory.region}: {err.code}")
             summary.add(failed)
@@ -264,7 +276,7 @@ def run_organization_sweep(
             for unit in units:
                 steps = sweep_check(unit, inventory, settings, sweep_id, summary=summary, progress=progress)
                 yield from _each_in(context, steps)
-    if unreachable:
+    if unreachable and settings.send_alerts:
         _alert_unreachable(unreachable, summary, settings)
 
 

@@ -39,6 +39,9 @@ class CheckUnit:
     - known_tags: optional bulk tag read for the listed targets (saves one call per resource).
     - sweep_permissions: the IAM actions the inventory adds to the check's own permissions.
     - controls / target_of_resource: the Security Hub controls it owns, and how a finding names a target.
+    - evaluate_last: the targets whose fix changes how the others are graded (the account-level S3 block
+      holds back a bucket's public ACL): evaluated after the others, so that the others are graded on the
+      state the sweep found, as an event about them would have been, not on a fix racing them.
     """
 
     name: str
@@ -55,6 +58,7 @@ class CheckUnit:
     controls: frozenset[str] = frozenset()
     # The target a Security Hub finding's resource names ((ASFF type, id, region) -> target), or why none.
     target_of_resource: Callable[[str, str, str | None], Any] | None = None
+    evaluate_last: Callable[[Any], bool] | None = None
 
 
 def load(name: str) -> CheckUnit:

@@ -837,4 +837,6 @@ UNIT = CheckUnit(
     sweep_permissions=SWEEP_PERMISSIONS,
     controls=CONTROLS,
     target_of_resource=target_of_resource,
+    # Fixing the account block first would grade every public bucket as held back by it.
+    evaluate_last=lambda target: isinstance(target, AccountTarget),
 )
