@@ -193,7 +193,8 @@ def evaluate_page(unit: CheckUnit, page: Page, settings: Settings) -> bool:
     counts = SweepCounts(page.sweep_id)
     for outcome in inventory.map(evaluate_key, page.keys):
         counts.add(outcome)
-        if outcome.outcome is not OutcomeKind.FAILED and outcome.needs_alert and not outcome.alerted:
+        undelivered = settings.send_alerts and outcome.needs_alert and not outcome.alerted
+        if outcome.outcome is not OutcomeKind.FAILED and undelivered:
             counts.failed += 1  # its alert was not delivered: the page comes back and the alert is tried again
     logger.info(
         "sweep page evaluated",
