@@ -8,7 +8,7 @@ from aws_lambda_powertools.logging import correlation_paths
 
 from mlwarden.checks import block_public_s3 as s3
 from mlwarden.observability import logger, metrics, tracer
-from mlwarden.pipeline import run_check
+from mlwarden.pipeline import handle
 from mlwarden.settings import load_settings
 
 if TYPE_CHECKING:  # an annotation only: not imported at cold start
@@ -21,4 +21,4 @@ SETTINGS = load_settings()
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return run_check(s3.CHECK, s3.block_public_access, event, SETTINGS, context).as_dict()
+    return handle(s3.CHECK, s3.block_public_access, event, SETTINGS, context)

@@ -8,7 +8,7 @@ from aws_lambda_powertools.logging import correlation_paths
 
 from mlwarden.checks import check_sagemaker_encryption as sagemaker
 from mlwarden.observability import logger, metrics, tracer
-from mlwarden.pipeline import run_check
+from mlwarden.pipeline import handle
 from mlwarden.settings import load_settings
 
 if TYPE_CHECKING:  # an annotation only: not imported at cold start
@@ -22,4 +22,4 @@ CHECK_ENCRYPTION = sagemaker.encryption_check(sagemaker.load_options())
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return run_check(sagemaker.CHECK, CHECK_ENCRYPTION, event, SETTINGS, context).as_dict()
+    return handle(sagemaker.CHECK, CHECK_ENCRYPTION, event, SETTINGS, context)

@@ -9,7 +9,7 @@ from aws_lambda_powertools.logging import correlation_paths
 
 from mlwarden.checks import tag_pii_bucket as macie
 from mlwarden.observability import logger, metrics, tracer
-from mlwarden.pipeline import run_check
+from mlwarden.pipeline import handle
 from mlwarden.settings import load_settings
 
 if TYPE_CHECKING:  # an annotation only: not imported at cold start
@@ -23,4 +23,4 @@ CHECK = functools.partial(macie.tag_pii_bucket, options=macie.load_options())
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return run_check(macie.CHECK, CHECK, event, SETTINGS, context).as_dict()
+    return handle(macie.CHECK, CHECK, event, SETTINGS, context)

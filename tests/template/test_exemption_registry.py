@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mlwarden import exemptions
+from mlwarden.checks import CHECK_NAMES
 from mlwarden_cli.template import load_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +22,13 @@ TEMPLATE = load_document(ROOT / "template.yaml")
 RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
 TABLE = RESOURCES["ExemptionTable"]
 REGISTRY_ARN = {"Fn::GetAtt": ["ExemptionTable", "Arn"]}
-ROLES = [name for name, r in RESOURCES.items() if r["Type"] == "AWS::IAM::Role"]
+# The roles of the functions that run a check (the sweep's planner and scheduler roles only list and send).
+ROLES = [
+    r["Properties"]["Role"]["Fn::GetAtt"][0]
+    for r in RESOURCES.values()
+    if r["Type"] == "AWS::Serverless::Function"
+    and str(r["Properties"]["CodeUri"]).strip("/").rsplit("/", 1)[-1] in CHECK_NAMES
+]
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -202,8 +202,12 @@ def test_every_hub_rule_has_a_twin_on_the_organization_bus_feeding_the_same_func
         assert permission["SourceArn"] == {"Fn::GetAtt": [f"{function}{event}FromOrganization", "Arn"]}
 
 
+# The deployed sweep's planner lists the hub account only (README "Deployed sweep"); it acts in no member account.
+ACTING_FUNCTIONS = {n: f for n, f in FUNCTIONS.items() if n != "SweepPlannerFunction"}
+
+
 def test_functions_may_assume_member_roles_only_in_organization_mode_and_only_in_the_organization() -> None:
-    for function in FUNCTIONS.values():
+    for function in ACTING_FUNCTIONS.values():
         role = function["Properties"]["Role"]["Fn::GetAtt"][0]
         raw = HUB_RESOURCES[role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
         [assume] = [
@@ -218,7 +222,7 @@ def test_functions_may_assume_member_roles_only_in_organization_mode_and_only_in
 def test_member_trusted_role_arns_output_names_every_function_role() -> None:
     listed = HUB["Outputs"]["MemberTrustedRoleArns"]["Value"]["Fn::Join"][1]
     roles = {item["Fn::GetAtt"][0] for item in listed}
-    assert roles == {function["Properties"]["Role"]["Fn::GetAtt"][0] for function in FUNCTIONS.values()}
+    assert roles == {function["Properties"]["Role"]["Fn::GetAtt"][0] for function in ACTING_FUNCTIONS.values()}
 
 
 def test_functions_get_the_member_role_name_and_the_organization() -> None:

@@ -13,13 +13,18 @@ from typing import Any
 
 import pytest
 
-from mlwarden import alert_dedup, flapguard, outcome_store
+from mlwarden import alert_dedup, flapguard, outcome_store, sweep_progress
+from mlwarden.checks import CHECK_NAMES
 from mlwarden_cli.template import load_document
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_document(ROOT / "template.yaml")
 RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
 FUNCTIONS = {name: r for name, r in RESOURCES.items() if r["Type"] == "AWS::Serverless::Function"}
+# The functions that run a check (functions/<check>/); the sweep planner only lists and counts.
+CHECK_FUNCTIONS = {name: r for name, r in FUNCTIONS.items() if name != "SweepPlannerFunction"}
+# The deployed sweep's progress items (sweep_progress): counts only, shared by the planner and every check.
+SWEEP_PROGRESS = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["sweep#*"]}}
 # Actions a function's code calls to change state; reads and what Lambda does on the function's behalf
 # (logs, traces, the dead-letter queue, KMS through SNS) are not among them.
 _NOT_WRITES = ("Get", "List", "Describe", "Scan", "Query")
@@ -57,7 +62,7 @@ def test_the_stores_call_only_the_item_actions_the_roles_grant() -> None:
     assert flapguard.PERMISSIONS | alert_dedup.PERMISSIONS <= outcome_store.PERMISSIONS
 
 
-@pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
+@pytest.mark.parametrize("function_name", sorted(CHECK_FUNCTIONS))
 def test_every_outcome_table_statement_is_limited_to_its_own_checks_items(function_name: str) -> None:
     # dynamodb:LeadingKeys is the partition key of the items a request touches; ForAllValues makes every key
     # of a request match. https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/specifying-conditions.html
@@ -65,7 +70,7 @@ def test_every_outcome_table_statement_is_limited_to_its_own_checks_items(functi
     table = [
         s
         for s in _role_statements(_role_of(FUNCTIONS[function_name]))
-        if s["Resource"] == {"Fn::GetAtt": ["OutcomeTable", "Arn"]}
+        if s["Resource"] == {"Fn::GetAtt": ["OutcomeTable", "Arn"]} and s.get("Condition") != SWEEP_PROGRESS
     ]
     assert table, "every check records its outcomes"
     for statement in table:
@@ -74,6 +79,29 @@ def test_every_outcome_table_statement_is_limited_to_its_own_checks_items(functi
         assert statement["Condition"] == {
             "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{check}.*", f"{check}#*"]}
         }
+
+
+@pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
+def test_sweep_progress_items_are_only_updated_never_read_put_or_deleted(function_name: str) -> None:
+    # A role may touch `sweep#` items besides its own check's: with UpdateItem alone, it can add to a sweep's
+    # counts or claim its summary, and nothing it writes there is read by a check deciding about a resource.
+    progress = [s for s in _role_statements(_role_of(FUNCTIONS[function_name])) if s.get("Condition") == SWEEP_PROGRESS]
+    assert len(progress) == 1
+    assert progress[0]["Effect"] == "Allow"
+    assert progress[0]["Action"] == "dynamodb:UpdateItem"
+    assert progress[0]["Resource"] == {"Fn::GetAtt": ["OutcomeTable", "Arn"]}
+    assert set(_as_list(progress[0]["Action"])) == sweep_progress.PERMISSIONS
+    assert sweep_progress.key_of("sweep-x").startswith("sweep#")
+    assert not any(sweep_progress.key_of("sweep-x").startswith(f"{check}") for check in CHECK_NAMES)
+
+
+def test_the_planner_touches_no_checks_items() -> None:
+    table = [
+        s
+        for s in _role_statements(_role_of(FUNCTIONS["SweepPlannerFunction"]))
+        if s["Resource"] == {"Fn::GetAtt": ["OutcomeTable", "Arn"]}
+    ]
+    assert [s["Condition"] for s in table] == [SWEEP_PROGRESS]
 
 
 def test_every_key_the_pipeline_writes_starts_with_the_check_name() -> None:

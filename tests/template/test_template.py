@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from mlwarden import clients, exemptions, flapguard, organization, outcome_store, pii_memory
+from mlwarden import clients, exemptions, fanout, flapguard, organization, outcome_store, pii_memory
+from mlwarden.checks import CHECK_NAMES, CheckUnit, load
 from mlwarden.checks import block_public_s3 as s3
 from mlwarden.checks import check_sagemaker_encryption as sagemaker
 from mlwarden.checks import flag_wildcard_iam as iam
@@ -17,16 +18,32 @@ from mlwarden.checks import tag_pii_bucket as macie
 from mlwarden_cli.template import load_document
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _units() -> list[CheckUnit]:
+    """The checks the sweep reaches: those with a UNIT (targets_from_inventory)."""
+    found = []
+    for name in CHECK_NAMES:
+        try:
+            found.append(load(name))
+        except KeyError:  # no UNIT yet
+            continue
+    return found
+
+
+SWEEP_UNITS = _units()
 TEMPLATE = load_document(ROOT / "template.yaml")
 RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
 FUNCTIONS = {name: r for name, r in RESOURCES.items() if r["Type"] == "AWS::Serverless::Function"}
+# The functions that run a check on events (and on sweep pages); the sweep planner only lists (test_sweep_template).
+CHECK_FUNCTIONS = {name: r for name, r in FUNCTIONS.items() if name != "SweepPlannerFunction"}
 
 # Actions IAM accepts only with Resource "*" (they have no resource type), and why we need them.
 ACTIONS_WITHOUT_RESOURCE_TYPE = {
     "s3:GetAccountPublicAccessBlock": "account-level block, block_public_s3 (and tag_pii_bucket's public check)",
     "s3:PutAccountPublicAccessBlock": "account-level block, block_public_s3",
     "s3:ListAllMyBuckets": "the sweep lists the buckets, block_public_s3",
-    "tag:GetResources": "the sweep reads the buckets' tags in bulk, block_public_s3",
+    "tag:GetResources": "the sweep reads the buckets' tags in bulk, block_public_s3 and sweep_planner",
     "iam:GetAccountAuthorizationDetails": "the sweep reads the account's IAM in one call, flag_wildcard_iam",
     "macie2:ListFindings": "the sweep lists the region's sensitive-data findings, tag_pii_bucket",
     "macie2:GetFindings": "the sweep reads the listed findings, tag_pii_bucket",
@@ -48,6 +65,8 @@ COMMON_ACTIONS = (
     }
     | outcome_store.PERMISSIONS
     | exemptions.READ_PERMISSIONS
+    # The SQS event source mapping that delivers sweep pages polls the check's own queue with its role.
+    | fanout.RECEIVE_PERMISSIONS
     # Organization mode (OrganizationId set): act through member roles, name accounts in alerts.
     | clients.MEMBER_ROLE_PERMISSIONS
     | organization.LABEL_PERMISSIONS
@@ -72,6 +91,8 @@ CHECK_ACTIONS = {
     | iam.LIST_PERMISSIONS
     | iam.REVERT_PERMISSIONS
     | _sweep_permissions(iam),
+    # The planner lists what each check sweeps, and sends pages (COMMON_ACTIONS has sqs:SendMessage).
+    "SweepPlannerFunction": frozenset().union(*(unit.sweep_permissions for unit in SWEEP_UNITS)),
 }
 
 
@@ -191,7 +212,7 @@ def _rules() -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def test_every_function_is_triggered_by_rules() -> None:
-    for function_name in FUNCTIONS:
+    for function_name in CHECK_FUNCTIONS:
         assert any(rule[0] == function_name for rule in _rules())
 
 
@@ -217,7 +238,7 @@ def test_every_rule_has_retries_and_an_encrypted_dead_letter_queue(
     assert f"{function_name}{event_name}" in allowed_rules
 
 
-@pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
+@pytest.mark.parametrize("function_name", sorted(CHECK_FUNCTIONS))
 def test_failed_invocations_go_to_the_dead_letter_queue(function_name: str) -> None:
     config = FUNCTIONS[function_name]["Properties"]["EventInvokeConfig"]
     assert config["MaximumRetryAttempts"] == 2
@@ -241,7 +262,7 @@ def test_every_log_group_has_retention() -> None:
             assert resource["Properties"].get("RetentionInDays"), name
 
 
-@pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
+@pytest.mark.parametrize("function_name", sorted(CHECK_FUNCTIONS))
 def test_alarms_on_errors_and_dead_letter_depth_notify_the_operations_topic(function_name: str) -> None:
     alarms = [r["Properties"] for r in RESOURCES.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
     errors = [
@@ -285,7 +306,7 @@ def test_parameters_and_defaults() -> None:
     assert parameters["LockPublicPiiBuckets"]["Default"] == "true"
 
 
-@pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
+@pytest.mark.parametrize("function_name", sorted(CHECK_FUNCTIONS))
 def test_functions_get_their_settings_and_their_own_role_for_the_loop_guard(function_name: str) -> None:
     env = {
         **TEMPLATE["Globals"]["Function"]["Environment"]["Variables"],
@@ -309,7 +330,7 @@ def test_outcome_table_is_on_demand_encrypted_and_expires_its_records() -> None:
     assert table["SSESpecification"]["SSEEnabled"] is True
 
 
-@pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
+@pytest.mark.parametrize("function_name", sorted(CHECK_FUNCTIONS))
 def test_outcome_table_actions_are_item_actions_on_that_table_alone(function_name: str) -> None:
     assert flapguard.PERMISSIONS <= outcome_store.PERMISSIONS
     dynamodb = [
@@ -317,6 +338,7 @@ def test_outcome_table_actions_are_item_actions_on_that_table_alone(function_nam
         for s in _role_statements(_role_of(FUNCTIONS[function_name]))
         if any(a.startswith("dynamodb:") for a in _as_list(s["Action"]))
         and s["Resource"] != {"Fn::GetAtt": ["ExemptionTable", "Arn"]}
+        and s["Sid"] != "RecordSweepProgress"  # the sweep's progress items: tests/template/test_outcome_table_access
     ]
     assert len(dynamodb) == 1
     assert set(_as_list(dynamodb[0]["Action"])) == outcome_store.PERMISSIONS
@@ -341,7 +363,7 @@ def test_layer_is_built_by_sam_for_the_lambda_runtime() -> None:
     assert TEMPLATE["Globals"]["Function"]["Architectures"] == ["arm64"]
 
 
-@pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
+@pytest.mark.parametrize("function_name", sorted(CHECK_FUNCTIONS))
 def test_sam_local_env_file_configures_every_function(function_name: str) -> None:
     env_file = json.loads((ROOT / "events" / "env.json").read_text())
     variables = env_file[function_name]

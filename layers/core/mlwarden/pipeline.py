@@ -121,6 +121,29 @@ def run_check(name: str, check: Check, raw_event: Any, settings: Settings, lambd
     return _finish(name, decided, settings, store)
 
 
+def handle(name: str, check: Check, raw_event: Any, settings: Settings, lambda_context: Any = None) -> dict[str, Any]:
+    """Every check function's entry: a batch of sweep pages from its work queue, or an EventBridge event.
+
+    The deployed sweep (mlwarden.fanout) reaches a check's function through an SQS event source mapping; the
+    response lists the pages to deliver again. Everything else is an event, decided by `run_check`.
+    """
+    if is_sqs_batch(raw_event):
+        # Imported for sweep pages only: an event's cold start does not pay for the sweep.
+        from mlwarden.checks import load  # noqa: PLC0415
+        from mlwarden.fanout import run_page_batch  # noqa: PLC0415
+
+        return run_page_batch(load(name), raw_event, settings, lambda_context)
+    return run_check(name, check, raw_event, settings, lambda_context).as_dict()
+
+
+def is_sqs_batch(raw_event: Any) -> bool:
+    """An SQS event source mapping's batch (only `Records`, each from aws:sqs): never an EventBridge event."""
+    if not isinstance(raw_event, dict) or set(raw_event) != {"Records"} or not isinstance(raw_event["Records"], list):
+        return False
+    records = raw_event["Records"]
+    return bool(records) and all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)
+
+
 def run_target(unit: CheckUnit, target: Any, trigger: Trigger, settings: Settings) -> Outcome:
     """The sweep's way in: one listed resource gets the event path's decision, guards, record and alert.
 
