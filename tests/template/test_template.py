@@ -29,6 +29,7 @@ ACTIONS_WITHOUT_RESOURCE_TYPE = {
     "xray:PutTraceSegments": "tracing, only when EnableTracing=true",
     "xray:PutTelemetryRecords": "tracing, only when EnableTracing=true",
     "iam:ListPolicies": "find the ARN of the policy id a Config event names, flag_wildcard_iam",
+    **dict.fromkeys(sagemaker.SWEEP_PERMISSIONS, "the sweep's SageMaker inventory, check_sagemaker_encryption"),
 }
 # What every function needs besides its own check's actions.
 COMMON_ACTIONS = (
@@ -51,7 +52,8 @@ CHECK_ACTIONS = {
     "TagPiiBucketFunction": macie.PERMISSIONS,
     "CheckSageMakerEncryptionFunction": sagemaker.DESCRIBE_PERMISSIONS
     | sagemaker.BUCKET_PERMISSIONS
-    | sagemaker.STOP_PERMISSIONS,
+    | sagemaker.STOP_PERMISSIONS
+    | sagemaker.SWEEP_PERMISSIONS,
     "FlagWildcardIamFunction": iam.POLICY_PERMISSIONS | iam.LIST_PERMISSIONS | iam.REVERT_PERMISSIONS,
 }
 
@@ -389,7 +391,7 @@ def test_sagemaker_actions_are_scoped_to_the_resource_types_they_read() -> None:
     for statement in _role_statements("CheckSageMakerEncryptionRole"):
         actions = set(_as_list(statement["Action"]))
         sagemaker_actions = {a for a in actions if a.startswith("sagemaker:")}
-        if not sagemaker_actions:
+        if not sagemaker_actions or sagemaker_actions <= sagemaker.SWEEP_PERMISSIONS:
             continue
         resources = [r["Fn::Sub"] for r in _as_list(statement["Resource"])]
         assert all(r.startswith(SAGEMAKER_ARN) and r.endswith("/*") for r in resources), resources

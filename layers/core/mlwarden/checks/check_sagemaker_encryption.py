@@ -1,30 +1,37 @@
-"""Unencrypted or exposed SageMaker resources, caught when they are created.
+"""Unencrypted or exposed SageMaker resources, caught when they are created or updated, and by the sweep.
 
-Triggers: CloudTrail Create* calls for jobs, notebooks, endpoint configurations, models and
-Studio domains; AWS Config's SageMaker rules turning NON_COMPLIANT; SageMaker's own training-job
-state changes. The event names the resource; the decision is made on what SageMaker describes
-now (CloudTrail may redact request parameters). Only when the describe call fails is the event's
-own copy used, and the outcome says so. Every failed rule of a resource goes into one outcome,
-so one alert. Optionally (StopUnencryptedJobs) a running job that fails a HIGH rule is stopped.
+Triggers: CloudTrail Create*/Update* calls for jobs, notebooks, endpoint configurations, models,
+Studio domains, model-monitoring job definitions and schedules, feature groups and inference
+experiments; AWS Config's SageMaker rules (those Security Hub deploys for SageMaker.1 to .25)
+turning NON_COMPLIANT; SageMaker's own training-job state changes. The sweep lists the same
+resources (`targets_from_inventory`). The event names the resource; the decision is made on what
+SageMaker describes now (CloudTrail may redact request parameters). Only when the describe call
+fails is the event's own copy of a Create call used, and the outcome says so. Every failed rule of a
+resource goes into one outcome, so one alert, carrying the Security Hub control ids it answers
+(`controls`). Optionally (StopUnencryptedJobs) a running job that fails a HIGH rule is stopped.
+The rules, their controls, severities and Config rule names are in mlwarden.rules.sagemaker.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mlwarden import clients, exemptions, pii_memory
+from mlwarden.checks import CheckUnit
 from mlwarden.errors import AwsCallFailed, error_code
 from mlwarden.events import ApiCall, ComplianceChange, Event, StateChange, Unrecognised, partition_of, scalar
 from mlwarden.exemptions import exemption_for
-from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
+from mlwarden.inventory import Inventory
+from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored, ignored_at
 from mlwarden.pii import PII_TAG
-from mlwarden.rules.sagemaker import Finding, Kind, evaluate, input_buckets, worst
+from mlwarden.rules import sagemaker as rules
+from mlwarden.rules.sagemaker import Finding, Kind, control_number, controls_of, input_buckets, worst
 from mlwarden.settings import Settings, SettingsError
 
 CHECK = "check_sagemaker_encryption"
@@ -42,16 +49,36 @@ API_CALLS: dict[str, tuple[Kind, str]] = {
     "CreateEndpointConfig": (Kind.ENDPOINT_CONFIG, "endpointConfigName"),
     "CreateModel": (Kind.MODEL, "modelName"),
     "CreateDomain": (Kind.DOMAIN, "domainName"),
+    # Root access (SageMaker.3) and the platform can be changed on a stopped notebook instance.
+    "UpdateNotebookInstance": (Kind.NOTEBOOK_INSTANCE, "notebookInstanceName"),
+    "CreateDataQualityJobDefinition": (Kind.DATA_QUALITY_JOB_DEFINITION, "jobDefinitionName"),
+    "CreateModelQualityJobDefinition": (Kind.MODEL_QUALITY_JOB_DEFINITION, "jobDefinitionName"),
+    "CreateModelBiasJobDefinition": (Kind.MODEL_BIAS_JOB_DEFINITION, "jobDefinitionName"),
+    "CreateModelExplainabilityJobDefinition": (Kind.MODEL_EXPLAINABILITY_JOB_DEFINITION, "jobDefinitionName"),
+    "CreateMonitoringSchedule": (Kind.MONITORING_SCHEDULE, "monitoringScheduleName"),
+    "UpdateMonitoringSchedule": (Kind.MONITORING_SCHEDULE, "monitoringScheduleName"),
+    "CreateFeatureGroup": (Kind.FEATURE_GROUP, "featureGroupName"),
+    "UpdateFeatureGroup": (Kind.FEATURE_GROUP, "featureGroupName"),
+    "CreateInferenceExperiment": (Kind.INFERENCE_EXPERIMENT, "name"),
+    "UpdateInferenceExperiment": (Kind.INFERENCE_EXPERIMENT, "name"),
 }
-# AWS Config managed rules, matched by prefix (deployed names carry suffixes; Security Hub adds "securityhub-").
-CONFIG_RULES = (
-    "sagemaker-notebook-instance-kms-key-configured",
-    "sagemaker-endpoint-configuration-kms-key-configured",
-    "sagemaker-notebook-no-direct-internet-access",
-)
+# An update's request parameters are the change, not the resource: never decided on when Describe* fails.
+UPDATE_CALLS = frozenset(name for name in API_CALLS if name.startswith("Update"))
+# AWS Config managed rules -> the resource kinds they grade (mlwarden.rules.sagemaker), matched by prefix:
+# deployed names carry suffixes, and Security Hub deploys them as "securityhub-<rule>-<suffix>".
+CONFIG_RULE_KINDS = rules.config_rule_kinds()
+CONFIG_RULES = tuple(CONFIG_RULE_KINDS)
 CONFIG_RESOURCE_TYPES = {
     "AWS::SageMaker::NotebookInstance": Kind.NOTEBOOK_INSTANCE,
     "AWS::SageMaker::EndpointConfig": Kind.ENDPOINT_CONFIG,
+    "AWS::SageMaker::Model": Kind.MODEL,
+    "AWS::SageMaker::DataQualityJobDefinition": Kind.DATA_QUALITY_JOB_DEFINITION,
+    "AWS::SageMaker::ModelQualityJobDefinition": Kind.MODEL_QUALITY_JOB_DEFINITION,
+    "AWS::SageMaker::ModelBiasJobDefinition": Kind.MODEL_BIAS_JOB_DEFINITION,
+    "AWS::SageMaker::ModelExplainabilityJobDefinition": Kind.MODEL_EXPLAINABILITY_JOB_DEFINITION,
+    "AWS::SageMaker::MonitoringSchedule": Kind.MONITORING_SCHEDULE,
+    "AWS::SageMaker::FeatureGroup": Kind.FEATURE_GROUP,
+    "AWS::SageMaker::InferenceExperiment": Kind.INFERENCE_EXPERIMENT,
 }
 
 
@@ -76,6 +103,23 @@ _DESCRIBE: dict[Kind, _Api] = {
     Kind.ENDPOINT_CONFIG: _Api("DescribeEndpointConfig", "describe_endpoint_config", "EndpointConfigName"),
     Kind.MODEL: _Api("DescribeModel", "describe_model", "ModelName"),
     Kind.DOMAIN: _Api("DescribeDomain", "describe_domain", "DomainId"),
+    Kind.DATA_QUALITY_JOB_DEFINITION: _Api(
+        "DescribeDataQualityJobDefinition", "describe_data_quality_job_definition", "JobDefinitionName"
+    ),
+    Kind.MODEL_QUALITY_JOB_DEFINITION: _Api(
+        "DescribeModelQualityJobDefinition", "describe_model_quality_job_definition", "JobDefinitionName"
+    ),
+    Kind.MODEL_BIAS_JOB_DEFINITION: _Api(
+        "DescribeModelBiasJobDefinition", "describe_model_bias_job_definition", "JobDefinitionName"
+    ),
+    Kind.MODEL_EXPLAINABILITY_JOB_DEFINITION: _Api(
+        "DescribeModelExplainabilityJobDefinition", "describe_model_explainability_job_definition", "JobDefinitionName"
+    ),
+    Kind.MONITORING_SCHEDULE: _Api(
+        "DescribeMonitoringSchedule", "describe_monitoring_schedule", "MonitoringScheduleName"
+    ),
+    Kind.FEATURE_GROUP: _Api("DescribeFeatureGroup", "describe_feature_group", "FeatureGroupName"),
+    Kind.INFERENCE_EXPERIMENT: _Api("DescribeInferenceExperiment", "describe_inference_experiment", "Name"),
 }
 # CreateAutoMLJob (V1) jobs are described by their own call.
 _DESCRIBE_AUTOML_V1 = _Api("DescribeAutoMLJob", "describe_auto_ml_job", "AutoMLJobName")
@@ -102,6 +146,9 @@ STOP_PERMISSIONS = frozenset({f"sagemaker:{api.action}" for api, _ in _STOP.valu
 STOP_ENV = "STOP_UNENCRYPTED_JOBS"
 _NAME = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,119}$")
 _DOMAIN_ID = re.compile(r"^d-[a-z0-9]{1,60}$")
+# Feature group names may hold underscores (CreateFeatureGroup API reference).
+_FEATURE_GROUP_NAME = re.compile(r"^[a-zA-Z0-9]([_-]*[a-zA-Z0-9]){0,63}$")
+_NAME_PATTERNS = {Kind.DOMAIN: _DOMAIN_ID, Kind.FEATURE_GROUP: _FEATURE_GROUP_NAME}
 
 
 # --- configuration -----------------------------------------------------------------------------------------
@@ -172,7 +219,7 @@ def _target(
 ) -> Target | str:
     if name is None:
         return f"{what} names no {kind.value}"
-    valid = _DOMAIN_ID if kind is Kind.DOMAIN else _NAME
+    valid = _NAME_PATTERNS.get(kind, _NAME)
     if not valid.match(name):
         return f"{what} names an invalid {kind.value} {name[:80]!r}"
     return Target(
@@ -206,7 +253,7 @@ def _api_call_target(event: ApiCall) -> Target | str:
         region=event.aws_region,
         account=event.recipient_account,
         describe=_DESCRIBE_AUTOML_V1 if event.event_name == "CreateAutoMLJob" else None,
-        from_event=pascal_case(event.request_parameters),
+        from_event=None if event.event_name in UPDATE_CALLS else pascal_case(event.request_parameters),
         event_copy=f"{event.event_name} request parameters",
     )
 
@@ -223,13 +270,14 @@ def _tagged_target(event: ApiCall) -> Target | str:
 
 def _compliance_target(event: ComplianceChange) -> Target | str:
     rule = event.rule_name.removeprefix("securityhub-")
-    if not rule.startswith(CONFIG_RULES):
+    routed = next((name for name in CONFIG_RULES if rule.startswith(name)), None)
+    if routed is None:
         return f"Config rule {event.rule_name} is not a SageMaker rule"
     if event.compliance != "NON_COMPLIANT":
         return f"Config rule {event.rule_name} reports {event.compliance}, nothing to check"
     kind = CONFIG_RESOURCE_TYPES.get(event.resource_type)
-    if kind is None:
-        return f"Config resource type {event.resource_type} is not a notebook instance or endpoint configuration"
+    if kind is None or kind not in CONFIG_RULE_KINDS[routed]:
+        return f"Config resource type {event.resource_type} is not what the rule {routed} grades"
     name = _last_segment(event.resource_id) if event.resource_id.startswith("arn:") else event.resource_id
     return _target(kind, name, what=f"Config rule {event.rule_name}", region=event.aws_region, account=event.account)
 
@@ -353,14 +401,29 @@ def check_resource(event: Event, settings: Settings, options: Options) -> Outcom
     target = targets_from_event(event)
     if isinstance(target, str):
         return ignored(CHECK, event, target)
-    trigger = Trigger.of(event)
+    return evaluate_target(target, Trigger.of(event), settings, options)
+
+
+def evaluate(target: Target, trigger: Trigger, settings: Settings, *, event: Event | None = None) -> Outcome:
+    """The sweep's way in: the event path's decision for a listed resource (options read from the environment)."""
+    return evaluate_target(target, trigger, settings, load_options())
+
+
+def evaluate_target(target: Target, trigger: Trigger, settings: Settings, options: Options) -> Outcome:
+    """Describe the resource now, grade it, act if asked: the one decision of the event path and the sweep."""
     try:
         description = _describe(target)
         if description is None:
-            return ignored(CHECK, event, f"the {target.kind.value} {target.name} no longer exists")
+            return ignored_at(CHECK, trigger, f"the {target.kind.value} {target.name} no longer exists")
         return _decide(target, description, trigger, settings, options)
     except AwsCallFailed as err:
-        return call_failed(CHECK, trigger, target.arn, f"could not check the {target.kind.value}", err)
+        failed = call_failed(CHECK, trigger, target.arn, f"could not check the {target.kind.value}", err)
+        return replace(failed, controls=controls_of(target.kind))
+
+
+def failed_controls(findings: list[Finding]) -> tuple[str, ...]:
+    """The Security Hub controls the failed rules answer, in control order."""
+    return tuple(sorted({c for f in findings for c in f.rule.controls}, key=control_number))
 
 
 # A rule may fail on hundreds of fields (one per environment variable): the text names a few and counts the rest;
@@ -407,7 +470,7 @@ def _decide(
     buckets = input_buckets(target.kind, description.data)
     pii_of = {bucket: _bucket_is_pii(bucket, target.partition, settings) for bucket in buckets}
     pii_buckets = sorted(b for b, pii in pii_of.items() if pii)
-    findings = evaluate(target.kind, description.data, pii=bool(pii_buckets))
+    findings = rules.evaluate(target.kind, description.data, pii=bool(pii_buckets))
     details: dict[str, Any] = {"described_by": description.read_from, "input_buckets": buckets}
     if pii_buckets:
         details["pii_buckets"] = pii_buckets
@@ -416,6 +479,8 @@ def _decide(
         details["pii_unknown_buckets"] = unknown
     common: dict[str, Any] = {"check": CHECK, "trigger": trigger, "resource": target.arn}
     if not findings:
+        # The controls it was graded against, and passes.
+        common["controls"] = controls_of(target.kind)
         return Outcome(
             outcome=OutcomeKind.COMPLIANT,
             severity=Severity.INFORMATIONAL,
@@ -424,6 +489,7 @@ def _decide(
             **common,
         )
     details["failed_rules"] = [f.as_dict() for f in findings]
+    common["controls"] = failed_controls(findings)
     common["findings"] = tuple(sorted({f.rule.name for f in findings}))  # one alert per resource and rule set
     common["next_step"] = next_step(target, findings)
     severity = worst(findings)
@@ -542,3 +608,182 @@ def _job_tags(target: Target) -> dict[str, str] | None:
     except AwsCallFailed:
         return None
     return {str(tag.get("Key")): str(tag.get("Value", "")) for tag in response.get("Tags", [])}
+
+
+# --- the sweep's way in: every resource of the region -------------------------------------------------------
+#
+# Jobs are listed InProgress only: a running job is the one whose data is still being read and written (and
+# the only one StopUnencryptedJobs can stop); a finished job's settings cannot change, and its history would
+# re-alert every day. Everything else is listed whatever its state: a stopped notebook instance or monitoring
+# schedule starts again with the same settings. Inference experiments that ended are skipped.
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """One List* call of the sweep: its items, the name field of each, and its server-side filter."""
+
+    kind: Kind
+    action: str
+    method: str
+    items: str
+    name: str
+    filters: tuple[tuple[str, str], ...] = ()
+
+
+_IN_PROGRESS = (("StatusEquals", "InProgress"),)
+_LISTINGS = (
+    _Listing(
+        Kind.NOTEBOOK_INSTANCE,
+        "ListNotebookInstances",
+        "list_notebook_instances",
+        "NotebookInstances",
+        "NotebookInstanceName",
+    ),
+    _Listing(
+        Kind.ENDPOINT_CONFIG, "ListEndpointConfigs", "list_endpoint_configs", "EndpointConfigs", "EndpointConfigName"
+    ),
+    _Listing(Kind.MODEL, "ListModels", "list_models", "Models", "ModelName"),
+    _Listing(Kind.DOMAIN, "ListDomains", "list_domains", "Domains", "DomainId"),
+    _Listing(
+        Kind.TRAINING_JOB,
+        "ListTrainingJobs",
+        "list_training_jobs",
+        "TrainingJobSummaries",
+        "TrainingJobName",
+        _IN_PROGRESS,
+    ),
+    _Listing(
+        Kind.PROCESSING_JOB,
+        "ListProcessingJobs",
+        "list_processing_jobs",
+        "ProcessingJobSummaries",
+        "ProcessingJobName",
+        _IN_PROGRESS,
+    ),
+    _Listing(
+        Kind.TRANSFORM_JOB,
+        "ListTransformJobs",
+        "list_transform_jobs",
+        "TransformJobSummaries",
+        "TransformJobName",
+        _IN_PROGRESS,
+    ),
+    _Listing(
+        Kind.TUNING_JOB,
+        "ListHyperParameterTuningJobs",
+        "list_hyper_parameter_tuning_jobs",
+        "HyperParameterTuningJobSummaries",
+        "HyperParameterTuningJobName",
+        _IN_PROGRESS,
+    ),
+    _Listing(
+        Kind.AUTOML_JOB, "ListAutoMLJobs", "list_auto_ml_jobs", "AutoMLJobSummaries", "AutoMLJobName", _IN_PROGRESS
+    ),
+    _Listing(
+        Kind.DATA_QUALITY_JOB_DEFINITION,
+        "ListDataQualityJobDefinitions",
+        "list_data_quality_job_definitions",
+        "JobDefinitionSummaries",
+        "MonitoringJobDefinitionName",
+    ),
+    _Listing(
+        Kind.MODEL_QUALITY_JOB_DEFINITION,
+        "ListModelQualityJobDefinitions",
+        "list_model_quality_job_definitions",
+        "JobDefinitionSummaries",
+        "MonitoringJobDefinitionName",
+    ),
+    _Listing(
+        Kind.MODEL_BIAS_JOB_DEFINITION,
+        "ListModelBiasJobDefinitions",
+        "list_model_bias_job_definitions",
+        "JobDefinitionSummaries",
+        "MonitoringJobDefinitionName",
+    ),
+    _Listing(
+        Kind.MODEL_EXPLAINABILITY_JOB_DEFINITION,
+        "ListModelExplainabilityJobDefinitions",
+        "list_model_explainability_job_definitions",
+        "JobDefinitionSummaries",
+        "MonitoringJobDefinitionName",
+    ),
+    _Listing(
+        Kind.MONITORING_SCHEDULE,
+        "ListMonitoringSchedules",
+        "list_monitoring_schedules",
+        "MonitoringScheduleSummaries",
+        "MonitoringScheduleName",
+    ),
+    _Listing(
+        Kind.FEATURE_GROUP, "ListFeatureGroups", "list_feature_groups", "FeatureGroupSummaries", "FeatureGroupName"
+    ),
+    _Listing(
+        Kind.INFERENCE_EXPERIMENT,
+        "ListInferenceExperiments",
+        "list_inference_experiments",
+        "InferenceExperiments",
+        "Name",
+    ),
+)
+_ENDED_EXPERIMENTS = frozenset({"Completed", "Cancelled"})
+# List* actions have no resource type: IAM accepts them only with Resource "*".
+SWEEP_PERMISSIONS = frozenset(f"sagemaker:{listing.action}" for listing in _LISTINGS)
+
+
+def targets_from_inventory(inventory: Inventory) -> Iterator[Target]:
+    """Every SageMaker resource of the inventory's region this check grades (see the note above)."""
+    for listing in _LISTINGS:
+        for item in inventory.pages("sagemaker", listing.method, listing.items, **dict(listing.filters)):
+            if not isinstance(item, Mapping):
+                continue
+            if listing.kind is Kind.INFERENCE_EXPERIMENT and item.get("Status") in _ENDED_EXPERIMENTS:
+                continue
+            target = _target(
+                listing.kind,
+                scalar(item.get(listing.name)),
+                what=listing.action,
+                region=inventory.region,
+                account=inventory.account,
+            )
+            if isinstance(target, Target):
+                yield target
+
+
+def key_of(target: Target) -> dict[str, str]:
+    return {
+        "kind": target.kind.value,
+        "name": target.name,
+        "region": target.region or "",
+        "account": target.account or "",
+    }
+
+
+def target_of_key(key: Mapping[str, Any]) -> Target:
+    """The target a key names; ValueError when the key does not name one."""
+    region = str(key.get("region") or "") or None
+    target = _target(
+        Kind(str(key.get("kind"))),
+        str(key.get("name") or "") or None,
+        what="sweep key",
+        region=region,
+        account=str(key.get("account") or "") or None,
+    )
+    if isinstance(target, str):
+        raise ValueError(target)
+    return target
+
+
+def resource_of(target: Target) -> str:
+    return target.arn
+
+
+UNIT = CheckUnit(
+    name=CHECK,
+    decide_event=lambda event, settings: check_resource(event, settings, load_options()),
+    targets_from_inventory=targets_from_inventory,
+    evaluate=evaluate,
+    key_of=key_of,
+    target_of_key=target_of_key,
+    resource_of=resource_of,
+    sweep_permissions=SWEEP_PERMISSIONS,
+)
