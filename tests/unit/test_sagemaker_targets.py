@@ -153,3 +153,15 @@ def test_stop_option(value: str | None, stop: bool) -> None:
 def test_invalid_stop_option_names_the_variable() -> None:
     with pytest.raises(SettingsError, match="STOP_UNENCRYPTED_JOBS"):
         load_options({"STOP_UNENCRYPTED_JOBS": "enforce"})
+
+
+@pytest.mark.parametrize(("value", "disable"), [(None, False), ("", False), ("false", False), ("True", True)])
+def test_notebook_root_option(value: str | None, disable: bool) -> None:
+    environ = {} if value is None else {"DISABLE_NOTEBOOK_ROOT_ACCESS": value}
+
+    assert load_options(environ) == Options(disable_notebook_root=disable)
+
+
+def test_invalid_notebook_root_option_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="DISABLE_NOTEBOOK_ROOT_ACCESS"):
+        load_options({"DISABLE_NOTEBOOK_ROOT_ACCESS": "yes"})

@@ -142,8 +142,11 @@ DESCRIBE_PERMISSIONS = frozenset(
 BUCKET_PERMISSIONS = frozenset({"s3:GetBucketTagging"})
 # Only with StopUnencryptedJobs=true: the template grants these under that condition.
 STOP_PERMISSIONS = frozenset({f"sagemaker:{api.action}" for api, _ in _STOP.values()} | {"sagemaker:ListTags"})
+# Only with DisableNotebookRootAccess=true (SageMaker.3), on notebook instances.
+ROOT_PERMISSIONS = frozenset({"sagemaker:UpdateNotebookInstance", "sagemaker:ListTags"})
 
 STOP_ENV = "STOP_UNENCRYPTED_JOBS"
+ROOT_ENV = "DISABLE_NOTEBOOK_ROOT_ACCESS"
 _NAME = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,119}$")
 _DOMAIN_ID = re.compile(r"^d-[a-z0-9]{1,60}$")
 # Feature group names may hold underscores (CreateFeatureGroup API reference).
@@ -160,14 +163,20 @@ class Options:
 
     # Stop training / processing / transform / tuning jobs that fail a HIGH rule.
     stop_jobs: bool = False
+    # SageMaker.3: turn root access off on a stopped notebook instance (DisableNotebookRootAccess).
+    disable_notebook_root: bool = False
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "false").strip().lower() or "false"
+    if raw not in ("true", "false"):
+        raise SettingsError(f"{name} must be one of true | false, got {raw!r}")
+    return raw == "true"
 
 
 def load_options(environ: Mapping[str, str] | None = None) -> Options:
     env = os.environ if environ is None else environ
-    raw = env.get(STOP_ENV, "false").strip().lower() or "false"
-    if raw not in ("true", "false"):
-        raise SettingsError(f"{STOP_ENV} must be one of true | false, got {raw!r}")
-    return Options(stop_jobs=raw == "true")
+    return Options(stop_jobs=_flag(env, STOP_ENV), disable_notebook_root=_flag(env, ROOT_ENV))
 
 
 # --- which resource ----------------------------------------------------------------------------------------
@@ -497,9 +506,15 @@ def _decide(
     if not description.live:
         what += f" (decided on the {description.read_from})"
     high = any(f.rule.severity is Severity.HIGH for f in findings)
+    fix = None
     if options.stop_jobs and high and target.kind in STOPPABLE:
-        return _stop(
+        fix = _stop_fix(target)
+    elif options.disable_notebook_root and any(f.rule is rules.NOTEBOOK_ROOT for f in findings):
+        fix = _root_fix(target)
+    if fix is not None:
+        return _fix(
             target,
+            fix,
             description=description,
             what=what,
             severity=severity,
@@ -510,8 +525,81 @@ def _decide(
     return Outcome(outcome=OutcomeKind.FLAGGED, severity=severity, reason=what, details=details, **common)
 
 
-def _stop(
+@dataclass(frozen=True)
+class _Fix:
+    """One safe fix: the call, the state it needs, the field that shows it took, and how to undo it."""
+
+    api: _Api
+    params: Mapping[str, Any]
+    # The described field that must hold `ready` before the fix, and the values it may read back as after it.
+    status_field: str
+    ready: str
+    verify_field: str
+    verified: frozenset[str]
+    previous: Mapping[str, Any]
+    planned: Mapping[str, Any]
+    done: str
+    would: str
+    # "not stopped", "root access left on": what the alert says when the guards hold the fix back.
+    held_back: str
+    undo: str
+    by_hand: str
+
+
+def _stop_fix(target: Target) -> _Fix:
+    stop, status_field = _STOP[target.kind]
+    return _Fix(
+        api=stop,
+        params={stop.parameter: target.name},
+        status_field=status_field,
+        ready="InProgress",
+        verify_field=status_field,
+        verified=frozenset({"Stopping", "Stopped"}),
+        previous={status_field: "InProgress"},
+        planned={status_field: "Stopping"},
+        done="job stopped (StopUnencryptedJobs=true)",
+        would="would stop the job",
+        held_back="not stopped",
+        undo=(
+            f"a stopped job cannot be resumed: start a new {target.kind.value} with the settings named above, "
+            f"or, to keep such a job running, {exemptions.hint(target.arn, CHECK)} before starting it"
+        ),
+        by_hand=f"stop the job yourself ({_stop_command(target, stop)})",
+    )
+
+
+_UPDATE_NOTEBOOK = _Api("UpdateNotebookInstance", "update_notebook_instance", "NotebookInstanceName")
+
+
+def _root_fix(target: Target) -> _Fix:
+    """SageMaker.3: root access off, on a stopped notebook instance only (an update needs it stopped, and
+    stopping one would cut off the people working in it)."""
+    return _Fix(
+        api=_UPDATE_NOTEBOOK,
+        params={"NotebookInstanceName": target.name, "RootAccess": "Disabled"},
+        status_field="NotebookInstanceStatus",
+        ready="Stopped",
+        verify_field="RootAccess",
+        verified=frozenset({"Disabled"}),
+        previous={"RootAccess": "Enabled"},
+        planned={"RootAccess": "Disabled"},
+        done="root access turned off (DisableNotebookRootAccess=true)",
+        would="would turn root access off",
+        held_back="root access left on",
+        undo=(
+            f"aws sagemaker update-notebook-instance --notebook-instance-name {target.name} --root-access Enabled "
+            f"(while it is stopped), or, to keep root access, {exemptions.hint(target.arn, CHECK)}"
+        ),
+        by_hand=(
+            f"turn root access off yourself (aws sagemaker update-notebook-instance --notebook-instance-name "
+            f"{target.name} --root-access Disabled, while it is stopped)"
+        ),
+    )
+
+
+def _fix(
     target: Target,
+    fix: _Fix,
     *,
     description: _Description,
     what: str,
@@ -520,89 +608,83 @@ def _stop(
     common: dict[str, Any],
     settings: Settings,
 ) -> Outcome:
-    stop, status_field = _STOP[target.kind]
-    status = description.data.get(status_field)
-    if not description.live or status != "InProgress":
+    """Exemption, dry-run, write, read back: the same guards for every fix this check makes."""
+    status = description.data.get(fix.status_field)
+    if not description.live or status != fix.ready:
         shown = status if description.live else "unknown (not described live)"
         return Outcome(
             outcome=OutcomeKind.FLAGGED,
             severity=severity,
-            reason=f"{what}; not stopped: job status is {shown}",
+            reason=f"{what}; {fix.held_back}: {target.kind.value.split('-')[-1]} status is {shown}",
             details=details,
             **common,
         )
-    tags = _job_tags(target)
+    tags = _resource_tags(target)
     if tags is None:
-        # Never stop a job that may be exempt: without its tags, alert instead.
+        # Never change a resource that may be exempt: without its tags, alert instead.
         return Outcome(
             outcome=OutcomeKind.FLAGGED,
             severity=severity,
-            reason=f"{what}; not stopped: its tags (exemption) could not be read",
+            reason=f"{what}; {fix.held_back}: its tags (exemption) could not be read",
             details=details,
             **common,
         )
     exemption = exemption_for(target.arn, CHECK, tags, settings)
     details["exemption"] = exemption.reason
-    previous = {status_field: status}
     if exemption.active:
         return Outcome(
             outcome=OutcomeKind.EXEMPT,
             severity=Severity.LOW,
-            reason=f"{what}; left running: {exemption.reason}",
+            reason=f"{what}; left as it is: {exemption.reason}",
             details=details,
             **common,
         )
-    action = f"sagemaker:{stop.action}"
     if not settings.enforce:
         return Outcome(
             outcome=OutcomeKind.WOULD_REMEDIATE,
             severity=severity,
-            reason=f"{what}; dry run: would stop the job",
-            previous_state=previous,
-            new_state={status_field: "Stopping"},
+            reason=f"{what}; dry run: {fix.would}",
+            previous_state=dict(fix.previous),
+            new_state=dict(fix.planned),
             details=details,
             **common,
         )
-    undo = (
-        f"a stopped job cannot be resumed: start a new {target.kind.value} with the settings named above, "
-        f"or, to keep such a job running, {exemptions.hint(target.arn, CHECK)} before starting it"
-    )
-    by_hand = f"stop the job yourself ({_stop_command(target, stop)}), then {common['next_step']}"
+    by_hand = f"{fix.by_hand}, then {common['next_step']}"
     try:
-        _call(stop, "sagemaker", **{stop.parameter: target.name})
+        _call(fix.api, "sagemaker", **fix.params)
     except AwsCallFailed as err:
         return Outcome(
             outcome=OutcomeKind.FAILED,
             severity=severity,
-            reason=f"{what}; could not stop the job: {err.explanation}",
-            previous_state=previous,
+            reason=f"{what}; could not {fix.would.removeprefix('would ')}: {err.explanation}",
+            previous_state=dict(fix.previous),
             error_code=err.code,
             details={**details, "failed_action": err.action},
             cause=err,
             **{**common, "next_step": by_hand},
         )
-    after = _call(target.describe, "sagemaker", **{target.describe.parameter: target.name}).get(status_field)
-    stopped: dict[str, Any] = {
+    after = _call(target.describe, "sagemaker", **{target.describe.parameter: target.name}).get(fix.verify_field)
+    changed: dict[str, Any] = {
         "severity": severity,
-        "actions": (action,),
-        "previous_state": previous,
-        "new_state": {status_field: after},
-        "undo": undo,
+        "actions": (f"sagemaker:{fix.api.action}",),
+        "previous_state": dict(fix.previous),
+        "new_state": {fix.verify_field: after},
+        "undo": fix.undo,
         "details": details,
         **common,
     }
-    if after not in ("Stopping", "Stopped"):
+    if after not in fix.verified:
         return Outcome(
             outcome=OutcomeKind.FAILED,
-            reason=f"{what}; stop was requested but the job reads back as {after}",
+            reason=f"{what}; {fix.api.action} was accepted but {fix.verify_field} reads back as {after}",
             error_code="VerificationFailed",
-            **{**stopped, "next_step": by_hand},
+            **{**changed, "next_step": by_hand},
         )
-    return Outcome(outcome=OutcomeKind.REMEDIATED, reason=f"{what}; job stopped (StopUnencryptedJobs=true)", **stopped)
+    return Outcome(outcome=OutcomeKind.REMEDIATED, reason=f"{what}; {fix.done}", **changed)
 
 
-def _job_tags(target: Target) -> dict[str, str] | None:
-    """The job's tags; None when they cannot be read."""
+def _resource_tags(target: Target) -> dict[str, str] | None:
+    """The resource's tags; None when they cannot be read."""
     try:
         response = _call(_Api("ListTags", "list_tags", "ResourceArn"), "sagemaker", ResourceArn=target.arn)
     except AwsCallFailed:

@@ -911,7 +911,7 @@ def _model_registry(kind: Kind, description: Mapping[str, Any]) -> list[Finding]
         return []
     findings = []
     primary = description.get("PrimaryContainer")
-    if isinstance(primary, Mapping) and not _private_registry(primary):
+    if isinstance(primary, Mapping) and _set(primary) and not _private_registry(primary):
         findings.append(Finding(MODEL_PRIMARY_REGISTRY, ("PrimaryContainer.ImageConfig.RepositoryAccessMode",)))
     public = [
         f"Containers[{index}].ImageConfig.RepositoryAccessMode"
