@@ -869,3 +869,35 @@ UNIT = CheckUnit(
     resource_of=resource_of,
     sweep_permissions=SWEEP_PERMISSIONS,
 )
+
+
+# --- the README's coverage table, rendered from the rules so that it cannot drift ----------------------------
+
+COVERAGE_START = "<!-- sagemaker-coverage:start (tools/render_sagemaker_coverage.py) -->"
+COVERAGE_END = "<!-- sagemaker-coverage:end -->"
+
+
+def coverage_table() -> str:
+    """SageMaker.1 to .25: severity, rule, trigger calls, Config rules, sweep listing, remediation."""
+    calls: dict[Kind, list[str]] = {}
+    for call, (kind, _) in API_CALLS.items():
+        calls.setdefault(kind, []).append(f"`{call}`")
+    by_control = {control: rule for rule in rules.CONTROL_RULES for control in rule.controls}
+    lines = [
+        "| control | severity | rule | at event time (CloudTrail) | AWS Config rules routed | sweep | remediation |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for number in range(1, 26):
+        control = f"SageMaker.{number}"
+        if control in rules.NOT_COVERED:
+            lines.append(f"| {control} | | | not applicable: {rules.NOT_COVERED[control]} | | | |")
+            continue
+        rule = by_control[control]
+        triggers = ", ".join(call for kind in rule.kinds for call in calls.get(kind, []))
+        config = ", ".join(f"`{name}`" for name in rule.config_rules)
+        sweep = ", ".join(f"`{listing.action}`" for listing in _LISTINGS if listing.kind in rule.kinds)
+        lines.append(
+            f"| {control} | {rule.severity.value} | `{rule.name}` | {triggers} | {config} | {sweep} | "
+            f"{rule.remediation or 'alert (its next step says what to change)'} |"
+        )
+    return "\n".join(lines)
