@@ -336,9 +336,18 @@ def pascal_case(value: Any) -> Any:
 # --- reading AWS -------------------------------------------------------------------------------------------
 
 
-def _call(api: _Api, service: str, **kwargs: Any) -> Any:
+def _sagemaker(region: str | None) -> Any:
+    """SageMaker in the resource's own region: a sweep reaches every region, not only the function's."""
+    default = clients.client("sagemaker")
+    if region is None or region == default.meta.region_name:
+        return default
+    return clients.client("sagemaker", region)
+
+
+def _call(api: _Api, service: str, *, region: str | None = None, **kwargs: Any) -> Any:
+    aws = _sagemaker(region) if service == "sagemaker" else clients.client(service)
     try:
-        return getattr(clients.client(service), api.method)(**kwargs)
+        return getattr(aws, api.method)(**kwargs)
     except ClientError as err:
         raise AwsCallFailed.from_error(f"{service}:{api.action}", err) from err
     except BotoCoreError as err:
@@ -365,7 +374,7 @@ class _Description:
 def _describe(target: Target) -> _Description | None:
     """The live description; the event's copy when Describe* fails; None when the resource is gone."""
     try:
-        data = _call(target.describe, "sagemaker", **{target.describe.parameter: target.name})
+        data = _call(target.describe, "sagemaker", region=target.region, **{target.describe.parameter: target.name})
     except AwsCallFailed as err:
         # The event's copy is only worth deciding on when it says more than the resource's name.
         if target.from_event and len(target.from_event) > 1:
@@ -413,8 +422,12 @@ def check_resource(event: Event, settings: Settings, options: Options) -> Outcom
     return evaluate_target(target, Trigger.of(event), settings, options)
 
 
-def evaluate(target: Target, trigger: Trigger, settings: Settings, *, event: Event | None = None) -> Outcome:
+def evaluate(
+    target: Target | ListingFailed, trigger: Trigger, settings: Settings, *, event: Event | None = None
+) -> Outcome:
     """The sweep's way in: the event path's decision for a listed resource (options read from the environment)."""
+    if isinstance(target, ListingFailed):
+        return target.outcome(trigger)
     return evaluate_target(target, trigger, settings, load_options())
 
 
@@ -651,7 +664,7 @@ def _fix(
         )
     by_hand = f"{fix.by_hand}, then {common['next_step']}"
     try:
-        _call(fix.api, "sagemaker", **fix.params)
+        _call(fix.api, "sagemaker", region=target.region, **fix.params)
     except AwsCallFailed as err:
         return Outcome(
             outcome=OutcomeKind.FAILED,
@@ -663,7 +676,8 @@ def _fix(
             cause=err,
             **{**common, "next_step": by_hand},
         )
-    after = _call(target.describe, "sagemaker", **{target.describe.parameter: target.name}).get(fix.verify_field)
+    describe = {target.describe.parameter: target.name}
+    after = _call(target.describe, "sagemaker", region=target.region, **describe).get(fix.verify_field)
     changed: dict[str, Any] = {
         "severity": severity,
         "actions": (f"sagemaker:{fix.api.action}",),
@@ -686,7 +700,8 @@ def _fix(
 def _resource_tags(target: Target) -> dict[str, str] | None:
     """The resource's tags; None when they cannot be read."""
     try:
-        response = _call(_Api("ListTags", "list_tags", "ResourceArn"), "sagemaker", ResourceArn=target.arn)
+        list_tags = _Api("ListTags", "list_tags", "ResourceArn")
+        response = _call(list_tags, "sagemaker", region=target.region, ResourceArn=target.arn)
     except AwsCallFailed:
         return None
     return {str(tag.get("Key")): str(tag.get("Value", "")) for tag in response.get("Tags", [])}
@@ -812,26 +827,75 @@ _ENDED_EXPERIMENTS = frozenset({"Completed", "Cancelled"})
 SWEEP_PERMISSIONS = frozenset(f"sagemaker:{listing.action}" for listing in _LISTINGS)
 
 
-def targets_from_inventory(inventory: Inventory) -> Iterator[Target]:
-    """Every SageMaker resource of the inventory's region this check grades (see the note above)."""
+@dataclass(frozen=True)
+class ListingFailed:
+    """One kind of resource the sweep could not list. The other kinds are still swept; this one becomes a
+    `failed` outcome (HIGH, alerted), because nothing is known about its resources."""
+
+    kind: Kind
+    action: str
+    code: str
+    explanation: str
+    region: str
+    account: str
+
+    @property
+    def resource(self) -> str:
+        return f"{self.account}/{self.region}/{self.kind.value}"
+
+    def outcome(self, trigger: Trigger) -> Outcome:
+        return Outcome(
+            check=CHECK,
+            outcome=OutcomeKind.FAILED,
+            severity=Severity.HIGH,
+            reason=f"could not list the {self.kind.value}s of {self.region}: {self.explanation}",
+            trigger=trigger,
+            resource=self.resource,
+            error_code=self.code,
+            details={"failed_action": self.action},
+            controls=controls_of(self.kind),
+        )
+
+
+def targets_from_inventory(inventory: Inventory) -> Iterator[Target | ListingFailed]:
+    """Every SageMaker resource of the inventory's region this check grades (see the note above).
+
+    A List* call that fails ends its own kind's listing only: the kinds after it are still listed.
+    """
     for listing in _LISTINGS:
-        for item in inventory.pages("sagemaker", listing.method, listing.items, **dict(listing.filters)):
-            if not isinstance(item, Mapping):
-                continue
-            if listing.kind is Kind.INFERENCE_EXPERIMENT and item.get("Status") in _ENDED_EXPERIMENTS:
-                continue
-            target = _target(
-                listing.kind,
-                scalar(item.get(listing.name)),
-                what=listing.action,
+        try:
+            yield from _listed(inventory, listing)
+        except AwsCallFailed as err:
+            yield ListingFailed(
+                kind=listing.kind,
+                action=f"sagemaker:{listing.action}",
+                code=err.code,
+                explanation=err.explanation,
                 region=inventory.region,
                 account=inventory.account,
             )
-            if isinstance(target, Target):
-                yield target
 
 
-def key_of(target: Target) -> dict[str, str]:
+def _listed(inventory: Inventory, listing: _Listing) -> Iterator[Target]:
+    for item in inventory.pages("sagemaker", listing.method, listing.items, **dict(listing.filters)):
+        if not isinstance(item, Mapping):
+            continue
+        if listing.kind is Kind.INFERENCE_EXPERIMENT and item.get("Status") in _ENDED_EXPERIMENTS:
+            continue
+        target = _target(
+            listing.kind,
+            scalar(item.get(listing.name)),
+            what=listing.action,
+            region=inventory.region,
+            account=inventory.account,
+        )
+        if isinstance(target, Target):
+            yield target
+
+
+def key_of(target: Target | ListingFailed) -> dict[str, str]:
+    if isinstance(target, ListingFailed):
+        return {"listing_failed": target.kind.value, **{k: getattr(target, k) for k in _FAILED_FIELDS}}
     return {
         "kind": target.kind.value,
         "name": target.name,
@@ -840,8 +904,14 @@ def key_of(target: Target) -> dict[str, str]:
     }
 
 
-def target_of_key(key: Mapping[str, Any]) -> Target:
+_FAILED_FIELDS = ("action", "code", "explanation", "region", "account")
+
+
+def target_of_key(key: Mapping[str, Any]) -> Target | ListingFailed:
     """The target a key names; ValueError when the key does not name one."""
+    if "listing_failed" in key:
+        fields = {name: str(key.get(name) or "") for name in _FAILED_FIELDS}
+        return ListingFailed(kind=Kind(str(key["listing_failed"])), **fields)
     region = str(key.get("region") or "") or None
     target = _target(
         Kind(str(key.get("kind"))),
@@ -855,8 +925,8 @@ def target_of_key(key: Mapping[str, Any]) -> Target:
     return target
 
 
-def resource_of(target: Target) -> str:
-    return target.arn
+def resource_of(target: Target | ListingFailed) -> str:
+    return target.resource if isinstance(target, ListingFailed) else target.arn
 
 
 UNIT = CheckUnit(
