@@ -315,3 +315,29 @@ def test_an_exemption_granted_with_the_cli_over_http_keeps_the_bucket_as_it_is(a
     assert _block(account) is None
     subjects = [alert["Subject"] for alert in _alerts(account)]
     assert any("exemption_registry" in subject for subject in subjects)
+
+
+def test_replay_json_lines_carry_the_security_hub_controls(account: dict[str, Any]) -> None:
+    sagemaker = boto3.client(
+        "sagemaker",
+        region_name="us-east-1",
+        endpoint_url=account["endpoint"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    sagemaker.create_model(
+        ModelName="mlw-churn-model",
+        PrimaryContainer={"Image": "xgboost:1.7"},
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/service-role/AmazonSageMaker-ExecutionRole-MLW",
+    )
+
+    result = _replay(
+        account,
+        "--json",
+        str(EVENTS / "sagemaker/create-model-no-network-isolation.json"),
+        str(EVENTS / "s3/put-bucket-acl-public.json"),
+    )
+
+    model, bucket = _lines(result)
+    assert (model["outcome"], model["controls"]) == ("flagged", ["SageMaker.5", "SageMaker.16"])
+    assert bucket["controls"] == []  # empty when no control applies
