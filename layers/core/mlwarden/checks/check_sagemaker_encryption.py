@@ -336,10 +336,16 @@ def pascal_case(value: Any) -> Any:
 # --- reading AWS -------------------------------------------------------------------------------------------
 
 
+# us-east-1, us-gov-west-1, cn-north-1, eu-central-2: anything else is not a region to build a client for.
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
+
+
 def _sagemaker(region: str | None) -> Any:
-    """SageMaker in the resource's own region: a sweep reaches every region, not only the function's."""
+    """SageMaker in the resource's own region: a sweep reaches every region, not only the function's.
+
+    A region that is not one (a damaged event) reads the function's own region, as events always did."""
     default = clients.client("sagemaker")
-    if region is None or region == default.meta.region_name:
+    if region is None or region == default.meta.region_name or not _REGION.match(region):
         return default
     return clients.client("sagemaker", region)
 
