@@ -18,10 +18,9 @@ import pytest
 from botocore.stub import Stubber
 
 from mlwarden import clients
+from tests.conftest import ACCOUNT, REGION
 
 APP = "check_sagemaker_encryption"
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerExecution"
 KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 VPC = {"SecurityGroupIds": ["sg-0a1b2c3d"], "Subnets": ["subnet-0a1b2c3d"]}

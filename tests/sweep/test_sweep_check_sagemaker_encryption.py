@@ -387,7 +387,9 @@ def test_a_listing_that_fails_is_a_failed_outcome_and_the_other_kinds_are_still_
         sagemaker_check.target_of_key(
             {"kind": "feature-group", "name": "customer_features", "region": REGION, "account": ACCOUNT}
         ),
-        sagemaker_check.ListingFailed(Kind.MODEL, "sagemaker:ListModels", "Throttling", "slow down", REGION, ACCOUNT),
+        sagemaker_check.ListingFailed(
+            Kind.MODEL, "sagemaker:ListModels", "Throttling", "Rate exceeded", REGION, ACCOUNT
+        ),
     ],
 )
 def test_a_target_survives_its_key(target: Any) -> None:

@@ -841,7 +841,7 @@ class ListingFailed:
     kind: Kind
     action: str
     code: str
-    explanation: str
+    message: str
     region: str
     account: str
 
@@ -850,17 +850,11 @@ class ListingFailed:
         return f"{self.account}/{self.region}/{self.kind.value}"
 
     def outcome(self, trigger: Trigger) -> Outcome:
-        return Outcome(
-            check=CHECK,
-            outcome=OutcomeKind.FAILED,
-            severity=Severity.HIGH,
-            reason=f"could not list the {self.kind.value}s of {self.region}: {self.explanation}",
-            trigger=trigger,
-            resource=self.resource,
-            error_code=self.code,
-            details={"failed_action": self.action},
-            controls=controls_of(self.kind),
+        err = AwsCallFailed(self.action, self.code, self.message)
+        failed = call_failed(
+            CHECK, trigger, self.resource, f"could not list the {self.kind.value}s of {self.region}", err
         )
+        return replace(failed, controls=controls_of(self.kind))
 
 
 def targets_from_inventory(inventory: Inventory) -> Iterator[Target | ListingFailed]:
@@ -876,7 +870,7 @@ def targets_from_inventory(inventory: Inventory) -> Iterator[Target | ListingFai
                 kind=listing.kind,
                 action=f"sagemaker:{listing.action}",
                 code=err.code,
-                explanation=err.explanation,
+                message=err.message,
                 region=inventory.region,
                 account=inventory.account,
             )
@@ -910,7 +904,7 @@ def key_of(target: Target | ListingFailed) -> dict[str, str]:
     }
 
 
-_FAILED_FIELDS = ("action", "code", "explanation", "region", "account")
+_FAILED_FIELDS = ("action", "code", "message", "region", "account")
 
 
 def target_of_key(key: Mapping[str, Any]) -> Target | ListingFailed:
