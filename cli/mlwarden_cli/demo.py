@@ -343,8 +343,8 @@ def _training_job(sagemaker: Any, name: str, *, encrypted: bool) -> None:
 
 
 def _model_and_monitoring(sagemaker: Any) -> None:
-    """The model and the monitoring job definition the CreateModel and CreateDataQualityJobDefinition samples
-    report, as SageMaker would describe them."""
+    """The model, monitoring job definition and feature group the CreateModel, CreateDataQualityJobDefinition
+    and *FeatureGroup samples report, as SageMaker would describe them."""
     events_dir = Path(__file__).resolve().parents[2] / "events"
     model = json.loads((events_dir / "sagemaker/create-model-no-network-isolation.json").read_text())
     container = model["detail"]["requestParameters"]["primaryContainer"]
@@ -383,6 +383,18 @@ def _model_and_monitoring(sagemaker: Any) -> None:
         NetworkConfig={"EnableInterContainerTrafficEncryption": False, "EnableNetworkIsolation": False},
         RoleArn=SAGEMAKER_ROLE,
         StoppingCondition={"MaxRuntimeInSeconds": 1800},
+    )
+    # The feature group of the CreateFeatureGroup/UpdateFeatureGroup samples (moto keeps no online store).
+    sagemaker.create_feature_group(
+        FeatureGroupName="mlw_customer_features",
+        RecordIdentifierFeatureName="customer_id",
+        EventTimeFeatureName="event_time",
+        FeatureDefinitions=[
+            {"FeatureName": "customer_id", "FeatureType": "String"},
+            {"FeatureName": "event_time", "FeatureType": "String"},
+        ],
+        OfflineStoreConfig={"S3StorageConfig": {"S3Uri": "s3://mlw-feature-store/offline"}},
+        RoleArn=SAGEMAKER_ROLE,
     )
 
 

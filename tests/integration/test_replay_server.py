@@ -161,6 +161,7 @@ def test_unrouted_and_table_output(account: dict[str, Any]) -> None:
             "reason": "no rule in the template matches this event",
             "redelivered": False,
             "source": str(EVENTS / "unrelated/ec2-run-instances.json"),
+            "controls": [],
         }
     ]
 

@@ -363,8 +363,11 @@ def _call(api: _Api, service: str, *, region: str | None = None, **kwargs: Any) 
 def _not_found(err: AwsCallFailed) -> bool:
     if err.code in ("ResourceNotFound", "ResourceNotFoundException"):
         return True
+    # DescribeNotebookInstance answers a missing instance with ValidationException "RecordNotFound".
     message = err.message.lower()
-    return err.code == "ValidationException" and ("could not find" in message or "not found" in message)
+    return err.code == "ValidationException" and any(
+        words in message for words in ("could not find", "not found", "recordnotfound")
+    )
 
 
 @dataclass(frozen=True)
