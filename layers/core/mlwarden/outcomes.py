@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from mlwarden.errors import AwsCallFailed
-from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, StateChange
+from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, SecurityHubFinding, StateChange
 
 SWEEP_SOURCE = "mlwarden.sweep"
 
@@ -47,6 +47,9 @@ class Trigger:
     time: str | None
     account: str | None
     region: str | None
+    # Organization mode: the account's name and organizational unit, for the alert (organization.labelled).
+    account_name: str | None = None
+    organizational_unit: str | None = None
 
     @classmethod
     def sweep(cls, sweep_id: str, account: str, region: str, time: str | None = None) -> Trigger:
@@ -67,7 +70,7 @@ class Trigger:
         return self.kind == "sweep"
 
     @classmethod
-    def of(cls, event: Event) -> Trigger:
+    def of(cls, event: Event | SecurityHubFinding) -> Trigger:
         if isinstance(event, ApiCall):
             return cls(
                 event_id=event.envelope.id,
@@ -89,6 +92,17 @@ class Trigger:
                 source=event.envelope.source,
                 kind=kind,
                 name=name,
+                actor=None,
+                time=event.envelope.time,
+                account=event.account,
+                region=event.aws_region,
+            )
+        if isinstance(event, SecurityHubFinding):
+            return cls(
+                event_id=event.envelope.id,
+                source=event.envelope.source,
+                kind="securityhub",
+                name=f"{event.control or 'finding'} {event.compliance or ''}".strip(),
                 actor=None,
                 time=event.envelope.time,
                 account=event.account,
@@ -191,8 +205,15 @@ class Outcome:
                 "time": self.trigger.time,
                 "account": self.trigger.account,
                 "region": self.trigger.region,
+                **_account_label(self.trigger),
             },
         }
+
+
+def _account_label(trigger: Trigger) -> dict[str, str]:
+    """The account's name and OU when organization mode knows them; nothing otherwise (single-account alerts)."""
+    label = {"account_name": trigger.account_name, "organizational_unit": trigger.organizational_unit}
+    return {key: value for key, value in label.items() if value}
 
 
 def outcome_from_dict(data: Mapping[str, Any]) -> Outcome:
@@ -213,6 +234,8 @@ def outcome_from_dict(data: Mapping[str, Any]) -> Outcome:
                 time=trigger.get("time"),
                 account=trigger.get("account"),
                 region=trigger.get("region"),
+                account_name=trigger.get("account_name"),
+                organizational_unit=trigger.get("organizational_unit"),
             ),
             resource=data.get("resource"),
             actions=tuple(data.get("actions") or ()),
@@ -233,7 +256,7 @@ def outcome_from_dict(data: Mapping[str, Any]) -> Outcome:
         raise ValueError(f"not a recorded outcome: {err!r}") from err
 
 
-def ignored(check: str, event: Event, reason: str) -> Outcome:
+def ignored(check: str, event: Event | SecurityHubFinding, reason: str) -> Outcome:
     return ignored_at(check, Trigger.of(event), reason)
 
 

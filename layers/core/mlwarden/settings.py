@@ -22,6 +22,9 @@ FLAP_THRESHOLD_RANGE = range(1, 101)
 MAX_EXEMPTION_DAYS_RANGE = range(1, 366)
 FLAP_DIGEST_MINUTES_RANGE = range(5, 1441)
 ALERT_DEDUP_HOURS_RANGE = range(1, 169)
+# IAM role names: 1-64 characters from letters, digits and + = , . @ _ -
+_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+_ORGANIZATION_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
 
 
 class SettingsError(ValueError):
@@ -55,6 +58,13 @@ class Settings:
     flap_digest_minutes: int = 60
     # The same resource with the same failed findings and severity alerts once within this many hours.
     alert_dedup_hours: int = 24
+    # Outcomes that need a person also become AWS Security Hub findings (securityhub.py).
+    security_hub_findings: bool = False
+    # Organization mode: an event from another account is acted on through that account's member role
+    # (arn:PARTITION:iam::ACCOUNT:role/MEMBER_ROLE_NAME); None acts with the function's own credentials only.
+    member_role_name: str | None = None
+    # The organization (o-...) whose accounts send events; alerts then name the account and its OU.
+    organization_id: str | None = None
 
     @property
     def enforce(self) -> bool:
@@ -117,9 +127,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "EXEMPTION_TABLE must be a DynamoDB table name (3-255 characters: letters, digits, _ . -), "
             f"got {exemption_table!r}"
         )
-    trust_raw = env.get("TRUST_EXEMPTION_TAGS", "").strip().lower() or "false"
-    if trust_raw not in ("true", "false"):
-        raise SettingsError(f"TRUST_EXEMPTION_TAGS must be one of true | false, got {trust_raw[:40]!r}")
+    trust_exemption_tags = _true_or_false(env, "TRUST_EXEMPTION_TAGS")
     max_days_raw = env.get("MAX_EXEMPTION_DAYS", "").strip() or "90"
     max_days = int(max_days_raw) if re.fullmatch(r"[0-9]{1,4}", max_days_raw) else 0
     if max_days not in MAX_EXEMPTION_DAYS_RANGE:
@@ -129,6 +137,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         )
     flap_digest_minutes = _whole_number(env, "FLAP_DIGEST_MINUTES", 60, FLAP_DIGEST_MINUTES_RANGE)
     alert_dedup_hours = _whole_number(env, "ALERT_DEDUP_HOURS", 24, ALERT_DEDUP_HOURS_RANGE)
+    security_hub_findings = _true_or_false(env, "SECURITY_HUB_FINDINGS")
+
+    member_role_name = env.get("MEMBER_ROLE_NAME", "").strip() or None
+    if member_role_name is not None and not _ROLE_NAME.match(member_role_name):
+        raise SettingsError(
+            "MEMBER_ROLE_NAME must be an IAM role name (1-64 characters: letters, digits, + = , . @ _ -), "
+            f"got {member_role_name[:80]!r}"
+        )
+    organization_id = env.get("ORGANIZATION_ID", "").strip() or None
+    if organization_id is not None and not _ORGANIZATION_ID.match(organization_id):
+        raise SettingsError(f"ORGANIZATION_ID must be an organization id (o-...), got {organization_id[:40]!r}")
 
     return Settings(
         alert_topic_arn=topic,
@@ -138,11 +157,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         outcome_table=table,
         flap_threshold=threshold,
         exemption_table=exemption_table,
-        trust_exemption_tags=trust_raw == "true",
+        trust_exemption_tags=trust_exemption_tags,
         max_exemption_days=max_days,
         flap_digest_minutes=flap_digest_minutes,
         alert_dedup_hours=alert_dedup_hours,
+        security_hub_findings=security_hub_findings,
+        member_role_name=member_role_name,
+        organization_id=organization_id,
     )
+
+
+def _true_or_false(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower() or "false"
+    if raw not in ("true", "false"):
+        raise SettingsError(f"{name} must be one of true | false, got {raw[:40]!r}")
+    return raw == "true"
 
 
 def _whole_number(env: Mapping[str, str], name: str, default: int, allowed: range) -> int:
