@@ -364,9 +364,9 @@ def test_replay_json_lines_carry_the_security_hub_controls(account: dict[str, An
         account,
         "--json",
         str(EVENTS / "sagemaker/create-model-no-network-isolation.json"),
-        str(EVENTS / "s3/put-bucket-acl-public.json"),
+        str(EVENTS / UNRELATED),
     )
 
-    model, bucket = _lines(result)
+    model, unrouted = _lines(result)
     assert (model["outcome"], model["controls"]) == ("flagged", ["SageMaker.5", "SageMaker.16"])
-    assert bucket["controls"] == []  # empty when no control applies
+    assert unrouted["controls"] == []  # empty when no control applies
