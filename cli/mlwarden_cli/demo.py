@@ -170,6 +170,18 @@ SCENARIO = (
         "a CreateTrainingJob that AWS denied (the rule filters failed calls)",
     ),
     Step(
+        "sagemaker/create-model-no-network-isolation.json",
+        "CheckSageMakerEncryptionFunction",
+        "flagged",
+        "a model in a VPC without network isolation, its image not from a private registry: SageMaker.5, .16",
+    ),
+    Step(
+        "sagemaker/create-data-quality-job-definition-unencrypted.json",
+        "CheckSageMakerEncryptionFunction",
+        "flagged",
+        "a data-quality monitoring job on two instances, unencrypted and not isolated: SageMaker.9, .11",
+    ),
+    Step(
         "iam/put-role-policy-s3-wildcard.json",
         "FlagWildcardIamFunction",
         "flagged",
@@ -191,6 +203,9 @@ SCENARIO = (
 SAGEMAKER_ROLE = "arn:aws:iam::123456789012:role/service-role/AmazonSageMaker-ExecutionRole-MLW"
 SAGEMAKER_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 UNENCRYPTED_JOB = "mlw-churn-xgb-unencrypted"
+DEMO_MODEL = "mlw-churn-model"
+DEMO_MONITORING = "mlw-churn-data-quality"
+MONITOR_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-model-monitor-analyzer"
 ENCRYPTED_JOB = "mlw-churn-xgb-encrypted"
 IAM_TRUST = {
     "Version": "2012-10-17",
@@ -254,6 +269,7 @@ def _create_account(clients: Callable[[str], Any], template: Template, endpoint:
     s3.put_public_access_block(Bucket="mlw-patient-records", PublicAccessBlockConfiguration=ALL_ON)
     _training_job(clients("sagemaker"), UNENCRYPTED_JOB, encrypted=False)
     _training_job(clients("sagemaker"), ENCRYPTED_JOB, encrypted=True)
+    _model_and_monitoring(clients("sagemaker"))
     return {
         "exports": exports,
         "topic_arn": topic_arn,
@@ -326,6 +342,62 @@ def _training_job(sagemaker: Any, name: str, *, encrypted: bool) -> None:
         ResourceConfig=resources,
         StoppingCondition={"MaxRuntimeInSeconds": 86400},
         **secure,
+    )
+
+
+def _model_and_monitoring(sagemaker: Any) -> None:
+    """The model, monitoring job definition and feature group the CreateModel, CreateDataQualityJobDefinition
+    and *FeatureGroup samples report, as SageMaker would describe them."""
+    events_dir = Path(__file__).resolve().parents[2] / "events"
+    model = json.loads((events_dir / "sagemaker/create-model-no-network-isolation.json").read_text())
+    container = model["detail"]["requestParameters"]["primaryContainer"]
+    sagemaker.create_model(
+        ModelName=DEMO_MODEL,
+        PrimaryContainer={"Image": container["image"], "ModelDataUrl": container["modelDataUrl"]},
+        ExecutionRoleArn=SAGEMAKER_ROLE,
+        VpcConfig={"SecurityGroupIds": ["sg-0a1b2c3d4e5f60718"], "Subnets": ["subnet-0a1b2c3d4e5f60718"]},
+        EnableNetworkIsolation=False,
+    )
+    sagemaker.create_data_quality_job_definition(
+        JobDefinitionName=DEMO_MONITORING,
+        DataQualityAppSpecification={"ImageUri": MONITOR_IMAGE},
+        DataQualityJobInput={
+            "EndpointInput": {"EndpointName": "mlw-churn-endpoint", "LocalPath": "/opt/ml/processing/input/endpoint"}
+        },
+        DataQualityJobOutputConfig={
+            "MonitoringOutputs": [
+                {
+                    "S3Output": {
+                        "S3Uri": f"s3://mlw-model-artifacts/monitoring/{DEMO_MONITORING}",
+                        "LocalPath": "/opt/ml/processing/output",
+                    }
+                }
+            ],
+            "KmsKeyId": SAGEMAKER_KEY,
+        },
+        JobResources={
+            "ClusterConfig": {
+                "InstanceCount": 2,
+                "InstanceType": "ml.m5.xlarge",
+                "VolumeSizeInGB": 20,
+                "VolumeKmsKeyId": SAGEMAKER_KEY,
+            }
+        },
+        NetworkConfig={"EnableInterContainerTrafficEncryption": False, "EnableNetworkIsolation": False},
+        RoleArn=SAGEMAKER_ROLE,
+        StoppingCondition={"MaxRuntimeInSeconds": 1800},
+    )
+    # The feature group of the CreateFeatureGroup/UpdateFeatureGroup samples (moto keeps no online store).
+    sagemaker.create_feature_group(
+        FeatureGroupName="mlw_customer_features",
+        RecordIdentifierFeatureName="customer_id",
+        EventTimeFeatureName="event_time",
+        FeatureDefinitions=[
+            {"FeatureName": "customer_id", "FeatureType": "String"},
+            {"FeatureName": "event_time", "FeatureType": "String"},
+        ],
+        OfflineStoreConfig={"S3StorageConfig": {"S3Uri": "s3://mlw-feature-store/offline"}},
+        RoleArn=SAGEMAKER_ROLE,
     )
 
 
@@ -403,7 +475,25 @@ def _sagemaker_checks(alerts: list[dict[str, Any]]) -> list[tuple[str, bool]]:
             "ResourceConfig.VolumeKmsKeyId" in body and "OutputDataConfig.KmsKeyId" in body,
         ),
         (f"the compliant {ENCRYPTED_JOB} stays quiet", about(ENCRYPTED_JOB) == []),
+        (
+            f"the alert about {DEMO_MODEL} carries controls SageMaker.5 and .16 (SNS attribute)",
+            _controls_of(alerts, f"model/{DEMO_MODEL}") == ["SageMaker.5", "SageMaker.16"],
+        ),
+        (
+            f"the alert about {DEMO_MONITORING} carries controls SageMaker.9 and .11",
+            _controls_of(alerts, f"data-quality-job-definition/{DEMO_MONITORING}") == ["SageMaker.9", "SageMaker.11"],
+        ),
     ]
+
+
+def _controls_of(alerts: list[dict[str, Any]], resource: str) -> list[str] | None:
+    """The `controls` message attribute of the one alert about the resource (a JSON list, String.Array)."""
+    arn = f"arn:aws:sagemaker:us-east-1:123456789012:{resource}"
+    found = [a for a in alerts if f'"resource": "{arn}"' in str(a.get("Message", ""))]
+    if len(found) != 1:
+        return None
+    value = found[0].get("MessageAttributes", {}).get("controls", {}).get("Value")
+    return list(json.loads(value)) if isinstance(value, str) else None
 
 
 def run_demo(template: Template) -> int:
@@ -635,11 +725,16 @@ def _seed_before_deployment(s3: Any) -> None:
 
 
 def _run_sweep(template: Template, *args: str) -> int:
-    """`mlwarden sweep --fail-on MEDIUM ARGS`: its report printed, its exit status returned."""
+    """`mlwarden sweep --check block_public_s3 --fail-on MEDIUM ARGS`: its report printed, its exit status returned.
+
+    The story is the buckets that were there before ML Warden; the demo's IAM and SageMaker resources are
+    flagged on purpose by the steps above, and moto has no Macie finding API for tag_pii_bucket's sweep.
+    """
     from mlwarden_cli.main import main  # noqa: PLC0415 - main imports this module's runner lazily
 
-    print(f"$ mlwarden sweep --fail-on MEDIUM {' '.join(args)}".rstrip())
-    status = main(["sweep", "--template", str(template.path), "--fail-on", "MEDIUM", *args])
+    print(f"$ mlwarden sweep --check block_public_s3 --fail-on MEDIUM {' '.join(args)}".rstrip())
+    command = ["sweep", "--template", str(template.path), "--check", "block_public_s3", "--fail-on", "MEDIUM"]
+    status = main([*command, *args])
     print(f"(exit status {status})")
     return status
 

@@ -46,6 +46,8 @@ class Replayed:
     raised: bool = False
     # An earlier delivery of the same event decided this; nothing was done again.
     redelivered: bool = False
+    # The Security Hub control ids the outcome answers (SageMaker.5); empty when none applies.
+    controls: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +61,7 @@ class Replayed:
             "reason": self.reason,
             "source": self.source,
             "redelivered": self.redelivered,
+            "controls": list(self.controls),
         }
 
 
@@ -290,6 +293,7 @@ class Replayer:
             reason=reason,
             raised=raised,
             redelivered=bool(outcome.get("redelivered")),
+            controls=tuple(str(control) for control in outcome.get("controls") or ()),
         )
 
 

@@ -18,6 +18,7 @@ from mutations import OUTCOMES, SAMPLES, damaged_events, fuzz_settings, run_dama
 
 from mlwarden.checks import check_sagemaker_encryption as sagemaker
 from mlwarden.events import ApiCall, parse_event
+from mlwarden.rules.sagemaker import Kind
 
 pytestmark = pytest.mark.fuzz
 
@@ -32,8 +33,21 @@ def _genuine_trigger(event: Any) -> bool:
     return not isinstance(sagemaker.targets_from_event(parsed), str)
 
 
+# moto 5.2.5 cannot describe these (in-process it raises NotImplementedError, and a KeyError for a feature group
+# that does not exist: not AWS errors). Their samples go through the parser and target tests, not through moto.
+MOTO_CANNOT_DESCRIBE = frozenset({Kind.MONITORING_SCHEDULE, Kind.INFERENCE_EXPERIMENT, Kind.FEATURE_GROUP})
+
+
+def _moto_describes(event: Any) -> bool:
+    target = sagemaker.targets_from_event(parse_event(event))
+    return isinstance(target, str) or target.kind not in MOTO_CANNOT_DESCRIBE
+
+
+MOTO_SAMPLES = [sample for sample in SAMPLES if _moto_describes(sample)]
+
+
 @fuzz_settings
-@given(event=damaged_events(SAMPLES), stop_jobs=st.booleans())
+@given(event=damaged_events(MOTO_SAMPLES), stop_jobs=st.booleans())
 def test_damaged_events_end_in_an_outcome_and_never_stop_a_job(
     event: Any, stop_jobs: bool, aws: Any, make_handler: Callable[..., Any]
 ) -> None:

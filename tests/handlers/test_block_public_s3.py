@@ -35,6 +35,7 @@ def test_bucket_public_by_acl_is_blocked_and_alerted(aws: Any, handler: Any, clo
         "outcome": "remediated",
         "account": ACCOUNT,
         "region": "us-east-1",
+        "controls": '["S3.2", "S3.3", "S3.8"]',  # String.Array: filter policies match any one id
     }
     assert alert.subject == "[ML Warden] HIGH fixed: block_public_s3 training-data"
     assert alert.outcome["outcome"] == "remediated"

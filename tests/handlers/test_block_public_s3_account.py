@@ -32,6 +32,7 @@ def test_deleted_account_block_is_restored_when_no_bucket_is_exempt(
         "outcome": "remediated",
         "account": ACCOUNT,
         "region": "us-east-1",
+        "controls": '["S3.1"]',  # String.Array: filter policies match any one id
     }
     assert alert.outcome["resource"] == f"AWS::::Account:{ACCOUNT}"
     assert alert.outcome["previous_state"] == {"PublicAccessBlockConfiguration": None}

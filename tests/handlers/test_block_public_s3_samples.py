@@ -91,6 +91,21 @@ SAMPLES: dict[str, tuple[str, str | None]] = {
     "sagemaker/create-transform-job.json": ("ignored", None),
     "sagemaker/create-notebook-instance-internet.json": ("ignored", None),
     "sagemaker/create-endpoint-config-no-key.json": ("ignored", None),
+    # SageMaker.1-.25 samples (check_sagemaker_encryption's)
+    "sagemaker/update-notebook-instance-root-access.json": ("ignored", None),
+    "sagemaker/create-model-no-network-isolation.json": ("ignored", None),
+    "sagemaker/create-data-quality-job-definition-unencrypted.json": ("ignored", None),
+    "sagemaker/create-model-quality-job-definition.json": ("ignored", None),
+    "sagemaker/create-model-bias-job-definition.json": ("ignored", None),
+    "sagemaker/create-model-explainability-job-definition.json": ("ignored", None),
+    "sagemaker/create-monitoring-schedule.json": ("ignored", None),
+    "sagemaker/update-monitoring-schedule.json": ("ignored", None),
+    "sagemaker/create-feature-group-no-key.json": ("ignored", None),
+    "sagemaker/update-feature-group.json": ("ignored", None),
+    "sagemaker/create-inference-experiment-no-key.json": ("ignored", None),
+    "sagemaker/update-inference-experiment.json": ("ignored", None),
+    "config/sagemaker-model-isolation-enabled-noncompliant.json": ("ignored", None),
+    "config/sagemaker-monitoring-schedule-isolation-noncompliant.json": ("ignored", None),
 }
 
 

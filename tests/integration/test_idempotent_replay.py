@@ -22,7 +22,20 @@ from mlwarden_cli.template import load_template
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
 TEMPLATE = load_template(ROOT / "template.yaml")
-SAMPLES = sorted(str(p.relative_to(EVENTS)) for p in EVENTS.rglob("*.json") if p.name != "env.json")
+# moto 5.2.5 cannot describe monitoring schedules or inference experiments (its server answers 500). A Create
+# sample is then decided on its request parameters; these carry none to decide on (an update's parameters are
+# the change, a Config event names the resource only), so the check fails on them there, as it must when
+# SageMaker cannot be read. Their handler tests use a Stubber.
+MOTO_CANNOT_DESCRIBE = {
+    "config/sagemaker-monitoring-schedule-isolation-noncompliant.json",
+    "sagemaker/update-monitoring-schedule.json",
+    "sagemaker/update-inference-experiment.json",
+}
+SAMPLES = sorted(
+    str(p.relative_to(EVENTS))
+    for p in EVENTS.rglob("*.json")
+    if p.name != "env.json" and str(p.relative_to(EVENTS)) not in MOTO_CANNOT_DESCRIBE
+)
 DELIVERIES = 20
 # Calls that only read, or that are ML Warden's own bookkeeping and alerting (counted separately).
 _NOT_WRITES = ("Get", "List", "Describe", "Head")

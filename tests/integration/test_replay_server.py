@@ -161,6 +161,7 @@ def test_unrouted_and_table_output(account: dict[str, Any]) -> None:
             "reason": "no rule in the template matches this event",
             "redelivered": False,
             "source": str(EVENTS / "unrelated/ec2-run-instances.json"),
+            "controls": [],
         }
     ]
 
@@ -343,3 +344,29 @@ def test_replay_honours_security_hub_findings(account: dict[str, Any], setting: 
     assert len(ids) == findings
     if findings:
         assert ids[1] == "mlwarden/block_public_s3/S3.8/arn:aws:s3:::mlw-training-data-acl"
+
+
+def test_replay_json_lines_carry_the_security_hub_controls(account: dict[str, Any]) -> None:
+    sagemaker = boto3.client(
+        "sagemaker",
+        region_name="us-east-1",
+        endpoint_url=account["endpoint"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    sagemaker.create_model(
+        ModelName="mlw-churn-model",
+        PrimaryContainer={"Image": "xgboost:1.7"},
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/service-role/AmazonSageMaker-ExecutionRole-MLW",
+    )
+
+    result = _replay(
+        account,
+        "--json",
+        str(EVENTS / "sagemaker/create-model-no-network-isolation.json"),
+        str(EVENTS / UNRELATED),
+    )
+
+    model, unrouted = _lines(result)
+    assert (model["outcome"], model["controls"]) == ("flagged", ["SageMaker.5", "SageMaker.16"])
+    assert unrouted["controls"] == []  # empty when no control applies

@@ -83,6 +83,21 @@ EXPECTED_ROUTES: dict[str, set[str]] = {
     "iam/tag-role-exempt.json": IAM,
     "iam/create-policy-admin-exempt-tag.json": IAM,
     "sagemaker/add-tags-exempt.json": SAGEMAKER,
+    # SageMaker.1-.25: every Create/Update call that can break a control, and Config's rules for them.
+    "sagemaker/update-notebook-instance-root-access.json": SAGEMAKER,
+    "sagemaker/create-model-no-network-isolation.json": SAGEMAKER,
+    "sagemaker/create-data-quality-job-definition-unencrypted.json": SAGEMAKER,
+    "sagemaker/create-model-quality-job-definition.json": SAGEMAKER,
+    "sagemaker/create-model-bias-job-definition.json": SAGEMAKER,
+    "sagemaker/create-model-explainability-job-definition.json": SAGEMAKER,
+    "sagemaker/create-monitoring-schedule.json": SAGEMAKER,
+    "sagemaker/update-monitoring-schedule.json": SAGEMAKER,
+    "sagemaker/create-feature-group-no-key.json": SAGEMAKER,
+    "sagemaker/update-feature-group.json": SAGEMAKER,
+    "sagemaker/create-inference-experiment-no-key.json": SAGEMAKER,
+    "sagemaker/update-inference-experiment.json": SAGEMAKER,
+    "config/sagemaker-model-isolation-enabled-noncompliant.json": SAGEMAKER,
+    "config/sagemaker-monitoring-schedule-isolation-noncompliant.json": SAGEMAKER,
 }
 
 

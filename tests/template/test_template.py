@@ -50,6 +50,7 @@ ACTIONS_WITHOUT_RESOURCE_TYPE = {
     "xray:PutTraceSegments": "tracing, only when EnableTracing=true",
     "xray:PutTelemetryRecords": "tracing, only when EnableTracing=true",
     "iam:ListPolicies": "find the ARN of the policy id a Config event names, flag_wildcard_iam",
+    **dict.fromkeys(sagemaker.SWEEP_PERMISSIONS, "the sweep's SageMaker inventory, check_sagemaker_encryption"),
 }
 # What every function needs besides its own check's actions.
 COMMON_ACTIONS = (
@@ -86,6 +87,7 @@ CHECK_ACTIONS = {
     "CheckSageMakerEncryptionFunction": sagemaker.DESCRIBE_PERMISSIONS
     | sagemaker.BUCKET_PERMISSIONS
     | sagemaker.STOP_PERMISSIONS
+    | sagemaker.ROOT_PERMISSIONS
     | _sweep_permissions(sagemaker),
     "FlagWildcardIamFunction": iam.POLICY_PERMISSIONS
     | iam.LIST_PERMISSIONS
@@ -430,13 +432,15 @@ def test_sagemaker_actions_are_scoped_to_the_resource_types_they_read() -> None:
     for statement in _role_statements("CheckSageMakerEncryptionRole"):
         actions = set(_as_list(statement["Action"]))
         sagemaker_actions = {a for a in actions if a.startswith("sagemaker:")}
-        if not sagemaker_actions:
+        if not sagemaker_actions or sagemaker_actions <= sagemaker.SWEEP_PERMISSIONS:
             continue
         resources = [r["Fn::Sub"] for r in _as_list(statement["Resource"])]
         assert all(r.startswith(SAGEMAKER_ARN) and r.endswith("/*") for r in resources), resources
         kinds = {r.removeprefix(SAGEMAKER_ARN).removesuffix("/*") for r in resources}
-        if sagemaker_actions & sagemaker.STOP_PERMISSIONS:
+        if sagemaker_actions & (sagemaker.STOP_PERMISSIONS - {"sagemaker:ListTags"}):
             assert kinds == {"training-job", "processing-job", "transform-job", "hyper-parameter-tuning-job"}
+        if "sagemaker:UpdateNotebookInstance" in sagemaker_actions:
+            assert kinds == {"notebook-instance"}
 
 
 def test_stop_and_list_tags_are_granted_only_when_stop_unencrypted_jobs_is_true() -> None:
@@ -448,12 +452,25 @@ def test_stop_and_list_tags_are_granted_only_when_stop_unencrypted_jobs_is_true(
         if "Fn::If" not in statement
         for action in _as_list(statement["Action"])
     }
-    assert not unconditional & sagemaker.STOP_PERMISSIONS
+    assert not unconditional & (sagemaker.STOP_PERMISSIONS | sagemaker.ROOT_PERMISSIONS)
     conditional = [s["Fn::If"] for s in _raw_statements("CheckSageMakerEncryptionRole") if "Fn::If" in s]
     stop = [branches for branches in conditional if branches[0] == "StopJobsEnabled"]
     assert len(stop) == 1
     assert set(stop[0][1]["Action"]) == sagemaker.STOP_PERMISSIONS
     assert stop[0][2] == {"Ref": "AWS::NoValue"}
+
+
+def test_notebook_root_fix_is_off_by_default_and_granted_only_when_turned_on() -> None:
+    assert TEMPLATE["Parameters"]["DisableNotebookRootAccess"]["Default"] == "false"
+    assert TEMPLATE["Conditions"]["DisableNotebookRootEnabled"] == {
+        "Fn::Equals": [{"Ref": "DisableNotebookRootAccess"}, "true"]
+    }
+    env = FUNCTIONS["CheckSageMakerEncryptionFunction"]["Properties"]["Environment"]["Variables"]
+    assert env[sagemaker.ROOT_ENV] == {"Ref": "DisableNotebookRootAccess"}
+    conditional = [s["Fn::If"] for s in _raw_statements("CheckSageMakerEncryptionRole") if "Fn::If" in s]
+    [root] = [branches for branches in conditional if branches[0] == "DisableNotebookRootEnabled"]
+    assert set(root[1]["Action"]) == sagemaker.ROOT_PERMISSIONS
+    assert root[2] == {"Ref": "AWS::NoValue"}
 
 
 def test_stop_setting_reaches_the_function() -> None:

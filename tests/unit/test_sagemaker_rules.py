@@ -266,20 +266,27 @@ CASES: list[tuple[str, Kind, dict[str, Any], bool, dict[str, tuple[Severity, tup
         {},
     ),
     (
-        "notebook with defaults: internet and root on, no key",
+        "notebook with defaults: internet and root on, no key, no subnet (SageMaker.1, .2, .3, .21)",
         Kind.NOTEBOOK_INSTANCE,
         {"InstanceType": "ml.t3.medium"},
         False,
         {
-            VOLUME: (H, ("KmsKeyId",)),
-            "notebook-direct-internet-access": (M, ("DirectInternetAccess",)),
-            "notebook-root-access": (M, ("RootAccess",)),
+            "notebook-volume-not-encrypted-with-kms-key": (M, ("KmsKeyId",)),
+            "notebook-direct-internet-access": (H, ("DirectInternetAccess",)),
+            "notebook-not-in-vpc": (H, ("SubnetId",)),
+            "notebook-root-access": (H, ("RootAccess",)),
         },
     ),
     (
         "locked-down notebook",
         Kind.NOTEBOOK_INSTANCE,
-        {"KmsKeyId": KEY, "DirectInternetAccess": "Disabled", "RootAccess": "Disabled"},
+        {
+            "KmsKeyId": KEY,
+            "SubnetId": "subnet-1",
+            "DirectInternetAccess": "Disabled",
+            "RootAccess": "Disabled",
+            "PlatformIdentifier": "notebook-al2023-v1",
+        },
         False,
         {},
     ),
@@ -317,7 +324,13 @@ CASES: list[tuple[str, Kind, dict[str, Any], bool, dict[str, tuple[Severity, tup
     (
         "model with a password-named variable in a second container, isolated",
         Kind.MODEL,
-        {"EnableNetworkIsolation": True, "Containers": [{"Environment": {}}, {"Environment": {"PG_PASSWD": "x"}}]},
+        {
+            "EnableNetworkIsolation": True,
+            "Containers": [
+                {"Environment": {}, "ImageConfig": {"RepositoryAccessMode": "Vpc"}},
+                {"Environment": {"PG_PASSWD": "x"}, "ImageConfig": {"RepositoryAccessMode": "Vpc"}},
+            ],
+        },
         False,
         {CREDENTIAL_NAME: (M, ("Containers[1].Environment.PG_PASSWD",))},
     ),
@@ -469,8 +482,12 @@ def test_input_buckets_of_every_kind() -> None:
 
 def test_worst_severity() -> None:
     assert worst([]) is Severity.INFORMATIONAL
-    findings = evaluate(Kind.NOTEBOOK_INSTANCE, {"KmsKeyId": KEY})
-    assert worst(findings) is Severity.MEDIUM
+    findings = evaluate(Kind.NOTEBOOK_INSTANCE, {"KmsKeyId": KEY, "SubnetId": "subnet-1"})
+    assert worst(findings) is Severity.HIGH
+    assert worst(evaluate(Kind.NOTEBOOK_INSTANCE, {"SubnetId": "s", "DirectInternetAccess": "Disabled"})) is (
+        Severity.HIGH
+    )
+    assert worst(evaluate(Kind.FEATURE_GROUP, {"OfflineStoreConfig": {"S3StorageConfig": {}}})) is Severity.MEDIUM
 
 
 def test_instance_storage_module_matches_the_pinned_moto_data() -> None:

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from mlwarden import clients
+from mlwarden.checks import check_sagemaker_encryption as sagemaker_check
 from mlwarden.checks.check_sagemaker_encryption import Options, Target, load_options, pascal_case, targets_from_event
 from mlwarden.events import StateChange, parse_event
 from mlwarden.outcomes import Trigger
@@ -153,3 +155,21 @@ def test_stop_option(value: str | None, stop: bool) -> None:
 def test_invalid_stop_option_names_the_variable() -> None:
     with pytest.raises(SettingsError, match="STOP_UNENCRYPTED_JOBS"):
         load_options({"STOP_UNENCRYPTED_JOBS": "enforce"})
+
+
+@pytest.mark.parametrize(("value", "disable"), [(None, False), ("", False), ("false", False), ("True", True)])
+def test_notebook_root_option(value: str | None, disable: bool) -> None:
+    environ = {} if value is None else {"DISABLE_NOTEBOOK_ROOT_ACCESS": value}
+
+    assert load_options(environ) == Options(disable_notebook_root=disable)
+
+
+def test_invalid_notebook_root_option_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="DISABLE_NOTEBOOK_ROOT_ACCESS"):
+        load_options({"DISABLE_NOTEBOOK_ROOT_ACCESS": "yes"})
+
+
+@pytest.mark.parametrize("region", ["x" * 300, "us-east-1; rm -rf", "", "US-EAST-1"])
+def test_a_region_that_is_not_one_reads_the_functions_own_region(region: str) -> None:
+    # Found by fuzzing: a damaged event's region reached botocore's client constructor and crashed the handler.
+    assert sagemaker_check._sagemaker(region) is clients.client("sagemaker")

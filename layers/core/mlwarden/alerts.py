@@ -403,6 +403,10 @@ def _attributes(outcome: Outcome) -> dict[str, dict[str, str]]:
         attributes["organizational_unit"] = attribute(trigger.organizational_unit)
     if outcome.flapping:
         attributes["flapping"] = attribute("true")
+    if outcome.controls:
+        # String.Array: a subscription filter policy {"controls": ["SageMaker.5"]} matches any one of the ids.
+        ids = [_SUBJECT_UNSAFE.sub("?", control)[:40] for control in outcome.controls]
+        attributes["controls"] = {"DataType": "String.Array", "StringValue": json.dumps(ids)}
     return attributes
 
 
