@@ -14,6 +14,7 @@ from mlwarden.checks import block_public_s3 as s3
 from mlwarden.checks import check_sagemaker_encryption as sagemaker
 from mlwarden.checks import flag_wildcard_iam as iam
 from mlwarden.checks import tag_pii_bucket as macie
+from mlwarden.checks import watch_inputs as watch
 from mlwarden_cli.template import load_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +30,11 @@ ACTIONS_WITHOUT_RESOURCE_TYPE = {
     "xray:PutTraceSegments": "tracing, only when EnableTracing=true",
     "xray:PutTelemetryRecords": "tracing, only when EnableTracing=true",
     "iam:ListPolicies": "find the ARN of the policy id a Config event names, flag_wildcard_iam",
+    "macie2:GetMacieSession": "is Macie enabled or paused, watch_inputs",
+    "macie2:GetAutomatedDiscoveryConfiguration": "is automated sensitive-data discovery on, watch_inputs",
+    "macie2:UpdateMacieSession": "switch a paused Macie on again, only when ReenableMacie=true",
+    "macie2:UpdateAutomatedDiscoveryConfiguration": "switch discovery on again, only when ReenableMacie=true",
+    "events:ListRules": "the liveness canary reads the state of ML Warden's own rules, watch_inputs",
 }
 # What every function needs besides its own check's actions.
 COMMON_ACTIONS = (
@@ -53,6 +59,13 @@ CHECK_ACTIONS = {
     | sagemaker.BUCKET_PERMISSIONS
     | sagemaker.STOP_PERMISSIONS,
     "FlagWildcardIamFunction": iam.POLICY_PERMISSIONS | iam.LIST_PERMISSIONS | iam.REVERT_PERMISSIONS,
+    "WatchInputsFunction": watch.TRAIL_PERMISSIONS
+    | watch.MACIE_READ_PERMISSIONS
+    | watch.MACIE_REENABLE_PERMISSIONS
+    | watch.RULE_PERMISSIONS
+    | watch.RULE_LIST_PERMISSIONS
+    | watch.CANARY_PERMISSIONS
+    | watch.IAM_CANARY_PERMISSIONS,
 }
 
 
@@ -249,7 +262,7 @@ def test_lost_alerts_are_alarmed_per_check() -> None:
         for a in alarms
         if a["Namespace"] == "MLWarden" and a["MetricName"] == "AlertFailed"
     }
-    assert lost == {s3.CHECK, macie.CHECK, sagemaker.CHECK, iam.CHECK}
+    assert lost == {s3.CHECK, macie.CHECK, sagemaker.CHECK, iam.CHECK, watch.CHECK}
 
 
 def test_parameters_and_defaults() -> None:
