@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.logging import correlation_paths
@@ -30,5 +29,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if liveness.is_tick(event):
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         account = str(context.invoked_function_arn).split(":")[4]
-        return watch.canary_tick(SETTINGS, OPTIONS, region, account, datetime.now(UTC))
+        return watch.canary_tick(SETTINGS, OPTIONS, region, account, liveness.now())
     return run_check(watch.CHECK, CHECK, event, SETTINGS, context).as_dict()

@@ -33,6 +33,11 @@ SOURCE = "mlwarden.liveness"
 PERMISSIONS = frozenset({"dynamodb:GetItem", "dynamodb:UpdateItem"})
 
 
+def now() -> datetime:
+    """The current time: the one clock the canary and the watcher read (tests replace it)."""
+    return datetime.now(UTC)
+
+
 def is_tick(raw_event: Any) -> bool:
     """The scheduled invocation that makes the canary change (not an EventBridge event)."""
     return isinstance(raw_event, Mapping) and raw_event.get(TICK_KEY) == TICK_VALUE

@@ -27,8 +27,8 @@ import os
 import re
 import shlex
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -356,6 +356,11 @@ def watch(event: Event, settings: Settings, *, options: WatchOptions) -> Outcome
     target = targets_from_event(event, options)
     if isinstance(target, str):
         return ignored(CHECK, event, target)
+    if isinstance(target, CanaryArrival) and not (
+        isinstance(event, ApiCall) and is_own_change(event, settings.remediator_role_arn)
+    ):
+        # Only the canary's own change proves its round trip; anyone else's write of it is not counted.
+        return ignored(CHECK, event, "a change of the liveness canary's resource not made by the canary")
     return evaluate(target, Trigger.of(event), settings, event=event, options=options)
 
 
@@ -533,7 +538,10 @@ def _trail(target: TrailTarget, trigger: Trigger, settings: Settings, call_id: s
             findings=findings,
             **common,
         )
-    return _start_logging(state, what=what, undo=undo, details=details, findings=findings, common=common)
+    outcome = _start_logging(state, what=what, undo=undo, details=details, findings=findings, common=common)
+    if outcome.outcome is OutcomeKind.REMEDIATED:
+        _remember_trail(settings, replace(state, logging=True))
+    return outcome
 
 
 def _start_logging(
@@ -695,7 +703,7 @@ def _remember_trail(settings: Settings, state: _TrailState) -> None:
             UpdateExpression="SET config = :config, seen = :seen",
             ExpressionAttributeValues={
                 ":config": {"S": json.dumps({**state.as_state(), "selectors": state.selectors}, default=str)},
-                ":seen": {"S": liveness.stamp(datetime.now(UTC))},
+                ":seen": {"S": liveness.stamp(liveness.now())},
             },
         )
     except (ClientError, BotoCoreError) as err:
@@ -736,6 +744,11 @@ def _macie(
     common: dict[str, Any] = {"check": CHECK, "trigger": trigger, "resource": target.resource}
     session = _macie_status(target.region)
     by = _by(trigger)
+    if session == "DISABLED" and trigger.is_sweep:
+        # Many accounts never enable Macie: the sweep would say so every day. Switching it off is the event.
+        return ignored_at(
+            CHECK, trigger, "Macie is not enabled in this region: nothing of it to watch", target.resource
+        )
     if session == "DISABLED":
         return Outcome(
             outcome=OutcomeKind.FLAGGED,
@@ -980,9 +993,7 @@ def _canary_arrived(target: CanaryArrival, trigger: Trigger, settings: Settings)
     resource = resource_of(target)
     if settings.outcome_table is None:
         return ignored_at(CHECK, trigger, "liveness canary event: no outcome table to note it in", resource)
-    delay = liveness.note_arrival(
-        settings.outcome_table, target.region, target.path, target.called_at, datetime.now(UTC)
-    )
+    delay = liveness.note_arrival(settings.outcome_table, target.region, target.path, target.called_at, liveness.now())
     metrics.add_metric(
         name="CanaryArrived" if target.path == "ssm" else "IamCanaryArrived", unit=MetricUnit.Count, value=1
     )
