@@ -514,7 +514,7 @@ def _trail(target: TrailTarget, trigger: Trigger, settings: Settings, call_id: s
         )
     # It records management events but is not logging: ML Warden is blind to this trail's calls.
     exemption = exemption_for(state.arn, CHECK, None, settings)
-    what = f"trail {state.name} stopped logging ({trigger.name} by {trigger.actor or 'unknown'})"
+    what = f"trail {state.name} stopped logging ({_by(trigger)})"
     details: dict[str, Any] = {"home_region": state.home_region, "exemption": exemption.reason}
     undo = f"aws cloudtrail stop-logging --name {shlex.quote(state.arn)} --region {state.home_region}"
     findings = _findings(("trail-not-logging",), call_id)
@@ -626,8 +626,7 @@ def _trail_narrowed(
         outcome=OutcomeKind.FLAGGED,
         severity=Severity.CRITICAL,
         reason=(
-            f"trail {state.name} no longer feeds ML Warden everything it needs ({trigger.name} by "
-            f"{trigger.actor or 'unknown'}): {'; '.join(problems)}"
+            f"trail {state.name} no longer feeds ML Warden everything it needs ({_by(trigger)}): {'; '.join(problems)}"
         ),
         previous_state=remembered,
         new_state=state.as_state(),
@@ -731,11 +730,21 @@ def _macie_status(region: str) -> str:
 
 
 def _discovery_status(region: str) -> str:
-    answer = _call(
-        "macie2:GetAutomatedDiscoveryConfiguration",
-        clients.client("macie2", region).get_automated_discovery_configuration,
-    )
+    """ENABLED | DISABLED | UNKNOWN (where the region or partition does not answer the call)."""
+    try:
+        answer = clients.client("macie2", region).get_automated_discovery_configuration()
+    except ClientError as err:
+        failed = AwsCallFailed.from_error("macie2:GetAutomatedDiscoveryConfiguration", err)
+        if failed.access_denied or error_code(err) in _RETRYABLE:
+            raise failed from err
+        logger.warning("automated discovery status unknown", region=region, error=failed.code)
+        return "UNKNOWN"
+    except BotoCoreError as err:
+        raise AwsCallFailed.from_error("macie2:GetAutomatedDiscoveryConfiguration", err) from err
     return str(answer.get("status") or "DISABLED")
+
+
+_RETRYABLE = frozenset({"ThrottlingException", "InternalServerException", "ServiceQuotaExceededException"})
 
 
 def _macie(
@@ -774,7 +783,8 @@ def _macie(
             findings=_findings(("macie-paused",), call_id),
             common=common,
         )
-    if _discovery_status(target.region) != "ENABLED":
+    discovery = _discovery_status(target.region)
+    if discovery == "DISABLED":
         return _macie_switch_on(
             target,
             part="discovery",
@@ -789,7 +799,11 @@ def _macie(
     return Outcome(
         outcome=OutcomeKind.COMPLIANT,
         severity=Severity.INFORMATIONAL,
-        reason="Macie is enabled and its automated sensitive-data discovery is on",
+        reason=(
+            "Macie is enabled and its automated sensitive-data discovery is on"
+            if discovery == "ENABLED"
+            else "Macie is enabled (whether its automated discovery is on could not be read here)"
+        ),
         **common,
     )
 

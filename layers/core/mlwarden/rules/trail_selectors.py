@@ -7,7 +7,7 @@ trail feeds EventBridge with them while it logs and its selectors include them:
 - advanced selectors: one whose field selectors keep eventCategory Management and do not keep only
   read-only events (readOnly Equals true);
 - neither: a trail whose selectors were never set records all management events (CloudTrail's default,
-  https://docs.aws.amazon.com/awscloudtrail/latest/userguide/logging-management-events-with-cloudtrail.html).
+  https://docs.aws.amazon.com/awscloudtrail/latest/APIReference/API_EventSelector.html).
 """
 
 from __future__ import annotations
