@@ -126,7 +126,7 @@ def test_a_trail_that_cannot_be_restarted_fails_loudly_and_is_retried(
     cloudtrail = _trail(aws)
     cloudtrail.stop_logging(Name=TRAIL_ARN)
     handler = watch()
-    real = clients.client("cloudtrail", REGION)
+    real = clients.client("cloudtrail")
     stubber = Stubber(real)
     trail = cloudtrail.get_trail(Name=TRAIL_ARN)["Trail"]
     stubber.add_response("get_trail", {"Trail": trail}, {"Name": TRAIL_ARN})
@@ -237,7 +237,7 @@ def test_disabling_macie_alerts_high_with_the_actor(aws: AwsWorld, watch: Callab
 def test_a_paused_macie_is_switched_on_again_only_when_asked(aws: AwsWorld, watch: Callable[..., Handler]) -> None:
     # moto has no UpdateMacieSession: the session's answers are stubbed, with the parameters checked.
     handler = watch(REENABLE_MACIE="true")
-    macie = clients.client("macie2", REGION)
+    macie = clients.client("macie2")
     stubber = Stubber(macie)
     stubber.add_response("get_macie_session", {"status": "PAUSED"}, {})
     stubber.add_response("update_macie_session", {}, {"status": "ENABLED"})
@@ -251,7 +251,7 @@ def test_a_paused_macie_is_switched_on_again_only_when_asked(aws: AwsWorld, watc
 
 def test_a_paused_macie_is_only_alerted_by_default(aws: AwsWorld, watch: Callable[..., Handler]) -> None:
     handler = watch()
-    stubber = Stubber(clients.client("macie2", REGION))
+    stubber = Stubber(clients.client("macie2"))
     stubber.add_response("get_macie_session", {"status": "PAUSED"}, {})
     with stubber:
         outcome = handler(load_sample("macie/update-macie-session-paused.json"))
@@ -262,7 +262,7 @@ def test_a_paused_macie_is_only_alerted_by_default(aws: AwsWorld, watch: Callabl
 
 def test_automated_discovery_turned_off_is_alerted_high(aws: AwsWorld, watch: Callable[..., Handler]) -> None:
     handler = watch()
-    stubber = Stubber(clients.client("macie2", REGION))
+    stubber = Stubber(clients.client("macie2"))
     stubber.add_response("get_macie_session", {"status": "ENABLED"}, {})
     stubber.add_response("get_automated_discovery_configuration", {"status": "DISABLED"}, {})
     with stubber:

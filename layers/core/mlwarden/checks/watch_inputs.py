@@ -397,6 +397,13 @@ def resource_of(target: Target) -> str:
     return f"liveness-canary:{target.path}:{target.region}"
 
 
+def _client(service: str, region: str | None) -> Any:
+    """The client for `region`: the function's own (shared) client when it is the function's region."""
+    if region is None or region == (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
+        return clients.client(service)
+    return clients.client(service, region)
+
+
 def _call(action: str, func: Callable[..., Any], **kwargs: Any) -> Any:
     try:
         return func(**kwargs)
@@ -449,19 +456,22 @@ class _TrailGone(Exception):
     pass
 
 
+_TRAIL_GONE = frozenset({"TrailNotFoundException", "ResourceNotFoundException"})
+
+
 def _read_trail(target: TrailTarget) -> _TrailState:
-    cloudtrail = clients.client("cloudtrail", target.region)
+    cloudtrail = _client("cloudtrail", target.region)
     try:
         trail = cloudtrail.get_trail(Name=target.name)["Trail"]
     except ClientError as err:
-        if error_code(err) in ("TrailNotFoundException", "ResourceNotFoundException"):
+        if error_code(err) in _TRAIL_GONE:
             raise _TrailGone from err
         raise AwsCallFailed.from_error("cloudtrail:GetTrail", err) from err
     except BotoCoreError as err:
         raise AwsCallFailed.from_error("cloudtrail:GetTrail", err) from err
     arn = str(trail.get("TrailARN") or target.arn)
     home = str(trail.get("HomeRegion") or target.region)
-    home_client = clients.client("cloudtrail", home)
+    home_client = _client("cloudtrail", home)
     selectors = _call("cloudtrail:GetEventSelectors", home_client.get_event_selectors, TrailName=arn)
     status = _call("cloudtrail:GetTrailStatus", home_client.get_trail_status, Name=arn)
     return _TrailState(
@@ -553,7 +563,7 @@ def _start_logging(
     findings: tuple[str, ...],
     common: dict[str, Any],
 ) -> Outcome:
-    home_client = clients.client("cloudtrail", state.home_region)
+    home_client = _client("cloudtrail", state.home_region)
 
     def failed(reason: str, err: AwsCallFailed | None, written: bool) -> Outcome:
         return Outcome(
@@ -572,6 +582,8 @@ def _start_logging(
     try:
         _call("cloudtrail:StartLogging", home_client.start_logging, Name=state.arn)
     except AwsCallFailed as err:
+        if err.code in _TRAIL_GONE:  # deleted between our read and our write: DeleteTrail is its own event
+            return ignored_at(CHECK, common["trigger"], "the trail no longer exists", state.arn)
         return failed(f"could not start logging: {err.explanation}", err, written=False)
     try:
         after = _call("cloudtrail:GetTrailStatus", home_client.get_trail_status, Name=state.arn)
@@ -716,7 +728,7 @@ def _remember_trail(settings: Settings, state: _TrailState) -> None:
 def _macie_status(region: str) -> str:
     """ENABLED | PAUSED | DISABLED (GetMacieSession refuses when Macie is not enabled)."""
     try:
-        session = clients.client("macie2", region).get_macie_session()
+        session = _client("macie2", region).get_macie_session()
     except ClientError as err:
         code = error_code(err)
         if code == "ResourceNotFoundException" or (
@@ -732,7 +744,7 @@ def _macie_status(region: str) -> str:
 def _discovery_status(region: str) -> str:
     """ENABLED | DISABLED | UNKNOWN (where the region or partition does not answer the call)."""
     try:
-        answer = clients.client("macie2", region).get_automated_discovery_configuration()
+        answer = _client("macie2", region).get_automated_discovery_configuration()
     except ClientError as err:
         failed = AwsCallFailed.from_error("macie2:GetAutomatedDiscoveryConfiguration", err)
         if failed.access_denied or error_code(err) in _RETRYABLE:
@@ -819,7 +831,7 @@ def _macie_switch_on(
     findings: tuple[str, ...],
     common: dict[str, Any],
 ) -> Outcome:
-    macie = clients.client("macie2", target.region)
+    macie = _client("macie2", target.region)
     if part == "session":
         command = f"aws macie2 update-macie-session --status ENABLED --region {target.region}"
         undo = f"aws macie2 update-macie-session --status PAUSED --region {target.region}"
@@ -878,7 +890,7 @@ def _macie_switch_on(
 def _own_rule(
     target: OwnRuleTarget, trigger: Trigger, settings: Settings, event: Event | None, call_id: str | None
 ) -> Outcome:
-    events = clients.client("events", target.region)
+    events = _client("events", target.region)
     common: dict[str, Any] = {"check": CHECK, "trigger": trigger, "resource": target.arn}
     by = _by(trigger)
     redeploy = "Redeploy the stack (sam deploy) to restore the rule as the template defines it."
@@ -960,7 +972,7 @@ def _enable_rule(
             findings=findings,
             **common,
         )
-    events = clients.client("events", target.region)
+    events = _client("events", target.region)
     _call("events:EnableRule", events.enable_rule, Name=target.name)
     after = _call("events:DescribeRule", events.describe_rule, Name=target.name).get("State")
     kind, verified = (OutcomeKind.REMEDIATED, "enabled again and verified")
@@ -1074,7 +1086,7 @@ def _own_rules_backstop(
 
     if options.own_name_prefix is None:
         return []
-    events = clients.client("events", region)
+    events = _client("events", region)
     try:
         listed = [
             rule
