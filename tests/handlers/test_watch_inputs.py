@@ -392,3 +392,15 @@ def test_without_a_deployer_every_change_of_an_own_resource_is_alerted(
 ) -> None:
     event = _as(load_sample("iam/update-assume-role-policy-own-role.json"), DEPLOYER_SESSION, DEPLOYER_ARN)
     assert watch(DEPLOYER_PRINCIPAL_ARN=None)(event)["outcome"] == "flagged"
+
+
+@pytest.mark.parametrize("region", ["not a region!", "us-east-1\n", "", "x" * 300])
+def test_a_damaged_region_ends_ignored_not_in_a_crash(
+    aws: AwsWorld, watch: Callable[..., Handler], region: str
+) -> None:
+    # botocore refuses to build a client for an invalid region name (InvalidRegionError) before any call.
+    event = load_sample("cloudtrail/stop-logging.json")
+    event["detail"]["awsRegion"] = region
+    event["region"] = region
+    assert watch()(event)["outcome"] in ("ignored", "compliant")
+    assert aws.alerts() == []

@@ -103,6 +103,8 @@ _NAME_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,60}-$")
 _PARAMETER = re.compile(r"^/?[A-Za-z0-9_.\-/]{1,1011}$")
 _ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
 LIVENESS_WINDOW_RANGE = range(10, 1441)
+# An AWS region name (us-east-1, us-gov-west-1, ap-southeast-5): a client is built for it.
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 
 
 @dataclass(frozen=True)
@@ -230,6 +232,8 @@ def targets_from_event(event: Event, options: WatchOptions) -> Target | str:
         return f"{type(event).__name__} is not a call this check watches"
     name = _call_name(event)
     region = event.aws_region or "us-east-1"
+    if not _REGION.fullmatch(region):
+        return f"{event.event_name} names an invalid region {region[:40]!r}"
     account = event.recipient_account or event.actor.account
     source = event.event_source
     if source == "cloudtrail.amazonaws.com" and name in TRAIL_CALLS:
