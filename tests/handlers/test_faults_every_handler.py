@@ -348,7 +348,18 @@ class FlagWildcardIam(Scenario):
         ]
 
 
-SAGEMAKER_THROTTLED = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+JSON_THROTTLED = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+
+
+def json_throttle(service: str, operation: str) -> Throttle:
+    """A JSON-protocol service (SageMaker, CloudTrail) answers an overloaded call with 400 ThrottlingException."""
+    return Throttle(
+        service,
+        lambda request: request.headers.get("X-Amz-Target", b"").endswith(operation.encode()),
+        400,
+        "application/x-amz-json-1.1",
+        JSON_THROTTLED,
+    )
 
 
 class CheckSageMakerEncryption(Scenario):
@@ -407,13 +418,7 @@ class CheckSageMakerEncryption(Scenario):
         )
 
     def throttle(self) -> Throttle:
-        return Throttle(
-            "sagemaker",
-            lambda request: request.headers.get("X-Amz-Target", b"").endswith(b"DescribeTrainingJob"),
-            400,
-            "application/x-amz-json-1.1",
-            SAGEMAKER_THROTTLED,
-        )
+        return json_throttle("sagemaker", "DescribeTrainingJob")
 
     def delete(self) -> None:
         # SageMaker has no DeleteTrainingJob; a job that is gone answers Describe* as one that never was.
@@ -442,9 +447,6 @@ class CheckSageMakerEncryption(Scenario):
             "detail": {"TrainingJobName": self.job, "TrainingJobStatus": "Stopping"},
         }
         return [stop, state_change]
-
-
-CLOUDTRAIL_THROTTLED = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
 
 
 class WatchInputs(Scenario):
@@ -481,13 +483,7 @@ class WatchInputs(Scenario):
         )
 
     def throttle(self) -> Throttle:
-        return Throttle(
-            "cloudtrail",
-            lambda request: request.headers.get("X-Amz-Target", b"").endswith(b"GetTrailStatus"),
-            400,
-            "application/x-amz-json-1.1",
-            CLOUDTRAIL_THROTTLED,
-        )
+        return json_throttle("cloudtrail", "GetTrailStatus")
 
     def delete(self) -> None:
         self.cloudtrail.delete_trail(Name=self.trail)

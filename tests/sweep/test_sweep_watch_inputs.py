@@ -30,19 +30,22 @@ def _sweep(monkeypatch: pytest.MonkeyPatch, aws: AwsWorld, mode: str = "enforce"
     return {outcome.resource: outcome for outcome in outcomes}
 
 
-def test_a_clean_account_is_silent(aws: AwsWorld, monkeypatch: pytest.MonkeyPatch) -> None:
-    # moto answers GetMacieSession as enabled and has no GetAutomatedDiscoveryConfiguration: status unknown.
-    outcomes = _sweep(monkeypatch, aws)
-    assert [o.outcome for o in outcomes.values()] == [OutcomeKind.COMPLIANT]
-    assert aws.alerts() == []
-
-
-def test_an_account_that_never_enabled_macie_is_not_told_so_every_day(
-    aws: AwsWorld, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("macie_enabled", "expected"),
+    [
+        # moto answers GetMacieSession as enabled and has no GetAutomatedDiscoveryConfiguration: status unknown.
+        (True, OutcomeKind.COMPLIANT),
+        # An account that never enabled Macie is not told so every day.
+        (False, OutcomeKind.IGNORED),
+    ],
+)
+def test_a_clean_account_is_silent(
+    aws: AwsWorld, monkeypatch: pytest.MonkeyPatch, macie_enabled: bool, expected: OutcomeKind
 ) -> None:
-    boto3.client("macie2", region_name=REGION).disable_macie()
+    if not macie_enabled:
+        boto3.client("macie2", region_name=REGION).disable_macie()
     outcomes = _sweep(monkeypatch, aws)
-    assert [o.outcome for o in outcomes.values()] == [OutcomeKind.IGNORED]
+    assert [o.outcome for o in outcomes.values()] == [expected]
     assert aws.alerts() == []
 
 
