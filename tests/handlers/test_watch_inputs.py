@@ -404,3 +404,42 @@ def test_a_damaged_region_ends_ignored_not_in_a_crash(
     event["region"] = region
     assert watch()(event)["outcome"] in ("ignored", "compliant")
     assert aws.alerts() == []
+
+
+@pytest.mark.parametrize(
+    "named",
+    [
+        "mlwarden-BlockPublicS3Function-9Z8Y7X6W5V4U",
+        f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:mlwarden-BlockPublicS3Function-9Z8Y7X6W5V4U",
+        f"{ACCOUNT}:function:mlwarden-BlockPublicS3Function-9Z8Y7X6W5V4U",  # a partial ARN, as Lambda accepts
+        "mlwarden-BlockPublicS3Function-9Z8Y7X6W5V4U:$LATEST",
+    ],
+)
+def test_every_way_lambda_accepts_to_name_an_own_function_is_recognised(
+    aws: AwsWorld, watch: Callable[..., Handler], named: str
+) -> None:
+    # Attack: name the function by partial ARN or with a qualifier so it does not look like one of ours.
+    event = load_sample("lambda/update-function-code-own.json")
+    event["detail"]["requestParameters"]["functionName"] = named
+    assert watch()(event)["outcome"] == "flagged"
+    assert aws.only_alert().outcome["resource"].endswith(":function:mlwarden-BlockPublicS3Function-9Z8Y7X6W5V4U")
+
+
+@pytest.mark.parametrize("bus", ["default", f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"])
+def test_naming_the_default_bus_does_not_hide_a_disabled_own_rule(
+    aws: AwsWorld, watch: Callable[..., Handler], bus: str
+) -> None:
+    events = _own_rule(aws, state="DISABLED")
+    event = load_sample("eventbridge/disable-rule-own.json")
+    event["detail"]["requestParameters"]["eventBusName"] = bus
+    watch()(event)
+    assert events.describe_rule(Name=OWN_RULE)["State"] == "ENABLED"
+
+
+def test_a_rule_with_an_own_looking_name_on_another_bus_is_not_ml_wardens(
+    aws: AwsWorld, watch: Callable[..., Handler]
+) -> None:
+    event = load_sample("eventbridge/disable-rule-own.json")
+    event["detail"]["requestParameters"]["eventBusName"] = "team-bus"
+    assert watch()(event)["outcome"] == "ignored"
+    assert aws.alerts() == []

@@ -269,7 +269,7 @@ def _narrowed_by(event: ApiCall) -> tuple[str, ...]:
 
 
 def _canary_arrival(event: ApiCall, path: str, named: str | None, canary: str | None, region: str) -> Target | str:
-    if canary is None or named is None or named.rsplit("/", 1)[-1] != canary.rsplit("/", 1)[-1]:
+    if canary is None or named is None or named.lstrip("/") != canary.lstrip("/"):
         return f"{event.event_name} of {named or 'nothing'} is not the liveness canary's"
     return CanaryArrival(path, region, _time(event.event_time))
 
@@ -297,7 +297,7 @@ def _own_resource_target(
         return f"OWN_NAME_PREFIX is not set: {event.event_name} of {what} {short} cannot be told apart from ML Warden's"
     if not short.startswith(options.own_name_prefix):
         return f"{what} {short} is not one of ML Warden's own (they start with {options.own_name_prefix})"
-    if name == "PutRule" and event.parameter("eventBusName") not in (None, "default"):
+    if what == "rule" and not _default_bus(event.parameter("eventBusName")):
         return f"rule {short} is on another event bus"
     if _by_deployer(event, options):
         return f"{event.event_name} of ML Warden's own {what} {short} by the deploying principal: a deployment"
@@ -312,13 +312,18 @@ def _own_resource_target(
 
 
 def _short_name(resource: str, what: str) -> str:
-    if what == "function" and resource.startswith("arn:"):
-        # arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]
-        parts = resource.split(":")
-        return parts[6] if len(parts) > 6 else resource
+    if what == "function":
+        # Lambda takes a name, an ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]) or a partial ARN
+        # (ACCOUNT:function:NAME), each with an optional :QUALIFIER: all name the same function.
+        return resource.rsplit(":function:", 1)[-1].split(":", 1)[0]
     if what == "rule" and resource.startswith("arn:"):
         return resource.rsplit("/", 1)[-1]
     return resource
+
+
+def _default_bus(bus: str | None) -> bool:
+    """ML Warden's rules are on the default bus, which a call may name by name or by ARN (or not at all)."""
+    return bus is None or bus == "default" or bus.endswith(":event-bus/default")
 
 
 def _by_deployer(event: ApiCall, options: WatchOptions) -> bool:
