@@ -22,6 +22,9 @@ FLAP_THRESHOLD_RANGE = range(1, 101)
 MAX_EXEMPTION_DAYS_RANGE = range(1, 366)
 FLAP_DIGEST_MINUTES_RANGE = range(5, 1441)
 ALERT_DEDUP_HOURS_RANGE = range(1, 169)
+# IAM role names: 1-64 characters from letters, digits and + = , . @ _ -
+_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+_ORGANIZATION_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
 
 
 class SettingsError(ValueError):
@@ -55,6 +58,11 @@ class Settings:
     flap_digest_minutes: int = 60
     # The same resource with the same failed findings and severity alerts once within this many hours.
     alert_dedup_hours: int = 24
+    # Organization mode: an event from another account is acted on through that account's member role
+    # (arn:PARTITION:iam::ACCOUNT:role/MEMBER_ROLE_NAME); None acts with the function's own credentials only.
+    member_role_name: str | None = None
+    # The organization (o-...) whose accounts send events; alerts then name the account and its OU.
+    organization_id: str | None = None
 
     @property
     def enforce(self) -> bool:
@@ -130,6 +138,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     flap_digest_minutes = _whole_number(env, "FLAP_DIGEST_MINUTES", 60, FLAP_DIGEST_MINUTES_RANGE)
     alert_dedup_hours = _whole_number(env, "ALERT_DEDUP_HOURS", 24, ALERT_DEDUP_HOURS_RANGE)
 
+    member_role_name = env.get("MEMBER_ROLE_NAME", "").strip() or None
+    if member_role_name is not None and not _ROLE_NAME.match(member_role_name):
+        raise SettingsError(
+            "MEMBER_ROLE_NAME must be an IAM role name (1-64 characters: letters, digits, + = , . @ _ -), "
+            f"got {member_role_name[:80]!r}"
+        )
+    organization_id = env.get("ORGANIZATION_ID", "").strip() or None
+    if organization_id is not None and not _ORGANIZATION_ID.match(organization_id):
+        raise SettingsError(f"ORGANIZATION_ID must be an organization id (o-...), got {organization_id[:40]!r}")
+
     return Settings(
         alert_topic_arn=topic,
         remediation_mode=mode,
@@ -142,6 +160,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_exemption_days=max_days,
         flap_digest_minutes=flap_digest_minutes,
         alert_dedup_hours=alert_dedup_hours,
+        member_role_name=member_role_name,
+        organization_id=organization_id,
     )
 
 
