@@ -199,7 +199,15 @@ SCENARIO = (
         "flagged",
         "a new default version of the training policy grants * on * (CRITICAL: the policy is tagged)",
     ),
+    Step(
+        "cloudtrail/stop-logging.json",
+        "WatchInputsFunction",
+        "remediated",
+        "someone stops the trail that feeds ML Warden: it logs again, CRITICAL with the actor",
+    ),
 )
+TRAIL_NAME = "mlw-management-events"
+TRAIL_BUCKET = "mlw-trail-logs"
 SAGEMAKER_ROLE = "arn:aws:iam::123456789012:role/service-role/AmazonSageMaker-ExecutionRole-MLW"
 SAGEMAKER_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 UNENCRYPTED_JOB = "mlw-churn-xgb-unencrypted"
@@ -267,6 +275,12 @@ def _create_account(clients: Callable[[str], Any], template: Template, endpoint:
     s3.put_bucket_acl(Bucket="mlw-shared-datasets", ACL="public-read")
     bucket("mlw-patient-records", PII_BUCKET_TAGS)
     s3.put_public_access_block(Bucket="mlw-patient-records", PublicAccessBlockConfiguration=ALL_ON)
+    # The trail that feeds ML Warden, logging, then stopped by someone (cloudtrail/stop-logging.json).
+    bucket(TRAIL_BUCKET)
+    cloudtrail = clients("cloudtrail")
+    cloudtrail.create_trail(Name=TRAIL_NAME, S3BucketName=TRAIL_BUCKET, IsMultiRegionTrail=True)
+    cloudtrail.start_logging(Name=TRAIL_NAME)
+    cloudtrail.stop_logging(Name=TRAIL_NAME)
     _training_job(clients("sagemaker"), UNENCRYPTED_JOB, encrypted=False)
     _training_job(clients("sagemaker"), ENCRYPTED_JOB, encrypted=True)
     _model_and_monitoring(clients("sagemaker"))
@@ -521,7 +535,8 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
     print("buckets: mlw-training-data-acl (PII, public ACL), mlw-training-data-policy (public policy),")
     print("         mlw-feature-store (block deleted), mlw-public-website (public ACL, on purpose),")
     print("         mlw-model-artifacts (private), mlw-shared-datasets (public ACL, Macie finds card")
-    print("         numbers in it later). Alerts go to the template's alert topic,")
+    print("         numbers in it later). Trail mlw-management-events was stopped. Alerts go to the")
+    print("         template's alert topic,")
     print("         subscribed by SQS queue security-team-inbox.")
     print(
         f"training jobs: {UNENCRYPTED_JOB} (no KMS keys, no VPC, reads mlw-patient-records: PII),\n"
@@ -588,6 +603,9 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
     checks += _exemption_checks(alerts)
     checks += _sagemaker_checks(alerts)
     checks += _iam_final_state(clients.client("iam"), account["training_policy_arn"])
+    logging = bool(clients.client("cloudtrail").get_trail_status(Name=TRAIL_NAME)["IsLogging"])
+    print(f"{'trail ' + TRAIL_NAME:<26} {'logging' if logging else 'NOT LOGGING'}")
+    checks.append(("the stopped trail logs again (GetTrailStatus IsLogging true)", logging))
     alerting = [r for r in results if r.outcome not in ("compliant", "ignored", "unrouted") and not r.redelivered]
     expected_alerts = len(alerting) + 1  # and the registry change
     checks.append((f"one alert per outcome that needs a human ({expected_alerts})", len(alerts) == expected_alerts))

@@ -206,6 +206,14 @@ def load_document(path: Path) -> dict[str, Any]:
 def load_template(path: Path) -> Template:
     document = load_document(path)
     resources: Mapping[str, Any] = document["Resources"]
+    # Resolves the intrinsics a rule pattern may hold (!Sub "${AWS::StackName}-..."), as deployed with defaults.
+    resolver = Template(
+        path=path,
+        parameters=document.get("Parameters", {}) or {},
+        resources=resources,
+        functions=(),
+        conditions=document.get("Conditions", {}) or {},
+    )
     globals_env = document.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}) or {}
     functions = []
     for logical_id, resource in resources.items():
@@ -224,6 +232,7 @@ def load_template(path: Path) -> Template:
             pattern = event.get("Properties", {}).get("Pattern")
             if not isinstance(pattern, Mapping):
                 raise TemplateError(f"{logical_id}.{event_name}: rule has no inline Pattern")
+            pattern = _resolved_pattern(pattern, resolver, f"{logical_id}.{event_name}")
             rules.append(Rule(event_name, pattern, EventPattern.load(json.dumps(pattern))))
         environment = {**globals_env, **(properties.get("Environment", {}).get("Variables", {}) or {})}
         functions.append(
@@ -242,6 +251,19 @@ def load_template(path: Path) -> Template:
         functions=tuple(functions),
         conditions=document.get("Conditions", {}) or {},
     )
+
+
+def _resolved_pattern(value: Any, resolver: Template, where: str) -> Any:
+    if isinstance(value, Mapping):
+        if len(value) == 1 and next(iter(value)) in ("Ref", "Fn::Sub", "Fn::If", "Fn::Join"):
+            resolved = resolver.resolve(value, DEFAULT_ACCOUNT, "us-east-1")
+            if resolved is None:
+                raise TemplateError(f"{where}: rule pattern value {value} cannot be resolved before deployment")
+            return resolved
+        return {key: _resolved_pattern(child, resolver, where) for key, child in value.items()}
+    if isinstance(value, list):
+        return [_resolved_pattern(child, resolver, where) for child in value]
+    return value
 
 
 def find_template(start: Path | None = None) -> Path:

@@ -45,6 +45,7 @@ SAMPLES = {
     "TagPiiBucketFunction": "macie/sensitive-data-personal.json",
     "CheckSageMakerEncryptionFunction": "sagemaker/create-training-job-unencrypted.json",
     "FlagWildcardIamFunction": "iam/put-role-policy-s3-wildcard.json",
+    "WatchInputsFunction": "cloudtrail/delete-trail.json",
 }
 
 # Imports the handler the way the runtime does (module `app` from the function's folder), calls it once and

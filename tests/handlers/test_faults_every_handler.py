@@ -348,7 +348,18 @@ class FlagWildcardIam(Scenario):
         ]
 
 
-SAGEMAKER_THROTTLED = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+JSON_THROTTLED = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+
+
+def json_throttle(service: str, operation: str) -> Throttle:
+    """A JSON-protocol service (SageMaker, CloudTrail) answers an overloaded call with 400 ThrottlingException."""
+    return Throttle(
+        service,
+        lambda request: request.headers.get("X-Amz-Target", b"").endswith(operation.encode()),
+        400,
+        "application/x-amz-json-1.1",
+        JSON_THROTTLED,
+    )
 
 
 class CheckSageMakerEncryption(Scenario):
@@ -407,13 +418,7 @@ class CheckSageMakerEncryption(Scenario):
         )
 
     def throttle(self) -> Throttle:
-        return Throttle(
-            "sagemaker",
-            lambda request: request.headers.get("X-Amz-Target", b"").endswith(b"DescribeTrainingJob"),
-            400,
-            "application/x-amz-json-1.1",
-            SAGEMAKER_THROTTLED,
-        )
+        return json_throttle("sagemaker", "DescribeTrainingJob")
 
     def delete(self) -> None:
         # SageMaker has no DeleteTrainingJob; a job that is gone answers Describe* as one that never was.
@@ -444,7 +449,75 @@ class CheckSageMakerEncryption(Scenario):
         return [stop, state_change]
 
 
-SCENARIOS = [BlockPublicS3, TagPiiBucket, FlagWildcardIam, CheckSageMakerEncryption]
+class WatchInputs(Scenario):
+    """A StopLogging on the trail that feeds ML Warden: started again (the issue's contract)."""
+
+    app = "watch_inputs"
+    function = "WatchInputsFunction"
+    role = "WatchInputsRole"
+    env: ClassVar[dict[str, str | None]] = {
+        "OWN_NAME_PREFIX": "mlwarden-",
+        "CANARY_PARAMETER": "/mlwarden/liveness-canary",
+        "CANARY_ROLE_NAME": "mlwarden-liveness-canary",
+    }
+    write_service = "cloudtrail"
+    write = "StartLogging"
+    permission = "cloudtrail:StartLogging"
+    denied_code = "AccessDeniedException"
+    outcome = "remediated"
+    trail = "mlw-management-events"
+
+    @property
+    def cloudtrail(self) -> Any:
+        return boto3.client("cloudtrail", region_name="us-east-1")
+
+    def arrange(self) -> None:
+        self.aws.bucket("mlw-trail-logs")
+        self.cloudtrail.create_trail(Name=self.trail, S3BucketName="mlw-trail-logs")
+        self.cloudtrail.start_logging(Name=self.trail)
+        self.cloudtrail.stop_logging(Name=self.trail)
+
+    def event(self) -> dict[str, Any]:
+        return self.cloudtrail_event(
+            "StopLogging", request_parameters={"name": self.trail}, event_source="cloudtrail.amazonaws.com"
+        )
+
+    def throttle(self) -> Throttle:
+        return json_throttle("cloudtrail", "GetTrailStatus")
+
+    def delete(self) -> None:
+        self.cloudtrail.delete_trail(Name=self.trail)
+
+    def acted(self) -> bool:
+        return bool(self.cloudtrail.get_trail_status(Name=self.trail)["IsLogging"])
+
+    def own_writes(self) -> list[dict[str, Any]]:
+        identity = own_identity(self.role)
+        return [
+            # Its restart: StartLogging is in no rule.
+            self.cloudtrail_event(
+                "StartLogging",
+                request_parameters={"name": self.trail},
+                user_identity=identity,
+                event_source="cloudtrail.amazonaws.com",
+            ),
+            # The liveness canary's own writes ARE routed back: that is their purpose (noted, then ignored).
+            self.cloudtrail_event(
+                "PutParameter",
+                request_parameters={"name": "/mlwarden/liveness-canary", "type": "String", "overwrite": True},
+                user_identity=identity,
+                event_source="ssm.amazonaws.com",
+            ),
+            self.cloudtrail_event(
+                "UpdateRole",
+                request_parameters={"roleName": "mlwarden-liveness-canary", "description": "canary"},
+                user_identity=identity,
+                event_source="iam.amazonaws.com",
+            ),
+        ]
+
+
+SCENARIOS = [BlockPublicS3, TagPiiBucket, FlagWildcardIam, CheckSageMakerEncryption, WatchInputs]
 
 
 @pytest.fixture(params=SCENARIOS, ids=[s.app for s in SCENARIOS])
@@ -543,6 +616,7 @@ def test_resource_deleted_before_the_fix_is_ignored_with_a_reason_without_alert_
         pytest.param(BlockPublicS3, id="block_public_s3"),
         pytest.param(TagPiiBucket, id="tag_pii_bucket"),
         pytest.param(FlagWildcardIam, id="flag_wildcard_iam"),
+        pytest.param(WatchInputs, id="watch_inputs"),
         # check_sagemaker_encryption: not applicable, SageMaker has no DeleteTrainingJob (a job cannot vanish
         # between its Describe and its Stop).
     ],
@@ -645,4 +719,11 @@ def test_own_writes_are_either_not_routed_back_or_ignored_by_the_loop_guard(
 # exempt tag) and the optional revert's SetDefaultPolicyVersion are. tag_pii_bucket: its PutBucketTagging and its
 # lock go to block_public_s3's rule, not its own. check_sagemaker_encryption: StopTrainingJob is in no rule, and
 # the Stopping state change is filtered out (only InProgress is routed).
-ROUTED_BACK = {"block_public_s3": 1, "tag_pii_bucket": 0, "flag_wildcard_iam": 2, "check_sagemaker_encryption": 0}
+# watch_inputs: its StartLogging is in no rule; the liveness canary's PutParameter and UpdateRole are, by design.
+ROUTED_BACK = {
+    "block_public_s3": 1,
+    "tag_pii_bucket": 0,
+    "flag_wildcard_iam": 2,
+    "check_sagemaker_encryption": 0,
+    "watch_inputs": 2,
+}

@@ -19,6 +19,7 @@ BLOCK = {"BlockPublicS3Function"}
 TAG_PII = {"TagPiiBucketFunction"}
 SAGEMAKER = {"CheckSageMakerEncryptionFunction"}
 IAM = {"FlagWildcardIamFunction"}
+WATCH = {"WatchInputsFunction"}
 NOWHERE: set[str] = set()
 
 # One row per file in events/: a new sample must say where it goes.
@@ -98,6 +99,31 @@ EXPECTED_ROUTES: dict[str, set[str]] = {
     "sagemaker/update-inference-experiment.json": SAGEMAKER,
     "config/sagemaker-model-isolation-enabled-noncompliant.json": SAGEMAKER,
     "config/sagemaker-monitoring-schedule-isolation-noncompliant.json": SAGEMAKER,
+    # What blinds ML Warden: each call reaches watch_inputs alone.
+    "cloudtrail/stop-logging.json": WATCH,
+    "cloudtrail/delete-trail.json": WATCH,
+    "cloudtrail/update-trail-single-region.json": WATCH,
+    "cloudtrail/put-event-selectors-no-management.json": WATCH,
+    "cloudtrail/stop-logging-failed.json": NOWHERE,
+    "macie/disable-macie.json": WATCH,
+    "macie/update-macie-session-paused.json": WATCH,
+    "macie/update-automated-discovery-disabled.json": WATCH,
+    "eventbridge/disable-rule-own.json": WATCH,
+    "eventbridge/delete-rule-own.json": WATCH,
+    "eventbridge/remove-targets-own.json": WATCH,
+    "eventbridge/put-rule-own-pattern.json": WATCH,
+    # Reaches the function, which ignores rules that are not ML Warden's own (the pattern cannot tell).
+    "eventbridge/disable-rule-other.json": WATCH,
+    "lambda/update-function-code-own.json": WATCH,
+    "lambda/update-function-configuration-own.json": WATCH,
+    "lambda/delete-function-own.json": WATCH,
+    "lambda/remove-permission-own.json": WATCH,
+    "lambda/put-function-concurrency-zero-own.json": WATCH,
+    "iam/update-assume-role-policy-own-role.json": WATCH,
+    # A policy change of an own role is also graded by flag_wildcard_iam, like any role's.
+    "iam/detach-role-policy-own-role.json": WATCH | IAM,
+    "ssm/put-parameter-liveness-canary.json": WATCH,
+    "iam/update-role-liveness-canary.json": WATCH,
 }
 
 

@@ -113,7 +113,7 @@ def _source_arns(statement: dict[str, Any]) -> list[Any]:
 
 
 def _role_statements(role: str) -> list[dict[str, Any]]:
-    return [s for p in RESOURCES[role]["Properties"]["Policies"] for s in _statements(p["PolicyDocument"])]
+    return [s for p in RESOURCES[role]["Properties"].get("Policies", []) for s in _statements(p["PolicyDocument"])]
 
 
 def _rules() -> Iterator[tuple[str, dict[str, Any], str]]:

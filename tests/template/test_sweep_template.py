@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from mlwarden import fanout, sweep_progress
-from mlwarden.checks import CHECK_NAMES
+from mlwarden.fanout import DEPLOYED_SWEEP_CHECKS
 from mlwarden_cli.template import load_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,7 +19,7 @@ CHECK_FUNCTIONS = {
     name: r
     for name, r in RESOURCES.items()
     if r["Type"] == "AWS::Serverless::Function"
-    and str(r["Properties"]["CodeUri"]).strip("/").rsplit("/", 1)[-1] in CHECK_NAMES
+    and str(r["Properties"]["CodeUri"]).strip("/").rsplit("/", 1)[-1] in DEPLOYED_SWEEP_CHECKS
 }
 PLANNER = RESOURCES["SweepPlannerFunction"]["Properties"]
 GLOBAL_TIMEOUT = TEMPLATE["Globals"]["Function"]["Timeout"]
@@ -159,7 +159,7 @@ def test_the_planner_sends_each_checks_pages_to_that_checks_queue() -> None:
     named = dict(re.findall(r'"([a-z_0-9]+)": "\$\{([A-Za-z0-9]+)\}"', text))
     expected = {_check_of(f): _queue_of(name) for name, f in CHECK_FUNCTIONS.items()}
     assert named == expected
-    assert set(named) == set(CHECK_NAMES)
+    assert set(named) == set(DEPLOYED_SWEEP_CHECKS)
     assert PLANNER["Environment"]["Variables"]["SWEEP_PLAN_QUEUE"] == {"Ref": "SweepPlanQueue"}
     sends = _granted("SweepPlannerRole", "sqs:SendMessage")
     assert sorted(str(r) for r in sends) == sorted(

@@ -10,20 +10,22 @@ from typing import Any
 import pytest
 
 from mlwarden import clients, exemptions, fanout, flapguard, organization, outcome_store, pii_memory
-from mlwarden.checks import CHECK_NAMES, CheckUnit, load
+from mlwarden.checks import CheckUnit, load
 from mlwarden.checks import block_public_s3 as s3
 from mlwarden.checks import check_sagemaker_encryption as sagemaker
 from mlwarden.checks import flag_wildcard_iam as iam
 from mlwarden.checks import tag_pii_bucket as macie
+from mlwarden.checks import watch_inputs as watch
+from mlwarden.fanout import DEPLOYED_SWEEP_CHECKS
 from mlwarden_cli.template import load_document
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _units() -> list[CheckUnit]:
-    """The checks the sweep reaches: those with a UNIT (targets_from_inventory)."""
+    """The checks the deployed sweep reaches: those with a work queue and a UNIT (targets_from_inventory)."""
     found = []
-    for name in CHECK_NAMES:
+    for name in DEPLOYED_SWEEP_CHECKS:
         try:
             found.append(load(name))
         except KeyError:  # no UNIT yet
@@ -51,6 +53,11 @@ ACTIONS_WITHOUT_RESOURCE_TYPE = {
     "xray:PutTelemetryRecords": "tracing, only when EnableTracing=true",
     "iam:ListPolicies": "find the ARN of the policy id a Config event names, flag_wildcard_iam",
     **dict.fromkeys(sagemaker.SWEEP_PERMISSIONS, "the sweep's SageMaker inventory, check_sagemaker_encryption"),
+    "macie2:GetMacieSession": "is Macie enabled or paused, watch_inputs",
+    "macie2:GetAutomatedDiscoveryConfiguration": "is automated sensitive-data discovery on, watch_inputs",
+    "macie2:UpdateMacieSession": "switch a paused Macie on again, only when ReenableMacie=true",
+    "macie2:UpdateAutomatedDiscoveryConfiguration": "switch discovery on again, only when ReenableMacie=true",
+    "events:ListRules": "the liveness canary reads the state of ML Warden's own rules, watch_inputs",
 }
 # What every function needs besides its own check's actions.
 COMMON_ACTIONS = (
@@ -95,6 +102,13 @@ CHECK_ACTIONS = {
     | _sweep_permissions(iam),
     # The planner lists what each check sweeps, and sends pages (COMMON_ACTIONS has sqs:SendMessage).
     "SweepPlannerFunction": frozenset().union(*(unit.sweep_permissions for unit in SWEEP_UNITS)),
+    "WatchInputsFunction": watch.TRAIL_PERMISSIONS
+    | watch.MACIE_READ_PERMISSIONS
+    | watch.MACIE_REENABLE_PERMISSIONS
+    | watch.RULE_PERMISSIONS
+    | watch.RULE_LIST_PERMISSIONS
+    | watch.CANARY_PERMISSIONS
+    | watch.IAM_CANARY_PERMISSIONS,
 }
 
 
@@ -291,7 +305,7 @@ def test_lost_alerts_are_alarmed_per_check() -> None:
         for a in alarms
         if a["Namespace"] == "MLWarden" and a["MetricName"] == "AlertFailed"
     }
-    assert lost == {s3.CHECK, macie.CHECK, sagemaker.CHECK, iam.CHECK}
+    assert lost == {s3.CHECK, macie.CHECK, sagemaker.CHECK, iam.CHECK, watch.CHECK}
 
 
 def test_parameters_and_defaults() -> None:

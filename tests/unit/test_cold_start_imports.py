@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HANDLERS = ("block_public_s3", "tag_pii_bucket", "check_sagemaker_encryption", "flag_wildcard_iam")
+HANDLERS = ("block_public_s3", "tag_pii_bucket", "check_sagemaker_encryption", "flag_wildcard_iam", "watch_inputs")
 NOT_AT_COLD_START = ("aws_xray_sdk", "aws_lambda_powertools.utilities.idempotency", "mlwarden.flapguard")
 
 IMPORT_HANDLER = """

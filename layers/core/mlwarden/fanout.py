@@ -61,6 +61,9 @@ RECEIVE_PERMISSIONS = frozenset({"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs
 SWEEP_CHECK = "sweep"
 _SWEEP_ID = re.compile(r"^sweep-[A-Za-z0-9-]{1,100}$")
 _START_ID = re.compile(r"^[A-Za-z0-9-]{1,100}$")
+# The checks the deployed sweep fans out to: each has a work queue and an event source mapping in template.yaml.
+# watch_inputs, guard_s3_data and guard_kms_keys are swept by `mlwarden sweep` until they get theirs.
+DEPLOYED_SWEEP_CHECKS = ("block_public_s3", "tag_pii_bucket", "flag_wildcard_iam", "check_sagemaker_encryption")
 _QUEUE_URL = re.compile(r"^https?://[A-Za-z0-9.:-]+/\d{12}/[A-Za-z0-9_-]{1,80}$")
 
 
@@ -275,14 +278,14 @@ class Planner:
 
     def run(self, resume: Mapping[str, Any] | None) -> None:
         resume = resume or {}
-        start_check = resume.get("check") if resume.get("check") in CHECK_NAMES else None
+        start_check = resume.get("check") if resume.get("check") in DEPLOYED_SWEEP_CHECKS else None
         after = resume.get("after") if isinstance(resume.get("after"), dict) else None
         self.next_page = resume["page"] if isinstance(resume.get("page"), int) else 0
         failures = resume.get("listing_failures")
         listing_failures = [f for f in failures if isinstance(f, str)] if isinstance(failures, list) else []
         if self.progress is not None and not resume:
             self.progress.start(self.account, self.region)
-        names = list(CHECK_NAMES)
+        names = list(DEPLOYED_SWEEP_CHECKS)
         for name in names[names.index(start_check) :] if start_check else names:
             unit = _unit_or_none(name)
             queue = self.plan.work_queues.get(name)
