@@ -22,7 +22,14 @@ if TYPE_CHECKING:
     from mlwarden.outcomes import Outcome, Trigger
     from mlwarden.settings import Settings
 
-CHECK_NAMES = ("block_public_s3", "tag_pii_bucket", "flag_wildcard_iam", "check_sagemaker_encryption")
+CHECK_NAMES = (
+    "block_public_s3",
+    "tag_pii_bucket",
+    "flag_wildcard_iam",
+    "check_sagemaker_encryption",
+    "guard_kms_keys",
+    "guard_s3_data",
+)
 
 
 @dataclass(frozen=True)

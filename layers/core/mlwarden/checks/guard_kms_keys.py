@@ -139,7 +139,7 @@ def _kms(key: KeyTarget) -> Any:
 
 
 def _describe(key: KeyTarget) -> dict[str, Any]:
-    metadata: dict[str, Any] = _call("kms:DescribeKey", _kms(key).describe_key, KeyId=key.arn)["KeyMetadata"]
+    metadata: dict[str, Any] = _call("kms:DescribeKey", _kms(key).describe_key, KeyId=key.key_id)["KeyMetadata"]
     return metadata
 
 
@@ -147,7 +147,7 @@ def _tags(key: KeyTarget) -> dict[str, str] | None:
     """The key's tags; None when they cannot be read (then the key's use is unknown, never "none")."""
     tags: dict[str, str] = {}
     try:
-        for page in _kms(key).get_paginator("list_resource_tags").paginate(KeyId=key.arn):
+        for page in _kms(key).get_paginator("list_resource_tags").paginate(KeyId=key.key_id):
             tags.update({tag["TagKey"]: tag["TagValue"] for tag in page.get("Tags", [])})
     except ClientError as err:
         if error_code(err) == "NotFoundException":
@@ -161,7 +161,7 @@ def _tags(key: KeyTarget) -> dict[str, str] | None:
 def _aliases(key: KeyTarget) -> list[str]:
     names: list[str] = []
     try:
-        for page in _kms(key).get_paginator("list_aliases").paginate(KeyId=key.arn):
+        for page in _kms(key).get_paginator("list_aliases").paginate(KeyId=key.key_id):
             names += [alias["AliasName"] for alias in page.get("Aliases", []) if "AliasName" in alias]
     except (ClientError, BotoCoreError):
         return []
@@ -169,12 +169,12 @@ def _aliases(key: KeyTarget) -> list[str]:
 
 
 def _policy(key: KeyTarget) -> Mapping[str, Any] | None:
-    response = _call("kms:GetKeyPolicy", _kms(key).get_key_policy, KeyId=key.arn, PolicyName="default")
+    response = _call("kms:GetKeyPolicy", _kms(key).get_key_policy, KeyId=key.key_id, PolicyName="default")
     return decode_policy_document(response.get("Policy"))
 
 
 def _rotation_enabled(key: KeyTarget) -> bool:
-    response = _call("kms:GetKeyRotationStatus", _kms(key).get_key_rotation_status, KeyId=key.arn)
+    response = _call("kms:GetKeyRotationStatus", _kms(key).get_key_rotation_status, KeyId=key.key_id)
     return bool(response.get("KeyRotationEnabled"))
 
 
@@ -407,10 +407,10 @@ def _deletion(
     quoted = shlex.quote(key.arn)
     try:
         if state == "PendingDeletion":
-            _call("kms:CancelKeyDeletion", kms.cancel_key_deletion, KeyId=key.arn)
+            _call("kms:CancelKeyDeletion", kms.cancel_key_deletion, KeyId=key.key_id)
             decision.fixed("kms:CancelKeyDeletion", f"aws kms schedule-key-deletion --key-id {quoted}")
         # CancelKeyDeletion leaves the key Disabled: enable it, or it still decrypts nothing.
-        _call("kms:EnableKey", kms.enable_key, KeyId=key.arn)
+        _call("kms:EnableKey", kms.enable_key, KeyId=key.key_id)
         decision.fixed("kms:EnableKey", f"aws kms disable-key --key-id {quoted}")
     except AwsCallFailed as err:
         decision.failure = err
@@ -435,7 +435,7 @@ def _rotation(key: KeyTarget, decision: Findings, *, fix_on: bool, may_fix: bool
     if not may_fix or decision.broken:
         return
     try:
-        _call("kms:EnableKeyRotation", _kms(key).enable_key_rotation, KeyId=key.arn)
+        _call("kms:EnableKeyRotation", _kms(key).enable_key_rotation, KeyId=key.key_id)
     except AwsCallFailed as err:
         decision.failure = err
         return
