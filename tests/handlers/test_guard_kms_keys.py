@@ -191,7 +191,9 @@ def test_rotation_fix_switched_off_flags_only(aws: AwsWorld, kms: Any, kms_handl
     assert outcome["outcome"] == "flagged"
 
 
-def test_asymmetric_key_has_no_rotation_to_ask_for(aws: AwsWorld, kms: Any, kms_handler: Callable[..., Handler]) -> None:
+def test_asymmetric_key_has_no_rotation_to_ask_for(
+    aws: AwsWorld, kms: Any, kms_handler: Callable[..., Handler]
+) -> None:
     key_id = new_key(kms, KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")
 
     outcome = kms_handler()(kms_event("PutKeyPolicy", key_id, policyName="default"))

@@ -511,6 +511,10 @@ def _covers_action(general: str, specific: str) -> bool:
     return bool(_glob(general.strip().lower()).fullmatch(specific.strip().lower()))
 
 
+# For the other rule sets (bucket policies): one way to match an action pattern.
+covers_action = _covers_action
+
+
 @functools.lru_cache(maxsize=4096)
 def _any_action_glob(patterns: tuple[str, ...]) -> re.Pattern[str]:
     """One regex for a list of action patterns: matches what any of them covers (lower-case input)."""
