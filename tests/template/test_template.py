@@ -13,6 +13,8 @@ from mlwarden import exemptions, flapguard, outcome_store, pii_memory
 from mlwarden.checks import block_public_s3 as s3
 from mlwarden.checks import check_sagemaker_encryption as sagemaker
 from mlwarden.checks import flag_wildcard_iam as iam
+from mlwarden.checks import guard_kms_keys as kms
+from mlwarden.checks import guard_s3_data as data
 from mlwarden.checks import tag_pii_bucket as macie
 from mlwarden_cli.template import load_document
 
@@ -29,6 +31,7 @@ ACTIONS_WITHOUT_RESOURCE_TYPE = {
     "xray:PutTraceSegments": "tracing, only when EnableTracing=true",
     "xray:PutTelemetryRecords": "tracing, only when EnableTracing=true",
     "iam:ListPolicies": "find the ARN of the policy id a Config event names, flag_wildcard_iam",
+    "kms:ListAliases": "the aliases a bucket's default encryption may name a key by, guard_kms_keys",
 }
 # What every function needs besides its own check's actions.
 COMMON_ACTIONS = (
@@ -53,6 +56,8 @@ CHECK_ACTIONS = {
     | sagemaker.BUCKET_PERMISSIONS
     | sagemaker.STOP_PERMISSIONS,
     "FlagWildcardIamFunction": iam.POLICY_PERMISSIONS | iam.LIST_PERMISSIONS | iam.REVERT_PERMISSIONS,
+    "GuardKmsKeysFunction": kms.PERMISSIONS,
+    "GuardS3DataFunction": data.PERMISSIONS,
 }
 
 
@@ -249,7 +254,7 @@ def test_lost_alerts_are_alarmed_per_check() -> None:
         for a in alarms
         if a["Namespace"] == "MLWarden" and a["MetricName"] == "AlertFailed"
     }
-    assert lost == {s3.CHECK, macie.CHECK, sagemaker.CHECK, iam.CHECK}
+    assert lost == {s3.CHECK, macie.CHECK, sagemaker.CHECK, iam.CHECK, kms.CHECK, data.CHECK}
 
 
 def test_parameters_and_defaults() -> None:
