@@ -135,7 +135,9 @@ def _call(action: str, func: Callable[..., Any], **kwargs: Any) -> Any:
 
 
 def _kms(key: KeyTarget) -> Any:
-    return clients.client("kms", key.region)
+    """The KMS client of the key's region: the function's own (shared) client when it is that region."""
+    home = clients.client("kms")
+    return home if home.meta.region_name == key.region else clients.client("kms", key.region)
 
 
 def _describe(key: KeyTarget) -> dict[str, Any]:

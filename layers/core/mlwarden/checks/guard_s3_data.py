@@ -429,7 +429,8 @@ def _kms_encryption(
 
 
 def _evaluate_access_point(point: AccessPointTarget, trigger: Trigger, settings: Settings) -> Outcome:
-    s3control = clients.client("s3control", point.region)
+    home = clients.client("s3control")
+    s3control = home if home.meta.region_name == point.region else clients.client("s3control", point.region)
     described = _call("s3:GetAccessPoint", s3control.get_access_point, AccountId=point.account, Name=point.name)
     block = described.get("PublicAccessBlockConfiguration") or {}
     off = [flag for flag in FLAGS if not block.get(flag)]
