@@ -332,3 +332,29 @@ def test_unreadable_access_point_events_are_ignored(
 
     assert outcome["outcome"] == "ignored"
     assert reason in outcome["reason"]
+
+
+def test_public_access_point_policy_behind_an_open_block_is_critical(
+    aws: AwsWorld, data_handler: Callable[..., Handler], cloudtrail_event: Callable[..., dict[str, Any]]
+) -> None:
+    # moto answers GetAccessPointPolicyStatus IsPublic=true for any policy; S3 evaluates the policy itself.
+    aws.bucket("training-data")
+    off = dict.fromkeys(("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"), False)
+    aws.s3control.create_access_point(
+        AccountId=ACCOUNT, Name="open-point", Bucket="training-data", PublicAccessBlockConfiguration=off
+    )
+    arn = f"arn:aws:s3:{REGION}:{ACCOUNT}:accesspoint/open-point"
+    public = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"{arn}/object/*"}],
+    }
+    aws.s3control.put_access_point_policy(AccountId=ACCOUNT, Name="open-point", Policy=json.dumps(public))
+
+    outcome = data_handler()(
+        cloudtrail_event("PutAccessPointPolicy", request_parameters={"name": "open-point", "x-amz-account-id": ACCOUNT})
+    )
+
+    assert outcome["outcome"] == "flagged"
+    assert outcome["severity"] == "CRITICAL"
+    assert outcome["findings"] == ["access-point-block-off", "access-point-policy-public"]
+    assert outcome["controls"] == ["S3.19"]

@@ -454,7 +454,8 @@ def _evaluate_access_point(point: AccessPointTarget, trigger: Trigger, settings:
         findings.found(
             ACCESS_POINTS,
             "access-point-block-off",
-            Severity.HIGH if public_policy else Severity.MEDIUM,
+            # Security Hub rates S3.19 critical: one policy change from public, and the block cannot be fixed.
+            Severity.CRITICAL if public_policy else Severity.HIGH,
             f"access point's block public access settings off: {', '.join(off)} (they cannot be changed after "
             f"creation: recreate it, which turns all four on, with {recreate})",
         )
