@@ -134,7 +134,7 @@ REAL_ROUTES: dict[str, set[str]] = {
     "DeleteBucketPublicAccessBlock__aws-s3-deletepublicaccessblock__public-access-block-deletion-failed.json": NOWHERE,
     "PutBucketAcl__aws-s3-bucketpolicymodified__s3-bucket-policy-modified-error-response.json": NOWHERE,
     "PutBucketAcl__aws-s3-bucketpolicymodified__s3-bucket-policy-modified.json": BLOCK,
-    "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__all-restrictive-conditions-types-should-not-alert.json": BUCKET_POLICY,
+    "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__all-restrictive-conditions-types-should-not-alert.json": BUCKET_POLICY,  # noqa: E501
     "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__invalid-json-policy-should-not-alert.json": BUCKET_POLICY,
     "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__null-request-parameters.json": BUCKET_POLICY,
     "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__s3-failed-to-make-publicly-accessible.json": NOWHERE,
