@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mlwarden_cli import exempt
+from mlwarden_cli import demo_org, exempt
 from mlwarden_cli.emulator import FAKE_CREDENTIALS, EmulatorError, moto_server
 from mlwarden_cli.local import create_local_resources
 from mlwarden_cli.replay import Replayed, Replayer, format_table, read_events
@@ -527,6 +527,9 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
     )
     checks.append(("the redelivered event was not acted on again", any(r.redelivered for r in results)))
     checks.append(("no handler raised", not any(r.raised for r in results)))
+
+    _heading("Organization mode: the hub acts in member accounts through their member role")
+    checks += demo_org.run(replayer, events_dir, account["queue_url"])
 
     _heading("Checks")
     for description, ok in checks:

@@ -104,3 +104,45 @@ def moto_server(timeout: float = 30.0) -> Iterator[str]:
             process.kill()
             process.wait()
         log.close()
+
+
+def refuse_assuming_missing_roles(sts: Any) -> None:
+    """Make moto refuse, as AWS does, to assume a role that does not exist.
+
+    moto lets any caller assume any role ARN, existing or not (its documented shortcut for switching
+    accounts). AWS answers AccessDenied for a role that is missing or does not trust the caller, which is
+    how a member account without member.yaml shows up; registered on an STS client, this asks moto's IAM
+    of the role's account (through the assumed credentials) and answers AccessDenied when the role is not there.
+    """
+    import boto3  # noqa: PLC0415 - the emulator's own clients, not the one client factory's
+    from botocore.awsrequest import AWSResponse  # noqa: PLC0415
+
+    def remember_role(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["mlwarden_role_arn"] = params.get("RoleArn", "")
+
+    def refuse(context: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
+        role_arn = str(context.get("mlwarden_role_arn", ""))
+        endpoint = sts.meta.endpoint_url
+        probe = boto3.client("sts", endpoint_url=endpoint, region_name=sts.meta.region_name)
+        credentials = probe.assume_role(RoleArn=role_arn, RoleSessionName="emulator-role-probe")["Credentials"]
+        iam = boto3.client(
+            "iam",
+            endpoint_url=None if "amazonaws.com" in endpoint else endpoint,
+            region_name=sts.meta.region_name,
+            aws_access_key_id=credentials["AccessKeyId"],
+            aws_secret_access_key=credentials["SecretAccessKey"],
+            aws_session_token=credentials["SessionToken"],
+        )
+        role_name = role_arn.rsplit("/", 1)[-1]
+        if any(
+            role["RoleName"] == role_name
+            for page in iam.get_paginator("list_roles").paginate()
+            for role in page["Roles"]
+        ):
+            return None
+        message = f"User is not authorized to perform: sts:AssumeRole on resource: {role_arn}"
+        error = {"Error": {"Code": "AccessDenied", "Message": message}, "ResponseMetadata": {"HTTPStatusCode": 403}}
+        return AWSResponse(endpoint, 403, {}, None), error
+
+    sts.meta.events.register("before-parameter-build.sts.AssumeRole", remember_role)
+    sts.meta.events.register("before-call.sts.AssumeRole", refuse)

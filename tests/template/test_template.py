@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mlwarden import exemptions, flapguard, outcome_store, pii_memory
+from mlwarden import clients, exemptions, flapguard, organization, outcome_store, pii_memory
 from mlwarden.checks import block_public_s3 as s3
 from mlwarden.checks import check_sagemaker_encryption as sagemaker
 from mlwarden.checks import flag_wildcard_iam as iam
@@ -47,6 +47,9 @@ COMMON_ACTIONS = (
     }
     | outcome_store.PERMISSIONS
     | exemptions.READ_PERMISSIONS
+    # Organization mode (OrganizationId set): act through member roles, name accounts in alerts.
+    | clients.MEMBER_ROLE_PERMISSIONS
+    | organization.LABEL_PERMISSIONS
 )
 # Each function's check module declares the actions its code calls.
 CHECK_ACTIONS = {
@@ -196,7 +199,7 @@ def test_every_rule_has_retries_and_an_encrypted_dead_letter_queue(
         arn["Fn::GetAtt"][0]
         for policy in policies
         if {"Ref": queue} in policy["Properties"]["Queues"]
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        for statement in _statements(policy["Properties"]["PolicyDocument"])
         if statement["Effect"] == "Allow" and statement["Principal"] == {"Service": "events.amazonaws.com"}
         for arn in statement["Condition"]["ArnEquals"]["aws:SourceArn"]
     ]

@@ -329,7 +329,7 @@ def _body(outcome: Outcome, data: dict[str, Any], cut: dict[str, dict[str, int]]
         f"ML Warden {data['check']}: {headline(outcome)} ({data['severity']})",
         "",
         f"What:      {data['reason']}",
-        f"Where:     {data.get('resource') or 'unknown'} (account {trigger.get('account') or 'unknown'}, "
+        f"Where:     {data.get('resource') or 'unknown'} (account {_account_line(trigger)}, "
         f"region {trigger.get('region') or 'unknown'})",
         f"Who:       {who}, via {trigger.get('name')} at {trigger.get('time') or 'unknown time'} "
         f"(event {data.get('event_id')})",
@@ -361,6 +361,16 @@ def _body(outcome: Outcome, data: dict[str, Any], cut: dict[str, dict[str, int]]
     return "\n".join(lines)
 
 
+def _account_line(trigger: dict[str, Any]) -> str:
+    """ACCOUNT, or ACCOUNT "name" in OU when organization mode knows the account's name and OU."""
+    line = str(trigger.get("account") or "unknown")
+    if trigger.get("account_name"):
+        line += f" {json.dumps(str(trigger['account_name']))}"
+    if trigger.get("organizational_unit"):
+        line += f" in {trigger['organizational_unit']}"
+    return line
+
+
 def _attributes(outcome: Outcome) -> dict[str, dict[str, str]]:
     """SNS message attributes for subscription filter policies."""
     trigger = outcome.trigger
@@ -376,6 +386,10 @@ def _attributes(outcome: Outcome) -> dict[str, dict[str, str]]:
         "account": attribute(trigger.account),
         "region": attribute(trigger.region),
     }
+    if trigger.account_name:
+        attributes["account_name"] = attribute(trigger.account_name)
+    if trigger.organizational_unit:
+        attributes["organizational_unit"] = attribute(trigger.organizational_unit)
     if outcome.flapping:
         attributes["flapping"] = attribute("true")
     return attributes

@@ -47,6 +47,9 @@ class Trigger:
     time: str | None
     account: str | None
     region: str | None
+    # Organization mode: the account's name and organizational unit, for the alert (organization.labelled).
+    account_name: str | None = None
+    organizational_unit: str | None = None
 
     @classmethod
     def sweep(cls, sweep_id: str, account: str, region: str, time: str | None = None) -> Trigger:
@@ -191,8 +194,15 @@ class Outcome:
                 "time": self.trigger.time,
                 "account": self.trigger.account,
                 "region": self.trigger.region,
+                **_account_label(self.trigger),
             },
         }
+
+
+def _account_label(trigger: Trigger) -> dict[str, str]:
+    """The account's name and OU when organization mode knows them; nothing otherwise (single-account alerts)."""
+    label = {"account_name": trigger.account_name, "organizational_unit": trigger.organizational_unit}
+    return {key: value for key, value in label.items() if value}
 
 
 def outcome_from_dict(data: Mapping[str, Any]) -> Outcome:
@@ -213,6 +223,8 @@ def outcome_from_dict(data: Mapping[str, Any]) -> Outcome:
                 time=trigger.get("time"),
                 account=trigger.get("account"),
                 region=trigger.get("region"),
+                account_name=trigger.get("account_name"),
+                organizational_unit=trigger.get("organizational_unit"),
             ),
             resource=data.get("resource"),
             actions=tuple(data.get("actions") or ()),

@@ -17,6 +17,10 @@ With an outcome table (OUTCOME_TABLE), deciding and alerting happen once per eve
 outcome_store): a redelivered event gets its stored outcome back, a retry after a lost alert sends only
 the alert, and a known event id with a different payload is decided as a new event and alerted as
 suspicious. The same alert about the same resource and findings goes out once per window (alert_dedup).
+
+Organization mode (MEMBER_ROLE_NAME): the check acts in the account and region the event's envelope names
+(EventBridge sets it; nobody can put an aws.* event for another account), through that account's member
+role; a role that cannot be assumed is a `failed` outcome, alerted and raised like any other.
 """
 
 from __future__ import annotations
@@ -27,14 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from mlwarden import alert_dedup, alerts
+from mlwarden import alert_dedup, alerts, clients, organization
 from mlwarden.errors import AlertDeliveryFailed, AwsCallFailed, RemediationFailed
-from mlwarden.events import ApiCall, Event, Unrecognised, parse_event
+from mlwarden.events import ApiCall, Event, Unrecognised, parse_event, partition_of
 from mlwarden.exemptions import ROUTED_FOR_THE_EXEMPT_TAG, report_tag_change, tag_set_by
 from mlwarden.loopguard import is_own_change
 from mlwarden.observability import logger, metrics, tracer
 from mlwarden.outcome_store import Decided, EventIdReused, EventInProgress, OutcomeStore, payload_hash
-from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, ignored
+from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed, ignored
 from mlwarden.settings import Settings
 
 if TYPE_CHECKING:
@@ -56,7 +60,9 @@ def run_check(name: str, check: Check, raw_event: Any, settings: Settings, lambd
     store = _store_for(event, raw_event, settings, lambda_context)
 
     def decide(fix_id: str) -> Callable[[], Outcome]:
-        return lambda: _guarded(name, event, check(event, settings), settings, fix_id)
+        return lambda: _guarded(
+            name, event, _in_the_events_account(name, check, event, settings, lambda_context), settings, fix_id
+        )
 
     if store is None:
         envelope = getattr(event, "envelope", None)
@@ -103,6 +109,28 @@ def run_target(unit: CheckUnit, target: Any, trigger: Trigger, settings: Setting
     return _finish(unit.name, Decided(outcome, first_delivery=True), settings, None)
 
 
+def _in_the_events_account(
+    name: str, check: Check, event: Event, settings: Settings, lambda_context: Any = None
+) -> Outcome:
+    """The check, with resource clients in the account and region the event came from (organization mode)."""
+    envelope = getattr(event, "envelope", None)
+    account = envelope.account if envelope is not None else None
+    region = envelope.region if envelope is not None else None
+    event_id = envelope.id if envelope is not None else ""
+    try:
+        with clients.acting_in(
+            account,
+            region,
+            member_role_name=settings.member_role_name,
+            session=clients.session_name(name, event_id),
+            partition=partition_of(region),
+            lambda_context=lambda_context,
+        ):
+            return check(event, settings)
+    except clients.MemberRoleUnavailable as err:
+        return call_failed(name, Trigger.of(event), err.role_arn, "could not act in the event's account", err)
+
+
 def _reporting_exempt_tags(name: str, check: Check) -> Check:
     """A call that sets the exempt tag is decided like any other, and its outcome also reports the tag."""
 
@@ -141,7 +169,11 @@ def _guarded(name: str, event: Event | None, outcome: Outcome, settings: Setting
 
 
 def _loop_guard(name: str, event: Event | None, outcome: Outcome, settings: Settings) -> Outcome:
-    if event is None or not isinstance(event, ApiCall) or not is_own_change(event, settings.remediator_role_arn):
+    if (
+        event is None
+        or not isinstance(event, ApiCall)
+        or not is_own_change(event, settings.remediator_role_arn, settings.member_role_name)
+    ):
         return outcome
     if outcome.outcome is OutcomeKind.COMPLIANT:
         metrics.add_metric(name="LoopGuardIgnored", unit=MetricUnit.Count, value=1)
@@ -190,6 +222,8 @@ def _alert(
     outcome: Outcome, settings: Settings, store: OutcomeStore | None, name: str, purpose: str | None = None
 ) -> Outcome:
     suppressed: list[str] = []
+    if settings.organization_id is not None:
+        outcome = replace(outcome, trigger=organization.labelled(outcome.trigger))
 
     def publish() -> str:
         claim = alert_dedup.claim(settings, name, outcome)

@@ -23,9 +23,11 @@ FLAP_THRESHOLD_RANGE = range(1, 101)
 MAX_EXEMPTION_DAYS_RANGE = range(1, 366)
 FLAP_DIGEST_MINUTES_RANGE = range(5, 1441)
 ALERT_DEDUP_HOURS_RANGE = range(1, 169)
+# IAM role names: 1-64 characters from letters, digits and + = , . @ _ -
+_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+_ORGANIZATION_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
 HTTPS_ONLY_CHOICES = ("pii", "all", "off")
 _ACCOUNT_ID = re.compile(r"^\d{12}$")
-_ORGANIZATION_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
 _KMS_KEY_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:kms:[a-z0-9-]+:\d{12}:key/[a-zA-Z0-9-]{1,128}$")
 
 
@@ -60,15 +62,19 @@ class Settings:
     flap_digest_minutes: int = 60
     # The same resource with the same failed findings and severity alerts once within this many hours.
     alert_dedup_hours: int = 24
+    # Organization mode: an event from another account is acted on through that account's member role
+    # (arn:PARTITION:iam::ACCOUNT:role/MEMBER_ROLE_NAME); None acts with the function's own credentials only.
+    member_role_name: str | None = None
+    # The organization (o-...) whose accounts send events; alerts then name the account and its OU.
+    # guard_s3_data also counts its principals as inside (S3.6).
+    organization_id: str | None = None
     # guard_kms_keys: turn on automatic rotation of symmetric customer managed keys (KMS.4).
     enable_key_rotation: bool = True
     # guard_s3_data: which buckets get the HTTPS-only deny merged into their policy (S3.5): "pii" (tagged or
     # remembered as holding PII), "all" or "off"; accounts trusted by bucket policies besides this one (S3.6);
-    # the organization whose principals are not "outside" (S3.6); the KMS key named for the optional
-    # SSE-KMS fix of default encryption (S3.17, no fix when unset).
+    # the KMS key named for the optional SSE-KMS fix of default encryption (S3.17, no fix when unset).
     https_only_buckets: str = "pii"
     trusted_account_ids: frozenset[str] = frozenset()
-    organization_id: str | None = None
     default_encryption_key_arn: str | None = None
 
     @property
@@ -145,6 +151,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     flap_digest_minutes = _whole_number(env, "FLAP_DIGEST_MINUTES", 60, FLAP_DIGEST_MINUTES_RANGE)
     alert_dedup_hours = _whole_number(env, "ALERT_DEDUP_HOURS", 24, ALERT_DEDUP_HOURS_RANGE)
 
+    member_role_name = env.get("MEMBER_ROLE_NAME", "").strip() or None
+    if member_role_name is not None and not _ROLE_NAME.match(member_role_name):
+        raise SettingsError(
+            "MEMBER_ROLE_NAME must be an IAM role name (1-64 characters: letters, digits, + = , . @ _ -), "
+            f"got {member_role_name[:80]!r}"
+        )
+    organization_id = env.get("ORGANIZATION_ID", "").strip() or None
+    if organization_id is not None and not _ORGANIZATION_ID.match(organization_id):
+        raise SettingsError(f"ORGANIZATION_ID must be an organization id (o-...), got {organization_id[:40]!r}")
+
     return Settings(
         alert_topic_arn=topic,
         remediation_mode=mode,
@@ -157,6 +173,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_exemption_days=max_days,
         flap_digest_minutes=flap_digest_minutes,
         alert_dedup_hours=alert_dedup_hours,
+        member_role_name=member_role_name,
+        organization_id=organization_id,
         **_data_and_keys(env),
     )
 
@@ -191,9 +209,6 @@ def _data_and_keys(env: Mapping[str, str]) -> dict[str, Any]:
         raise SettingsError(
             f"TRUSTED_ACCOUNT_IDS must be comma-separated 12-digit account ids, got {','.join(trusted)[:120]!r}"
         )
-    organization = env.get("ORGANIZATION_ID", "").strip() or None
-    if organization is not None and not _ORGANIZATION_ID.match(organization):
-        raise SettingsError(f"ORGANIZATION_ID must be an organization id (o-xxxxxxxxxx), got {organization[:40]!r}")
     encryption_key = env.get("DEFAULT_ENCRYPTION_KEY_ARN", "").strip() or None
     if encryption_key is not None and not _KMS_KEY_ARN.match(encryption_key):
         raise SettingsError(
@@ -204,6 +219,5 @@ def _data_and_keys(env: Mapping[str, str]) -> dict[str, Any]:
         "enable_key_rotation": _true_or_false(env, "ENABLE_KEY_ROTATION", default=True),
         "https_only_buckets": https_only,
         "trusted_account_ids": frozenset(trusted),
-        "organization_id": organization,
         "default_encryption_key_arn": encryption_key,
     }

@@ -10,22 +10,26 @@ listing and its evaluation ends `ignored`.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mlwarden import alerts, clients
 from mlwarden import inventory as inventory_module
 from mlwarden.checks import CheckUnit
 from mlwarden.errors import AlertDeliveryFailed, AwsCallFailed, RemediationFailed
+from mlwarden.events import partition_of
 from mlwarden.inventory import Inventory
 from mlwarden.observability import logger
+from mlwarden.organization import Account
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed
 from mlwarden.pipeline import run_target
-from mlwarden.settings import Settings
+from mlwarden.settings import Settings, SettingsError
 
 Progress = Callable[[str, int, int], None]  # check, done, total
 
@@ -51,6 +55,8 @@ class Summary:
     # Alerts sent by this sweep: anything new (per-resource dedup holds back what was already said).
     alerted: int = 0
     listing_failures: list[str] = field(default_factory=list)
+    # Organization sweep: accounts whose member role could not be assumed ("ACCOUNT: CODE"), skipped.
+    unreachable_accounts: list[str] = field(default_factory=list)
 
     def add(self, outcome: Outcome) -> None:
         self.evaluated += 1
@@ -74,6 +80,7 @@ class Summary:
             "by_severity": dict(self.by_severity),
             "alerted": self.alerted,
             "listing_failures": list(self.listing_failures),
+            "unreachable_accounts": list(self.unreachable_accounts),
         }
 
 
@@ -182,3 +189,96 @@ def run_sweep(
         inventory = Inventory(account=account, region=region, first_region=index == 0)
         for unit in units:
             yield from sweep_check(unit, inventory, settings, sweep_id, summary=summary, progress=progress)
+
+
+# --- organization mode: every member account ---------------------------------------------------------------
+
+
+def run_organization_sweep(
+    check_names: Iterable[str],
+    regions: Iterable[str],
+    accounts: Iterable[Account],
+    settings: Settings,
+    *,
+    sweep_id: str | None = None,
+    progress: Progress | None = None,
+    summary: Summary | None = None,
+) -> Iterator[Outcome]:
+    """`run_sweep` in every account, each through its member role (the home account with its own credentials).
+
+    An account whose role cannot be assumed (missing, not trusting the hub, STS refused) is one `failed`
+    outcome and is skipped; the others go on. When any was skipped, one alert says which (not one per account).
+    """
+    from mlwarden.checks import load  # noqa: PLC0415 - imports the checks, which a handler never needs
+
+    if settings.member_role_name is None:
+        # Without it every account would be read with the hub's own credentials, and reported as another's.
+        raise SettingsError("MEMBER_ROLE_NAME is required to sweep the organization's accounts")
+    summary = summary if summary is not None else Summary(sweep_id or new_sweep_id())
+    sweep_id = sweep_id or summary.sweep_id
+    units = [load(name) for name in check_names]
+    regions = list(regions)
+    unreachable: list[Outcome] = []
+    for account in accounts:
+        for index, region in enumerate(regions):
+            try:
+                context = clients.context_acting_in(
+                    account.id,
+                    region,
+                    member_role_name=settings.member_role_name,
+                    session=clients.session_name(sweep_id),
+                    partition=partition_of(region),
+                )
+            except clients.MemberRoleUnavailable as err:
+                outcome = _account_unreachable(account, region, sweep_id, err)
+                summary.unreachable_accounts.append(f"{account.id}: {err.code}")
+                summary.add(outcome)
+                unreachable.append(outcome)
+                yield outcome
+                break  # the same role in the other regions: skip the account, not only this region
+            inventory = Inventory(account=account.id, region=region, first_region=index == 0)
+            for unit in units:
+                steps = sweep_check(unit, inventory, settings, sweep_id, summary=summary, progress=progress)
+                yield from _each_in(context, steps)
+    if unreachable:
+        _alert_unreachable(unreachable, summary, settings)
+
+
+def _each_in(context: contextvars.Context, steps: Iterator[Outcome]) -> Iterator[Outcome]:
+    """Run each step of a generator in `context` (a member account's), so nothing leaks into the caller's."""
+    while True:
+        try:
+            outcome = context.run(next, steps)
+        except StopIteration:
+            return
+        yield outcome
+
+
+def _account_unreachable(account: Account, region: str, sweep_id: str, err: AwsCallFailed) -> Outcome:
+    trigger = replace(
+        Trigger.sweep(sweep_id, account.id, region, now_iso()),
+        account_name=account.name,
+        organizational_unit=account.organizational_unit,
+    )
+    return call_failed("sweep", trigger, f"account {account.id}", "account not swept", err)  # HIGH
+
+
+def _alert_unreachable(unreachable: list[Outcome], summary: Summary, settings: Settings) -> None:
+    """One alert for every account the sweep could not enter."""
+    first = unreachable[0]
+    accounts = ", ".join(f"{o.trigger.account} ({o.error_code})" for o in unreachable)
+    outcome = replace(
+        first,
+        resource=f"{len(unreachable)} account(s)",
+        reason=(
+            f"{len(unreachable)} account(s) not swept, their member role could not be assumed: {accounts}. "
+            "Deploy member.yaml there (StackSets, or the management account by hand) and check its trust"
+        ),
+        trigger=replace(first.trigger, account=None, region=None, account_name=None, organizational_unit=None),
+        details={"accounts": [o.trigger.account for o in unreachable], "sweep": summary.sweep_id},
+    )
+    try:
+        alerts.publish(outcome, settings.alert_topic_arn)
+    except AwsCallFailed as err:
+        raise AlertDeliveryFailed(outcome) from err
+    summary.alerted += 1
