@@ -42,6 +42,24 @@ def _construct_tag(loader: _CfnLoader, tag_suffix: str, node: yaml.Node) -> Any:
 _CfnLoader.add_multi_constructor("!", _construct_tag)
 
 
+def objects_in_arrays_merged(value: Any) -> Any:
+    """An array of objects as one object whose leaves list every element's values.
+
+    EventBridge matches a pattern field inside an array of objects if any element matches it (Security Hub's
+    `detail.findings` is one: https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-event-patterns-arrays.html);
+    moto's matcher only descends into objects, so replay hands it the arrays merged.
+    """
+    if isinstance(value, Mapping):
+        return {key: objects_in_arrays_merged(item) for key, item in value.items()}
+    if isinstance(value, list) and value and all(isinstance(item, Mapping) for item in value):
+        merged: dict[str, list[Any]] = {}
+        for item in value:
+            for key, inner in item.items():
+                merged.setdefault(key, []).append(inner)
+        return {key: objects_in_arrays_merged(items[0] if len(items) == 1 else items) for key, items in merged.items()}
+    return value
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
@@ -52,7 +70,7 @@ class Rule:
         if not isinstance(event, Mapping):
             return False
         try:
-            return bool(self._compiled.matches_event(dict(event)))
+            return bool(self._compiled.matches_event(objects_in_arrays_merged(dict(event))))
         except (AttributeError, TypeError, ValueError, KeyError, RecursionError):
             # moto's matcher assumes well-typed events; EventBridge would not match a malformed one either
             return False

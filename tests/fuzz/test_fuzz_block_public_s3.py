@@ -15,7 +15,8 @@ from hypothesis import given
 from mutations import OUTCOMES, SAMPLES, damaged_events, fuzz_settings, run_damaged
 
 from mlwarden.checks import block_public_s3 as s3
-from mlwarden.events import ApiCall, parse_event
+from mlwarden.events import ApiCall, parse_event, parse_security_hub_finding
+from mlwarden.pipeline import security_hub_target
 
 pytestmark = pytest.mark.fuzz
 
@@ -23,6 +24,9 @@ WRITES = {"PutPublicAccessBlock", "DeletePublicAccessBlock", "PutBucketTagging",
 
 
 def _genuine_trigger(event: Any) -> bool:
+    finding = parse_security_hub_finding(event)
+    if finding is not None:
+        return not isinstance(security_hub_target(s3.CHECK, finding), str)
     parsed = parse_event(event)
     if isinstance(parsed, ApiCall) and parsed.error_code:
         return False

@@ -49,6 +49,10 @@ SAMPLES: dict[str, tuple[str, str | None]] = {
     "config/s3-bucket-level-public-access-prohibited-noncompliant.json": ("remediated", "mlw-feature-store"),
     "config/s3-account-level-public-access-blocks-periodic-noncompliant.json": ("remediated", None),
     "config/s3-bucket-public-read-prohibited-compliant.json": ("ignored", None),
+    # Security Hub's own control findings, for controls this check owns (and one it does not)
+    "securityhub/control-s3-8-bucket-block-off.json": ("remediated", "mlw-feature-store"),
+    "securityhub/control-s3-1-account-block-off.json": ("remediated", None),
+    "securityhub/control-iam-1-admin-policy.json": ("ignored", None),
     "config/cloudtrail-enabled-noncompliant.json": ("ignored", None),
     "macie/policy-s3-bucket-public.json": ("remediated", "mlw-training-data-policy"),
     "macie/policy-s3-block-public-access-disabled.json": ("remediated", "mlw-feature-store"),
@@ -111,6 +115,7 @@ def test_every_sample_says_what_the_handler_does_with_it() -> None:
 
 
 ACCOUNT_SAMPLES = {
+    "securityhub/control-s3-1-account-block-off.json",
     "s3/delete-account-public-access-block.json",
     "config/s3-account-level-public-access-blocks-periodic-noncompliant.json",
 }

@@ -315,3 +315,31 @@ def test_an_exemption_granted_with_the_cli_over_http_keeps_the_bucket_as_it_is(a
     assert _block(account) is None
     subjects = [alert["Subject"] for alert in _alerts(account)]
     assert any("exemption_registry" in subject for subject in subjects)
+
+
+@pytest.mark.parametrize(("setting", "findings"), [("true", 2), (None, 0)])
+def test_replay_honours_security_hub_findings(account: dict[str, Any], setting: str | None, findings: int) -> None:
+    # The template's SecurityHubFindings reaches the functions as SECURITY_HUB_FINDINGS; replay takes it from the
+    # environment like every other variable the template declares (default: the parameter's default, false).
+    hub = boto3.client(
+        "securityhub",
+        region_name="us-east-1",
+        endpoint_url=account["endpoint"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    hub.enable_security_hub()
+    extra = {} if setting is None else {"SECURITY_HUB_FINDINGS": setting}
+    env_before = dict(os.environ)
+    os.environ.update(extra)
+    try:
+        result = _replay(account, "--json", str(EVENTS / "s3/put-bucket-acl-public.json"))
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+
+    assert result.returncode == 0, result.stderr
+    ids = sorted(finding["Id"] for finding in hub.get_findings()["Findings"])
+    assert len(ids) == findings
+    if findings:
+        assert ids[1] == "mlwarden/block_public_s3/S3.8/arn:aws:s3:::mlw-training-data-acl"

@@ -264,6 +264,13 @@ def _next_step(data: dict[str, Any]) -> str | None:
     return str(step) if step else None
 
 
+def what_to_do(outcome: Outcome) -> list[str]:
+    """The alert's "What to do now" steps, for other channels (Security Hub's remediation text)."""
+    steps = list(_what_to_do(outcome, outcome.as_dict()))
+    step = outcome.next_step
+    return [step, *steps] if step else steps
+
+
 def _what_to_do(outcome: Outcome, data: dict[str, Any]) -> Iterator[str]:
     """The "What to do now" paragraph: from the outcome's kind and its undo; the check's step is "To do" above."""
     kind = outcome.outcome

@@ -59,3 +59,14 @@ class AlertDeliveryFailed(Exception):
     def __init__(self, outcome: Outcome) -> None:
         super().__init__(f"alert for {outcome.check} on {outcome.resource} could not be published")
         self.outcome = outcome
+
+
+class FindingsNotSent(Exception):
+    """The outcome was decided and alerted, but Security Hub did not take its findings; raised for a retry."""
+
+    def __init__(self, outcome: Outcome, not_sent: list[str]) -> None:
+        super().__init__(
+            f"Security Hub findings for {outcome.check} on {outcome.resource} not sent: {'; '.join(not_sent)[:500]}"
+        )
+        self.outcome = outcome
+        self.not_sent = not_sent

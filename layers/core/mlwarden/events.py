@@ -134,6 +134,72 @@ class Unrecognised:
 
 Event = ApiCall | ComplianceChange | MacieFinding | StateChange | Unrecognised
 
+SECURITY_HUB_SOURCE = "aws.securityhub"
+SECURITY_HUB_IMPORTED_DETAIL_TYPE = "Security Hub Findings - Imported"
+
+
+@dataclass(frozen=True)
+class SecurityHubFinding:
+    """A Security Hub finding (one per "Security Hub Findings - Imported" event), about one control's resources.
+
+    Not one of the checks' `Event`s: the pipeline routes it to the check that owns the control
+    (mlwarden.pipeline), which evaluates the named resource as it would evaluate it from any other event.
+    """
+
+    envelope: Envelope
+    finding_id: str
+    control: str | None
+    compliance: str | None
+    workflow: str | None
+    record_state: str | None
+    generator: str | None
+    account: str | None
+    aws_region: str | None
+    # (ASFF type, id, region) of each resource the finding names.
+    resources: tuple[tuple[str, str, str | None], ...]
+    product_fields: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    findings_in_event: int = 1
+
+
+def parse_security_hub_finding(raw: Any) -> SecurityHubFinding | None:
+    """The finding of a Security Hub "Findings - Imported" event; None for any other event."""
+    if not isinstance(raw, Mapping) or raw.get("source") != SECURITY_HUB_SOURCE:
+        return None
+    if raw.get("detail-type") != SECURITY_HUB_IMPORTED_DETAIL_TYPE:
+        return None
+    raw = cut_to_depth(raw)
+    envelope = Envelope(
+        id=_text(raw.get("id")) or "unknown",
+        source=SECURITY_HUB_SOURCE,
+        detail_type=SECURITY_HUB_IMPORTED_DETAIL_TYPE,
+        account=_account(raw.get("account")),
+        region=_text(raw.get("region")),
+        time=_text(raw.get("time")),
+    )
+    findings = _mapping(raw.get("detail")).get("findings")
+    findings = findings if isinstance(findings, list) else []
+    finding = _mapping(findings[0]) if findings else {}
+    resources = finding.get("Resources")
+    named = tuple(
+        (str(_text(r.get("Type")) or ""), str(_text(r.get("Id")) or ""), _text(r.get("Region")))
+        for r in (resources if isinstance(resources, list) else [])
+        if isinstance(r, Mapping) and _text(r.get("Id"))
+    )
+    return SecurityHubFinding(
+        envelope=envelope,
+        finding_id=_text(finding.get("Id")) or "unknown",
+        control=_text(_mapping(finding.get("Compliance")).get("SecurityControlId")),
+        compliance=_text(_mapping(finding.get("Compliance")).get("Status")),
+        workflow=_text(_mapping(finding.get("Workflow")).get("Status")),
+        record_state=_text(finding.get("RecordState")),
+        generator=_text(finding.get("GeneratorId")),
+        account=_account(finding.get("AwsAccountId")) or envelope.account,
+        aws_region=_text(finding.get("Region")) or envelope.region,
+        resources=named,
+        product_fields=_mapping(finding.get("ProductFields")),
+        findings_in_event=len(findings),
+    )
+
 
 def partition_of(region: str | None) -> str:
     """The ARN partition of a region: aws-cn and aws-us-gov have their own, everything else is aws."""

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from mlwarden.errors import AwsCallFailed
-from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, StateChange
+from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, SecurityHubFinding, StateChange
 
 SWEEP_SOURCE = "mlwarden.sweep"
 
@@ -70,7 +70,7 @@ class Trigger:
         return self.kind == "sweep"
 
     @classmethod
-    def of(cls, event: Event) -> Trigger:
+    def of(cls, event: Event | SecurityHubFinding) -> Trigger:
         if isinstance(event, ApiCall):
             return cls(
                 event_id=event.envelope.id,
@@ -92,6 +92,17 @@ class Trigger:
                 source=event.envelope.source,
                 kind=kind,
                 name=name,
+                actor=None,
+                time=event.envelope.time,
+                account=event.account,
+                region=event.aws_region,
+            )
+        if isinstance(event, SecurityHubFinding):
+            return cls(
+                event_id=event.envelope.id,
+                source=event.envelope.source,
+                kind="securityhub",
+                name=f"{event.control or 'finding'} {event.compliance or ''}".strip(),
                 actor=None,
                 time=event.envelope.time,
                 account=event.account,
@@ -245,7 +256,7 @@ def outcome_from_dict(data: Mapping[str, Any]) -> Outcome:
         raise ValueError(f"not a recorded outcome: {err!r}") from err
 
 
-def ignored(check: str, event: Event, reason: str) -> Outcome:
+def ignored(check: str, event: Event | SecurityHubFinding, reason: str) -> Outcome:
     return ignored_at(check, Trigger.of(event), reason)
 
 

@@ -32,8 +32,16 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from mlwarden import alert_dedup, alerts, clients, organization
-from mlwarden.errors import AlertDeliveryFailed, AwsCallFailed, RemediationFailed
-from mlwarden.events import ApiCall, Event, Unrecognised, parse_event, partition_of
+from mlwarden.errors import AlertDeliveryFailed, AwsCallFailed, FindingsNotSent, RemediationFailed
+from mlwarden.events import (
+    ApiCall,
+    Event,
+    SecurityHubFinding,
+    Unrecognised,
+    parse_event,
+    parse_security_hub_finding,
+    partition_of,
+)
 from mlwarden.exemptions import ROUTED_FOR_THE_EXEMPT_TAG, report_tag_change, tag_set_by
 from mlwarden.loopguard import is_own_change
 from mlwarden.observability import logger, metrics, tracer
@@ -44,6 +52,9 @@ from mlwarden.settings import Settings
 if TYPE_CHECKING:
     from mlwarden.checks import CheckUnit
 
+# What a function can be handed: the checks' events, and Security Hub findings (routed by control).
+AnyEvent = Event | SecurityHubFinding
+
 Check = Callable[[Event, Settings], Outcome]
 
 LOOP_GUARD = "change made by ML Warden's own role (loop guard): the resource is as ML Warden sets it"
@@ -52,8 +63,21 @@ EVENT_ID_REUSED = "event-id-reused-with-different-payload"
 
 
 def run_check(name: str, check: Check, raw_event: Any, settings: Settings, lambda_context: Any = None) -> Outcome:
-    event = parse_event(raw_event)
-    check = _reporting_exempt_tags(name, check)
+    finding = parse_security_hub_finding(raw_event)
+    event: Event | SecurityHubFinding
+    if finding is not None:
+        event = finding
+
+        def evaluate() -> Outcome:
+            return decide_security_hub_finding(name, finding, settings)
+
+    else:
+        event = parse_event(raw_event)
+        reporting = _reporting_exempt_tags(name, check)
+
+        def evaluate() -> Outcome:
+            return reporting(event, settings)
+
     screened = _screen(name, event)
     if screened is not None:
         return _finish(name, Decided(screened, first_delivery=True), settings, None)
@@ -61,7 +85,7 @@ def run_check(name: str, check: Check, raw_event: Any, settings: Settings, lambd
 
     def decide(fix_id: str) -> Callable[[], Outcome]:
         return lambda: _guarded(
-            name, event, _in_the_events_account(name, check, event, settings, lambda_context), settings, fix_id
+            name, event, _in_the_events_account(name, evaluate, event, settings, lambda_context), settings, fix_id
         )
 
     if store is None:
@@ -106,11 +130,53 @@ def run_target(unit: CheckUnit, target: Any, trigger: Trigger, settings: Setting
     """
     outcome = unit.evaluate(target, trigger, settings)
     outcome = _guarded(unit.name, None, outcome, settings, f"{trigger.event_id}#{outcome.resource or ''}")
-    return _finish(unit.name, Decided(outcome, first_delivery=True), settings, None)
+    # The sweep sends Security Hub findings in batches (sweep.py), not one call per resource.
+    return _finish(unit.name, Decided(outcome, first_delivery=True), settings, None, send_findings=False)
+
+
+def decide_security_hub_finding(name: str, finding: SecurityHubFinding, settings: Settings) -> Outcome:
+    """A Security Hub finding for a control this check owns: the resource it names, evaluated on live state."""
+    target = security_hub_target(name, finding)
+    if isinstance(target, str):
+        return ignored(name, finding, target)
+    from mlwarden.checks import load  # noqa: PLC0415 - only for Security Hub events
+
+    return load(name).evaluate(target, Trigger.of(finding), settings)
+
+
+def security_hub_target(name: str, finding: SecurityHubFinding) -> Any:
+    """The target a Security Hub finding names for this check, or why it names none.
+
+    Only ACTIVE, FAILED findings in workflow NEW count (the EventBridge rule asks for exactly those; this says why
+    anything else is ignored). A finding a person SUPPRESSED in Security Hub is not an exemption: only the
+    registry exempts, and the resource is still evaluated when anything else names it. ML Warden's own findings
+    never come back to it.
+    """
+    from mlwarden.checks import load  # noqa: PLC0415 - only for Security Hub events
+    from mlwarden.securityhub import is_own_finding  # noqa: PLC0415
+
+    if finding.findings_in_event != 1:
+        return f"{finding.findings_in_event} findings in one event: Security Hub sends one"
+    own = {"Id": finding.finding_id, "ProductFields": finding.product_fields}
+    if is_own_finding(own) or (finding.generator or "").startswith("mlwarden/"):
+        return "ML Warden's own Security Hub finding"
+    if (finding.compliance, finding.workflow, finding.record_state) != ("FAILED", "NEW", "ACTIVE"):
+        state = f"{finding.compliance}/{finding.workflow}/{finding.record_state}"
+        return f"Security Hub finding is {state}: only FAILED/NEW/ACTIVE findings are acted on"
+    try:
+        unit = load(name)
+    except KeyError as err:
+        return f"{name} owns no Security Hub control ({err})"
+    if finding.control is None or finding.control not in unit.controls:
+        return f"Security Hub control {finding.control} is not one {name} owns"
+    if unit.target_of_resource is None or not finding.resources:
+        return f"Security Hub finding for {finding.control} names no resource {name} reads"
+    kind, resource_id, region = finding.resources[0]
+    return unit.target_of_resource(kind, resource_id, region or finding.aws_region)
 
 
 def _in_the_events_account(
-    name: str, check: Check, event: Event, settings: Settings, lambda_context: Any = None
+    name: str, evaluate: Callable[[], Outcome], event: AnyEvent, settings: Settings, lambda_context: Any = None
 ) -> Outcome:
     """The check, with resource clients in the account and region the event came from (organization mode)."""
     envelope = getattr(event, "envelope", None)
@@ -126,7 +192,7 @@ def _in_the_events_account(
             partition=partition_of(region),
             lambda_context=lambda_context,
         ):
-            return check(event, settings)
+            return evaluate()
     except clients.MemberRoleUnavailable as err:
         return call_failed(name, Trigger.of(event), err.role_arn, "could not act in the event's account", err)
 
@@ -144,7 +210,9 @@ def _reporting_exempt_tags(name: str, check: Check) -> Check:
     return decide
 
 
-def _finish(name: str, decided: Decided, settings: Settings, store: OutcomeStore | None) -> Outcome:
+def _finish(
+    name: str, decided: Decided, settings: Settings, store: OutcomeStore | None, *, send_findings: bool = True
+) -> Outcome:
     outcome = decided.outcome
     if decided.first_delivery:
         _record(outcome)
@@ -153,12 +221,46 @@ def _finish(name: str, decided: Decided, settings: Settings, store: OutcomeStore
         _record_redelivery(outcome)
     if outcome.needs_alert:
         outcome = _alert(outcome, settings, store, name)
+    if send_findings and settings.security_hub_findings:
+        send_security_hub_findings([outcome], settings)
     if outcome.outcome is OutcomeKind.FAILED:
         raise RemediationFailed(outcome) from outcome.cause
     return outcome
 
 
-def _guarded(name: str, event: Event | None, outcome: Outcome, settings: Settings, fix_id: str) -> Outcome:
+def send_security_hub_findings(outcomes: list[Outcome], settings: Settings) -> None:
+    """The outcomes as Security Hub findings. Whatever Security Hub refuses is logged, counted and raised
+    (FindingsNotSent) so that Lambda retries: a retry decides nothing again and imports the same finding ids.
+
+    Security Hub takes a finding into an account's default product only from that account itself. In
+    organization mode, outcomes about member accounts are therefore not imported by the hub: they are
+    logged and counted (FindingsForMemberAccounts) and reach people through the alert (see README).
+    """
+    from mlwarden import securityhub  # noqa: PLC0415 - only with SECURITY_HUB_FINDINGS=true
+
+    if settings.member_role_name is not None:
+        home = clients.home_account()
+        members = [o for o in outcomes if o.trigger.account not in (None, home)]
+        if members:
+            logger.info("findings about member accounts are not imported by the hub", count=len(members))
+            metrics.add_metric(name="FindingsForMemberAccounts", unit=MetricUnit.Count, value=len(members))
+            outcomes = [o for o in outcomes if o.trigger.account in (None, home)]
+
+    try:
+        refused = [f"{item.id}: {item.error}" for item in securityhub.publish(outcomes)]
+    except AwsCallFailed as err:
+        refused = [f"{err.action}: {err.code}"]
+        cause: Exception | None = err
+    else:
+        cause = None
+    if not refused:
+        return
+    logger.error("security hub findings not sent", checks=sorted({o.check for o in outcomes}), not_sent=refused)
+    metrics.add_metric(name="FindingsNotSent", unit=MetricUnit.Count, value=len(refused))
+    raise FindingsNotSent(outcomes[0], refused) from cause
+
+
+def _guarded(name: str, event: AnyEvent | None, outcome: Outcome, settings: Settings, fix_id: str) -> Outcome:
     """The loop guard and the flap guard, after the check decided on live state (and inside the stored decision)."""
     outcome = _loop_guard(name, event, outcome, settings)
     if outcome.outcome is OutcomeKind.REMEDIATED:
@@ -168,7 +270,7 @@ def _guarded(name: str, event: Event | None, outcome: Outcome, settings: Setting
     return outcome
 
 
-def _loop_guard(name: str, event: Event | None, outcome: Outcome, settings: Settings) -> Outcome:
+def _loop_guard(name: str, event: AnyEvent | None, outcome: Outcome, settings: Settings) -> Outcome:
     if (
         event is None
         or not isinstance(event, ApiCall)
@@ -207,7 +309,9 @@ def _reused_id_alert(name: str, outcome: Outcome) -> Outcome:
     )
 
 
-def _store_for(event: Event, raw_event: Any, settings: Settings, lambda_context: Any) -> OutcomeStore | None:
+def _store_for(
+    event: Event | SecurityHubFinding, raw_event: Any, settings: Settings, lambda_context: Any
+) -> OutcomeStore | None:
     envelope = getattr(event, "envelope", None)
     event_id = envelope.id if envelope is not None else None
     if settings.outcome_table is None or not event_id or event_id == "unknown":
@@ -265,7 +369,7 @@ def _alert(
     return outcome.with_alerted()
 
 
-def _screen(name: str, event: Event) -> Outcome | None:
+def _screen(name: str, event: Event | SecurityHubFinding) -> Outcome | None:
     """The events no check needs to see: unreadable ones and failed calls (nothing changed)."""
     if isinstance(event, Unrecognised):
         return ignored(name, event, event.reason)

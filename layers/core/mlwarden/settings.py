@@ -62,6 +62,8 @@ class Settings:
     flap_digest_minutes: int = 60
     # The same resource with the same failed findings and severity alerts once within this many hours.
     alert_dedup_hours: int = 24
+    # Outcomes that need a person also become AWS Security Hub findings (securityhub.py).
+    security_hub_findings: bool = False
     # Organization mode: an event from another account is acted on through that account's member role
     # (arn:PARTITION:iam::ACCOUNT:role/MEMBER_ROLE_NAME); None acts with the function's own credentials only.
     member_role_name: str | None = None
@@ -138,9 +140,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "EXEMPTION_TABLE must be a DynamoDB table name (3-255 characters: letters, digits, _ . -), "
             f"got {exemption_table!r}"
         )
-    trust_raw = env.get("TRUST_EXEMPTION_TAGS", "").strip().lower() or "false"
-    if trust_raw not in ("true", "false"):
-        raise SettingsError(f"TRUST_EXEMPTION_TAGS must be one of true | false, got {trust_raw[:40]!r}")
+    trust_exemption_tags = _true_or_false(env, "TRUST_EXEMPTION_TAGS")
     max_days_raw = env.get("MAX_EXEMPTION_DAYS", "").strip() or "90"
     max_days = int(max_days_raw) if re.fullmatch(r"[0-9]{1,4}", max_days_raw) else 0
     if max_days not in MAX_EXEMPTION_DAYS_RANGE:
@@ -150,6 +150,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         )
     flap_digest_minutes = _whole_number(env, "FLAP_DIGEST_MINUTES", 60, FLAP_DIGEST_MINUTES_RANGE)
     alert_dedup_hours = _whole_number(env, "ALERT_DEDUP_HOURS", 24, ALERT_DEDUP_HOURS_RANGE)
+    security_hub_findings = _true_or_false(env, "SECURITY_HUB_FINDINGS")
 
     member_role_name = env.get("MEMBER_ROLE_NAME", "").strip() or None
     if member_role_name is not None and not _ROLE_NAME.match(member_role_name):
@@ -169,14 +170,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         outcome_table=table,
         flap_threshold=threshold,
         exemption_table=exemption_table,
-        trust_exemption_tags=trust_raw == "true",
+        trust_exemption_tags=trust_exemption_tags,
         max_exemption_days=max_days,
         flap_digest_minutes=flap_digest_minutes,
         alert_dedup_hours=alert_dedup_hours,
+        security_hub_findings=security_hub_findings,
         member_role_name=member_role_name,
         organization_id=organization_id,
         **_data_and_keys(env),
     )
+
+
+def _true_or_false(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower() or "false"
+    if raw not in ("true", "false"):
+        raise SettingsError(f"{name} must be one of true | false, got {raw[:40]!r}")
+    return raw == "true"
 
 
 def _whole_number(env: Mapping[str, str], name: str, default: int, allowed: range) -> int:

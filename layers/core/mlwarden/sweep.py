@@ -22,13 +22,13 @@ from typing import Any
 from mlwarden import alerts, clients
 from mlwarden import inventory as inventory_module
 from mlwarden.checks import CheckUnit
-from mlwarden.errors import AlertDeliveryFailed, AwsCallFailed, RemediationFailed
+from mlwarden.errors import AlertDeliveryFailed, AwsCallFailed, FindingsNotSent, RemediationFailed
 from mlwarden.events import partition_of
 from mlwarden.inventory import Inventory
 from mlwarden.observability import logger
 from mlwarden.organization import Account
 from mlwarden.outcomes import Outcome, OutcomeKind, Severity, Trigger, call_failed
-from mlwarden.pipeline import run_target
+from mlwarden.pipeline import run_target, send_security_hub_findings
 from mlwarden.settings import Settings, SettingsError
 
 Progress = Callable[[str, int, int], None]  # check, done, total
@@ -55,6 +55,8 @@ class Summary:
     # Alerts sent by this sweep: anything new (per-resource dedup holds back what was already said).
     alerted: int = 0
     listing_failures: list[str] = field(default_factory=list)
+    # Security Hub findings the sweep could not send (with SECURITY_HUB_FINDINGS=true): id and error each.
+    findings_not_sent: list[str] = field(default_factory=list)
     # Organization sweep: accounts whose member role could not be assumed ("ACCOUNT: CODE"), skipped.
     unreachable_accounts: list[str] = field(default_factory=list)
 
@@ -80,6 +82,7 @@ class Summary:
             "by_severity": dict(self.by_severity),
             "alerted": self.alerted,
             "listing_failures": list(self.listing_failures),
+            "findings_not_sent": list(self.findings_not_sent),
             "unreachable_accounts": list(self.unreachable_accounts),
         }
 
@@ -153,10 +156,31 @@ def sweep_check(
         return
     if progress is not None:
         progress(unit.name, 0, len(targets))
+    unsent: list[Outcome] = []
     for outcome in evaluate_targets(unit, targets, inventory, settings=settings, trigger=trigger, progress=progress):
         if summary is not None:
             summary.add(outcome)
+        if settings.security_hub_findings:
+            unsent.append(outcome)
+            if len(unsent) == FINDINGS_BATCH:
+                _send_findings(unsent, settings, summary)
+                unsent = []
         yield outcome
+    if unsent:
+        _send_findings(unsent, settings, summary)
+
+
+# Outcomes per Security Hub round (securityhub.py splits imports further by the 240 KB limit).
+FINDINGS_BATCH = 100
+
+
+def _send_findings(outcomes: list[Outcome], settings: Settings, summary: Summary | None) -> None:
+    """A batch of the sweep's outcomes as Security Hub findings; what is not taken is reported, the sweep goes on."""
+    try:
+        send_security_hub_findings(outcomes, settings)
+    except FindingsNotSent as err:
+        if summary is not None:
+            summary.findings_not_sent.extend(err.not_sent)
 
 
 def listing_failed(unit: CheckUnit, trigger: Trigger, err: AwsCallFailed) -> Outcome:

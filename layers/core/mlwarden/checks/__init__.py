@@ -45,6 +45,7 @@ class CheckUnit:
     - resource_of: the ARN (or Config resource name) the outcome will carry.
     - known_tags: optional bulk tag read for the listed targets (saves one call per resource).
     - sweep_permissions: the IAM actions the inventory adds to the check's own permissions.
+    - controls / target_of_resource: the Security Hub controls it owns, and how a finding names a target.
     """
 
     name: str
@@ -57,11 +58,17 @@ class CheckUnit:
     # Tags of the listed targets read in bulk (ARN -> tags), handed to the check's per-resource tag reads.
     known_tags: Callable[[Inventory, list[Any]], Mapping[str, Mapping[str, str]]] | None = None
     sweep_permissions: frozenset[str] = frozenset()
+    # The AWS Security Hub control ids this check owns: Security Hub's findings for them are routed here.
+    controls: frozenset[str] = frozenset()
+    # The target a Security Hub finding's resource names ((ASFF type, id, region) -> target), or why none.
+    target_of_resource: Callable[[str, str, str | None], Any] | None = None
 
 
 def load(name: str) -> CheckUnit:
     """The check called `name`; KeyError when there is none."""
     if name not in CHECK_NAMES:
         raise KeyError(f"no check called {name!r}: the checks are {', '.join(CHECK_NAMES)}")
-    unit: CheckUnit = importlib.import_module(f"mlwarden.checks.{name}").UNIT
+    unit: CheckUnit | None = getattr(importlib.import_module(f"mlwarden.checks.{name}"), "UNIT", None)
+    if unit is None:
+        raise KeyError(f"check {name!r} has no CheckUnit yet")
     return unit

@@ -12,7 +12,7 @@ import json
 import re
 import shlex
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -392,15 +392,62 @@ def evaluate(target: Target, trigger: Trigger, settings: Settings, *, event: Eve
     """
     try:
         if isinstance(target, BucketTarget):
-            return exemptions.at_most_daily(_block_bucket(target, trigger, settings), settings)
-        return _block_account(target, trigger, settings)
+            return _with_controls(exemptions.at_most_daily(_block_bucket(target, trigger, settings), settings))
+        return replace(_block_account(target, trigger, settings), controls=(ACCOUNT_CONTROL,))
     except _Gone:
         resource = target.arn if isinstance(target, BucketTarget) else None
         if event is None:
-            return ignored_at(CHECK, trigger, "the bucket no longer exists", resource)
-        return gone_after_exposure(CHECK, event, trigger, resource)
+            gone = ignored_at(CHECK, trigger, "the bucket no longer exists", resource)
+        else:
+            gone = gone_after_exposure(CHECK, event, trigger, resource)
+        # Its Security Hub findings are archived (securityhub.py).
+        return replace(gone, controls=_BUCKET_CONTROLS, details={**gone.details, "resource_gone": True})
     except AwsCallFailed as err:
         return call_failed(CHECK, trigger, resource_of(target), "could not check or block public access", err)
+
+
+# --- AWS Security Hub controls ----------------------------------------------------------------------------
+
+# S3.1: the account-level block; S3.8: a bucket's own block; S3.2 / S3.3: a bucket grants public read / write.
+ACCOUNT_CONTROL = "S3.1"
+BLOCK_CONTROL = "S3.8"
+PUBLIC_READ_CONTROL = "S3.2"
+PUBLIC_WRITE_CONTROL = "S3.3"
+CONTROLS = frozenset({ACCOUNT_CONTROL, BLOCK_CONTROL, PUBLIC_READ_CONTROL, PUBLIC_WRITE_CONTROL})
+_BUCKET_CONTROLS = (PUBLIC_READ_CONTROL, PUBLIC_WRITE_CONTROL, BLOCK_CONTROL)
+_READ_GRANTS = ("READ", "FULL_CONTROL", "bucket policy is public")
+_WRITE_GRANTS = ("WRITE", "FULL_CONTROL", "bucket policy is public")
+
+
+def _with_controls(outcome: Outcome) -> Outcome:
+    """A bucket's outcome covers S3.2, S3.3 and S3.8; `control_status` says which failed, which ML Warden fixed
+    and which passed (securityhub.py makes findings of the first two and resolves the third's)."""
+    if outcome.outcome in (OutcomeKind.IGNORED, OutcomeKind.FAILED) and not outcome.details:
+        return outcome
+    public = [str(grant) for grant in outcome.details.get("public_via") or ()]
+    failed = {
+        BLOCK_CONTROL: bool(outcome.details.get("settings_off")),
+        PUBLIC_READ_CONTROL: any(marker in grant for grant in public for marker in _READ_GRANTS),
+        PUBLIC_WRITE_CONTROL: any(marker in grant for grant in public for marker in _WRITE_GRANTS),
+    }
+    fixed = outcome.outcome is OutcomeKind.REMEDIATED
+    status = {
+        control: ("FIXED" if fixed else "FAILED") if failed[control] else "PASSED" for control in _BUCKET_CONTROLS
+    }
+    if outcome.outcome is OutcomeKind.COMPLIANT:
+        status = dict.fromkeys(_BUCKET_CONTROLS, "PASSED")
+    return replace(outcome, controls=_BUCKET_CONTROLS, details={**outcome.details, "control_status": status})
+
+
+def target_of_resource(kind: str, resource_id: str, region: str | None) -> Target | str:
+    """The bucket or account a Security Hub finding names (ASFF types AwsS3Bucket, AwsAccount)."""
+    if kind == "AwsS3Bucket":
+        name = resource_id.split(":::", 1)[-1] if resource_id.startswith("arn:") else resource_id
+        return _bucket(name, region, "Security Hub finding")
+    if kind == "AwsAccount":
+        account = resource_id.removeprefix("AWS::::Account:")
+        return AccountTarget(account) if re.fullmatch(r"\d{12}", account) else "Security Hub finding names no account"
+    return f"Security Hub resource type {kind} is not a bucket or an account"
 
 
 def resource_of(target: Target) -> str:
@@ -793,4 +840,6 @@ UNIT = CheckUnit(
     resource_of=resource_of,
     known_tags=known_tags,
     sweep_permissions=SWEEP_PERMISSIONS,
+    controls=CONTROLS,
+    target_of_resource=target_of_resource,
 )
