@@ -181,8 +181,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     )
 
 
-def _true_or_false(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower() or "false"
+def _true_or_false(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
+    raw = env.get(name, "").strip().lower() or str(default).lower()
     if raw not in ("true", "false"):
         raise SettingsError(f"{name} must be one of true | false, got {raw[:40]!r}")
     return raw == "true"
@@ -197,13 +197,6 @@ def _whole_number(env: Mapping[str, str], name: str, default: int, allowed: rang
     if value not in allowed:
         raise SettingsError(f"{name} must be a whole number from {allowed.start} to {allowed.stop - 1}, got {raw!r}")
     return value
-
-
-def _true_or_false(env: Mapping[str, str], name: str, *, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower() or str(default).lower()
-    if raw not in ("true", "false"):
-        raise SettingsError(f"{name} must be one of true | false, got {raw[:40]!r}")
-    return raw == "true"
 
 
 def _data_and_keys(env: Mapping[str, str]) -> dict[str, Any]:
