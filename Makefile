@@ -80,7 +80,8 @@ build: $(SAM_VENV)/.installed
 	$(RUNTIME_PYTHON) -m compileall -q -f --invalidation-mode unchecked-hash \
 		.aws-sam/build/CoreLayer/python .aws-sam/build/BlockPublicS3Function \
 		.aws-sam/build/TagPiiBucketFunction .aws-sam/build/CheckSageMakerEncryptionFunction \
-		.aws-sam/build/FlagWildcardIamFunction .aws-sam/build/SweepPlannerFunction .aws-sam/build/WatchInputsFunction
+		.aws-sam/build/FlagWildcardIamFunction .aws-sam/build/SweepPlannerFunction .aws-sam/build/WatchInputsFunction \
+		.aws-sam/build/GuardKmsKeysFunction .aws-sam/build/GuardS3DataFunction
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/mlwarden demo

@@ -39,6 +39,15 @@ class Step:
     expect_function: str | None
     expect_outcome: str
     story: str
+    # Other functions the event also reaches, and the outcome each must decide.
+    also: tuple[tuple[str, str], ...] = ()
+
+    def expected(self, function: str | None) -> tuple[str | None, str]:
+        """The function and outcome a result of `function` is checked against."""
+        for other, outcome in self.also:
+            if function == other:
+                return other, outcome
+        return self.expect_function, self.expect_outcome
 
 
 SCENARIO = (
@@ -52,7 +61,8 @@ SCENARIO = (
         "s3/put-bucket-policy-public.json",
         "BlockPublicS3Function",
         "remediated",
-        "a pipeline role attaches a public bucket policy",
+        "a pipeline role attaches a public bucket policy (guard_s3_data: it lets anyone in, S3.6)",
+        also=(("GuardS3DataFunction", "flagged"),),
     ),
     Step(
         "s3/delete-bucket-public-access-block.json",
@@ -70,7 +80,14 @@ SCENARIO = (
         "s3/create-bucket.json",
         "BlockPublicS3Function",
         "compliant",
-        "a private model-artifacts bucket is created with its block on",
+        "a private model-artifacts bucket is created with its block on (guard_s3_data: SSE-S3, not KMS: S3.17)",
+        also=(("GuardS3DataFunction", "flagged"),),
+    ),
+    Step(
+        "s3/delete-bucket-policy.json",
+        "GuardS3DataFunction",
+        "remediated",
+        "someone deletes the PII patient-records bucket's policy: made HTTPS-only again (S3.5)",
     ),
     Step(
         "s3/put-bucket-public-access-block-by-mlwarden.json",
@@ -561,8 +578,10 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
         for event in read_events(events_dir / step.file):
             for result in replayer.replay(event, step.file):
                 results.append(result)
-                ok = result.function == step.expect_function and result.outcome == step.expect_outcome
-                checks.append((f"{step.file} -> {step.expect_function or 'no function'}: {step.expect_outcome}", ok))
+                function, outcome = step.expected(result.function)
+                ok = result.function == function and result.outcome == outcome
+                checks.append((f"{step.file} -> {function or 'no function'}: {outcome}", ok))
+    results += _key_scheduled_for_deletion(replayer, clients.client, events_dir, checks)
     print()
     print(format_table(results))
 
@@ -593,6 +612,7 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
         print(f"{bucket:<26} public-access block: {shown}")
         checks.append((f"{bucket} block is {'all on' if expected else 'untouched (exempt)'}", actual == expected))
     checks += _pii_tag_checks(s3)
+    checks += _https_only_checks(s3)
     try:
         clients.client("s3control").get_public_access_block(AccountId=DEFAULT_ACCOUNT)
         account_block_untouched = False
@@ -631,6 +651,53 @@ def _run(template: Template, events_dir: Any, endpoint: str) -> int:  # noqa: PL
     failed = [description for description, ok in checks if not ok]
     print(f"\n{len(checks) - len(failed)}/{len(checks)} checks passed")
     return 0 if not failed else 1
+
+
+DEMO_KEY_FILE = "kms/schedule-key-deletion.json"
+
+
+def _key_scheduled_for_deletion(
+    replayer: Replayer, client: Callable[[str], Any], events_dir: Path, checks: list[tuple[str, bool]]
+) -> list[Replayed]:
+    """The key that encrypts the patient-records bucket is scheduled for deletion: cancelled and enabled again.
+
+    moto makes up key ids, so the sample event is aimed at the key created here.
+    """
+    kms, s3 = client("kms"), client("s3")
+    key_id = kms.create_key(Description="mlw patient records", Tags=[{"TagKey": "team", "TagValue": "ml-research"}])[
+        "KeyMetadata"
+    ]["KeyId"]
+    kms.enable_key_rotation(KeyId=key_id)
+    s3.put_bucket_encryption(
+        Bucket="mlw-patient-records",
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_id}}]
+        },
+    )
+    kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+    print(f"{len(SCENARIO) + 1:>2}. someone schedules the key that encrypts the patient-records bucket for deletion")
+    event = json.loads((events_dir / DEMO_KEY_FILE).read_text())
+    detail = event["detail"]
+    old_key = detail["requestParameters"]["keyId"]
+    event = json.loads(json.dumps(event).replace(old_key, key_id))
+    results = replayer.replay(event, DEMO_KEY_FILE)
+    state = kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"]
+    checks.append(
+        (
+            f"{DEMO_KEY_FILE} -> GuardKmsKeysFunction: remediated (deletion cancelled, key {state})",
+            [r.outcome for r in results] == ["remediated"] and state == "Enabled",
+        )
+    )
+    return results
+
+
+def _https_only_checks(s3: Any) -> list[tuple[str, bool]]:
+    from mlwarden.rules.bucket_policy import requires_https  # noqa: PLC0415 - the package, once the emulator is set
+
+    policy = json.loads(s3.get_bucket_policy(Bucket="mlw-patient-records")["Policy"])
+    https_only = requires_https(policy, "arn:aws:s3:::mlw-patient-records")
+    print(f"{'mlw-patient-records':<26} bucket policy: {'HTTPS only' if https_only else 'plain HTTP allowed'}")
+    return [("mlw-patient-records (PII) accepts HTTPS requests only", https_only)]
 
 
 FLAPPING_BUCKET = "mlw-flapping-scratch"

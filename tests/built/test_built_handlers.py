@@ -46,6 +46,8 @@ SAMPLES = {
     "CheckSageMakerEncryptionFunction": "sagemaker/create-training-job-unencrypted.json",
     "FlagWildcardIamFunction": "iam/put-role-policy-s3-wildcard.json",
     "WatchInputsFunction": "cloudtrail/delete-trail.json",
+    "GuardKmsKeysFunction": "kms/disable-key-rotation.json",
+    "GuardS3DataFunction": "s3/put-bucket-encryption-sse-s3.json",
 }
 
 # Imports the handler the way the runtime does (module `app` from the function's folder), calls it once and
@@ -163,12 +165,12 @@ def _lambda_environment(function: str, endpoint: str, exports: dict[str, str], *
 
 
 def _invoke(
-    runtime_python: str, runtime_boto3: Path, function: str, env: dict[str, str], tmp_path: Path
+    runtime_python: str, runtime_boto3: Path, function: str, env: dict[str, str], tmp_path: Path, event: Path
 ) -> dict[str, Any]:
     report = tmp_path / "report.json"
     paths = [str(BUILD / function), str(LAYER), str(runtime_boto3)]
     completed = subprocess.run(
-        [runtime_python, "-I", "-S", "-c", RUNNER, *paths, str(EVENTS / SAMPLES[function]), str(report)],
+        [runtime_python, "-I", "-S", "-c", RUNNER, *paths, str(event), str(report)],
         capture_output=True,
         text=True,
         env=env,
@@ -189,6 +191,18 @@ def _alerts(client: Callable[[str], Any], queue_url: str) -> list[dict[str, Any]
 Invoke = Callable[[str, bool], dict[str, Any]]
 
 
+def _sample_for(function: str, client: Callable[[str], Any], tmp_path: Path) -> Path:
+    """The function's sample event; a KMS sample is aimed at a key created here (moto makes up key ids)."""
+    sample = EVENTS / SAMPLES[function]
+    if function != "GuardKmsKeysFunction":
+        return sample
+    key_id = client("kms").create_key(Description="mlw build test")["KeyMetadata"]["KeyId"]
+    event = json.loads(sample.read_text())
+    aimed = tmp_path / "kms-event.json"
+    aimed.write_text(json.dumps(event).replace(event["detail"]["requestParameters"]["keyId"], key_id))
+    return aimed
+
+
 @pytest.fixture
 def invoke_built(
     runtime_python: str,
@@ -198,11 +212,11 @@ def invoke_built(
     tmp_path: Path,
 ) -> Invoke:
     """Run a built function once on its sample event in a fresh moto account; returns what it reported."""
-    created, _ = account
+    created, client = account
 
     def invoke(function: str, tracing: bool) -> dict[str, Any]:
         env = _lambda_environment(function, endpoint, created["exports"], tracing=tracing)
-        return _invoke(runtime_python, runtime_boto3, function, env, tmp_path)
+        return _invoke(runtime_python, runtime_boto3, function, env, tmp_path, _sample_for(function, client, tmp_path))
 
     return invoke
 

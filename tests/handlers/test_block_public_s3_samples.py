@@ -129,6 +129,18 @@ SAMPLES: dict[str, tuple[str, str | None]] = {
     "macie/update-automated-discovery-disabled.json": ("ignored", None),
     "macie/update-macie-session-paused.json": ("ignored", None),
     "ssm/put-parameter-liveness-canary.json": ("ignored", None),
+    # guard_kms_keys' and guard_s3_data's samples: nothing that can open public access
+    "kms/schedule-key-deletion.json": ("ignored", None),
+    "kms/disable-key.json": ("ignored", None),
+    "kms/disable-key-rotation.json": ("ignored", None),
+    "kms/put-key-policy-public.json": ("ignored", None),
+    "kms/create-key.json": ("ignored", None),
+    "s3/delete-bucket-policy.json": ("ignored", None),
+    "s3/put-bucket-encryption-sse-s3.json": ("ignored", None),
+    "s3/create-access-point-no-block.json": ("ignored", None),
+    "macie/policy-s3-bucket-shared-externally.json": ("ignored", None),
+    # a grant to another account is not public, and this test's account has no shared-datasets bucket
+    "s3/put-bucket-policy-cross-account.json": ("ignored", None),
 }
 
 

@@ -25,10 +25,12 @@ import boto3
 import botocore.endpoint
 import pytest
 from botocore.awsrequest import AWSResponse
+from moto.kms.models import kms_backends
 from moto.sagemaker.models import sagemaker_backends
 
 from mlwarden import clients
 from mlwarden.errors import AlertDeliveryFailed, AwsCallFailed, RemediationFailed
+from mlwarden.rules.bucket_policy import requires_https
 from mlwarden_cli.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -520,6 +522,103 @@ class WatchInputs(Scenario):
 SCENARIOS = [BlockPublicS3, TagPiiBucket, FlagWildcardIam, CheckSageMakerEncryption, WatchInputs]
 
 
+class GuardKmsKeys(Scenario):
+    """Rotation turned off on a customer managed key: the handler turns it on (KMS.4)."""
+
+    app = "guard_kms_keys"
+    function = "GuardKmsKeysFunction"
+    role = "GuardKmsKeysRole"
+    write_service = "kms"
+    write = "EnableKeyRotation"
+    permission = "kms:EnableKeyRotation"
+    denied_code = "AccessDeniedException"
+    outcome = "remediated"
+
+    def arrange(self) -> None:
+        self.key_id = boto3.client("kms", region_name="us-east-1").create_key()["KeyMetadata"]["KeyId"]
+
+    def event(self) -> dict[str, Any]:
+        return self.cloudtrail_event(
+            "DisableKeyRotation", request_parameters={"keyId": self.key_id}, event_source="kms.amazonaws.com"
+        )
+
+    def throttle(self) -> Throttle:
+        return Throttle(
+            "kms",
+            lambda request: request.headers.get("X-Amz-Target", b"").endswith(b"DescribeKey"),
+            400,
+            "application/x-amz-json-1.1",
+            json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode(),
+        )
+
+    def delete(self) -> None:
+        # A deleted key answers NotFoundException, as one that never was (moto deletes no key before its date).
+        del kms_backends[ACCOUNT]["us-east-1"].keys[self.key_id]
+
+    def acted(self) -> bool:
+        status = boto3.client("kms", region_name="us-east-1").get_key_rotation_status(KeyId=self.key_id)
+        return bool(status["KeyRotationEnabled"])
+
+    def own_writes(self) -> list[dict[str, Any]]:
+        return [
+            self.cloudtrail_event(
+                "EnableKeyRotation",
+                request_parameters={"keyId": self.key_id},
+                user_identity=own_identity(self.role),
+                event_source="kms.amazonaws.com",
+            )
+        ]
+
+
+class GuardS3Data(Scenario):
+    """A PII bucket whose policy was deleted: the handler merges the HTTPS-only statement (S3.5)."""
+
+    app = "guard_s3_data"
+    function = "GuardS3DataFunction"
+    role = "GuardS3DataRole"
+    write_service = "s3"
+    write = "PutBucketPolicy"
+    permission = "s3:PutBucketPolicy"
+    outcome = "remediated"
+    bucket = "pii-training"
+
+    def arrange(self) -> None:
+        self.aws.bucket(self.bucket, tags={"mlwarden:pii": "true"}, block=ALL_ON)
+        kms = {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/k"}
+        self.aws.s3.put_bucket_encryption(
+            Bucket=self.bucket,
+            ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": kms}]},
+        )
+
+    def event(self) -> dict[str, Any]:
+        return self.cloudtrail_event("DeleteBucketPolicy", self.bucket)
+
+    def throttle(self) -> Throttle:
+        return s3_throttle("?policy")
+
+    def delete(self) -> None:
+        self.aws.s3.delete_bucket(Bucket=self.bucket)
+
+    def acted(self) -> bool:
+        try:
+            policy = json.loads(self.aws.s3.get_bucket_policy(Bucket=self.bucket)["Policy"])
+        except self.aws.s3.exceptions.ClientError:
+            return False
+        return requires_https(policy, f"arn:aws:s3:::{self.bucket}")
+
+    def own_writes(self) -> list[dict[str, Any]]:
+        policy = self.aws.s3.get_bucket_policy(Bucket=self.bucket)["Policy"]
+        parameters = {"bucketName": self.bucket, "bucketPolicy": json.loads(policy), "policy": [""]}
+        return [
+            self.cloudtrail_event(
+                "PutBucketPolicy", request_parameters=parameters, user_identity=own_identity(self.role)
+            )
+        ]
+
+
+SCENARIOS = [BlockPublicS3, TagPiiBucket, FlagWildcardIam, CheckSageMakerEncryption, GuardKmsKeys, GuardS3Data]
+
+
 @pytest.fixture(params=SCENARIOS, ids=[s.app for s in SCENARIOS])
 def scenario(request: pytest.FixtureRequest, aws: Any, cloudtrail_event: Any) -> Scenario:
     built: Scenario = request.param(aws, cloudtrail_event)
@@ -617,6 +716,8 @@ def test_resource_deleted_before_the_fix_is_ignored_with_a_reason_without_alert_
         pytest.param(TagPiiBucket, id="tag_pii_bucket"),
         pytest.param(FlagWildcardIam, id="flag_wildcard_iam"),
         pytest.param(WatchInputs, id="watch_inputs"),
+        pytest.param(GuardKmsKeys, id="guard_kms_keys"),
+        pytest.param(GuardS3Data, id="guard_s3_data"),
         # check_sagemaker_encryption: not applicable, SageMaker has no DeleteTrainingJob (a job cannot vanish
         # between its Describe and its Stop).
     ],
@@ -726,4 +827,8 @@ ROUTED_BACK = {
     "flag_wildcard_iam": 2,
     "check_sagemaker_encryption": 0,
     "watch_inputs": 2,
+    # guard_kms_keys: EnableKeyRotation, CancelKeyDeletion and EnableKey are in no rule. guard_s3_data: its
+    # PutBucketPolicy is in its own rule (and block_public_s3's).
+    "guard_kms_keys": 0,
+    "guard_s3_data": 1,
 }

@@ -20,19 +20,23 @@ TAG_PII = {"TagPiiBucketFunction"}
 SAGEMAKER = {"CheckSageMakerEncryptionFunction"}
 IAM = {"FlagWildcardIamFunction"}
 WATCH = {"WatchInputsFunction"}
+KMS = {"GuardKmsKeysFunction"}
+DATA = {"GuardS3DataFunction"}
+# Bucket policies and new buckets are both public-access and data-protection matters.
+BUCKET_POLICY = BLOCK | DATA
 NOWHERE: set[str] = set()
 
 # One row per file in events/: a new sample must say where it goes.
 EXPECTED_ROUTES: dict[str, set[str]] = {
     "s3/put-bucket-acl-public.json": BLOCK,
-    "s3/put-bucket-policy-public.json": BLOCK,
+    "s3/put-bucket-policy-public.json": BUCKET_POLICY,
     "s3/delete-bucket-public-access-block.json": BLOCK,
     "s3/put-bucket-acl-exempt-bucket.json": BLOCK,
-    "s3/create-bucket.json": BLOCK,
+    "s3/create-bucket.json": BUCKET_POLICY,
     "s3/put-bucket-public-access-block-partial.json": BLOCK,
     "s3/put-bucket-public-access-block-by-mlwarden.json": BLOCK,
     "s3/delete-account-public-access-block.json": BLOCK,
-    "s3/put-bucket-policy-null-parameters.json": BLOCK,
+    "s3/put-bucket-policy-null-parameters.json": BUCKET_POLICY,
     # The rule filters calls AWS refused (errorCode): nothing changed, nothing to do.
     "s3/put-bucket-policy-failed.json": NOWHERE,
     "config/s3-bucket-public-read-prohibited-noncompliant.json": BLOCK,
@@ -45,7 +49,17 @@ EXPECTED_ROUTES: dict[str, set[str]] = {
     "config/cloudtrail-enabled-noncompliant.json": NOWHERE,
     "macie/policy-s3-bucket-public.json": BLOCK,
     "macie/policy-s3-block-public-access-disabled.json": BLOCK,
-    "macie/policy-s3-bucket-encryption-disabled.json": NOWHERE,
+    "macie/policy-s3-bucket-encryption-disabled.json": DATA,
+    "macie/policy-s3-bucket-shared-externally.json": DATA,
+    "kms/schedule-key-deletion.json": KMS,
+    "kms/disable-key.json": KMS,
+    "kms/disable-key-rotation.json": KMS,
+    "kms/put-key-policy-public.json": KMS,
+    "kms/create-key.json": KMS,
+    "s3/delete-bucket-policy.json": DATA,
+    "s3/put-bucket-encryption-sse-s3.json": DATA,
+    "s3/put-bucket-policy-cross-account.json": BUCKET_POLICY,
+    "s3/create-access-point-no-block.json": DATA,
     "macie/sensitive-data-personal.json": TAG_PII,
     "macie/sensitive-data-personal-republished.json": TAG_PII,
     "macie/sensitive-data-multiple.json": TAG_PII,
@@ -164,12 +178,12 @@ REAL_ROUTES: dict[str, set[str]] = {
     "DeleteBucketPublicAccessBlock__aws-s3-deletepublicaccessblock__public-access-block-deletion-failed.json": NOWHERE,
     "PutBucketAcl__aws-s3-bucketpolicymodified__s3-bucket-policy-modified-error-response.json": NOWHERE,
     "PutBucketAcl__aws-s3-bucketpolicymodified__s3-bucket-policy-modified.json": BLOCK,
-    "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__all-restrictive-conditions-types-should-not-alert.json": BLOCK,
-    "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__invalid-json-policy-should-not-alert.json": BLOCK,
-    "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__null-request-parameters.json": BLOCK,
+    "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__all-restrictive-conditions-types-should-not-alert.json": BUCKET_POLICY,  # noqa: E501
+    "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__invalid-json-policy-should-not-alert.json": BUCKET_POLICY,
+    "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__null-request-parameters.json": BUCKET_POLICY,
     "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__s3-failed-to-make-publicly-accessible.json": NOWHERE,
-    "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__s3-made-publicly-accessible.json": BLOCK,
-    "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__s3-not-made-publicly-accessible.json": BLOCK,
+    "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__s3-made-publicly-accessible.json": BUCKET_POLICY,
+    "PutBucketPolicy__aws-cloudtrail-resourcemadepublic__s3-not-made-publicly-accessible.json": BUCKET_POLICY,
     "PutBucketPublicAccessBlock__aws-s3-deletepublicaccessblock__different-s3-event.json": BLOCK,
     "AttachRolePolicy__aws-iam-attachadminrolepolicy__iam-role-policy-attached-with-administrator-access.json": IAM,
     "AttachRolePolicy__aws-cloudtrail-iamanythingchanged__error-making-iam-change.json": NOWHERE,

@@ -14,6 +14,8 @@ from mlwarden.checks import CheckUnit, load
 from mlwarden.checks import block_public_s3 as s3
 from mlwarden.checks import check_sagemaker_encryption as sagemaker
 from mlwarden.checks import flag_wildcard_iam as iam
+from mlwarden.checks import guard_kms_keys as kms
+from mlwarden.checks import guard_s3_data as data
 from mlwarden.checks import tag_pii_bucket as macie
 from mlwarden.checks import watch_inputs as watch
 from mlwarden.fanout import DEPLOYED_SWEEP_CHECKS
@@ -58,6 +60,7 @@ ACTIONS_WITHOUT_RESOURCE_TYPE = {
     "macie2:UpdateMacieSession": "switch a paused Macie on again, only when ReenableMacie=true",
     "macie2:UpdateAutomatedDiscoveryConfiguration": "switch discovery on again, only when ReenableMacie=true",
     "events:ListRules": "the liveness canary reads the state of ML Warden's own rules, watch_inputs",
+    "kms:ListAliases": "the aliases a bucket's default encryption may name a key by, guard_kms_keys",
 }
 # What every function needs besides its own check's actions.
 COMMON_ACTIONS = (
@@ -109,6 +112,8 @@ CHECK_ACTIONS = {
     | watch.RULE_LIST_PERMISSIONS
     | watch.CANARY_PERMISSIONS
     | watch.IAM_CANARY_PERMISSIONS,
+    "GuardKmsKeysFunction": kms.PERMISSIONS,
+    "GuardS3DataFunction": data.PERMISSIONS,
 }
 
 
@@ -305,7 +310,7 @@ def test_lost_alerts_are_alarmed_per_check() -> None:
         for a in alarms
         if a["Namespace"] == "MLWarden" and a["MetricName"] == "AlertFailed"
     }
-    assert lost == {s3.CHECK, macie.CHECK, sagemaker.CHECK, iam.CHECK, watch.CHECK}
+    assert lost == {s3.CHECK, macie.CHECK, sagemaker.CHECK, iam.CHECK, watch.CHECK, kms.CHECK, data.CHECK}
 
 
 def test_parameters_and_defaults() -> None:

@@ -23,6 +23,8 @@ def summary(analysis: Analysis) -> list[tuple[str, str]]:
     return [(f.rule.value, f.severity.value) for f in analysis.findings]
 
 
+VIA_S3 = "s3.us-east-1.amazonaws.com"
+ONE_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 TAG = {"StringEquals": {"aws:ResourceTag/team": "ml"}}
 STAR = [("resource-star", "LOW")]
 FULL = ("privilege-escalation", "HIGH")
@@ -130,7 +132,42 @@ CASES: list[tuple[str, Any, list[tuple[str, str]]]] = [
     ),
     # LOW: an action that takes resources, on star
     ("s3:GetObject on star", statement(Action="s3:GetObject", Resource="*"), [("resource-star", "LOW")]),
-    ("kms:Decrypt on star", statement(Action="kms:Decrypt", Resource="*"), [("resource-star", "LOW")]),
+    # KMS.1/KMS.2 (Security Hub, https://docs.aws.amazon.com/securityhub/latest/userguide/kms-controls.html):
+    # kms:Decrypt or kms:ReEncryptFrom allowed on all keys fails, whatever the conditions say; MEDIUM.
+    ("kms:Decrypt on star", statement(Action="kms:Decrypt", Resource="*"), [("decrypt-on-any-key", "MEDIUM")]),
+    (
+        "kms:ReEncryptFrom on every key ARN",
+        statement(Action="kms:ReEncryptFrom", Resource="arn:aws:kms:*:*:key/*"),
+        [("decrypt-on-any-key", "MEDIUM")],
+    ),
+    (
+        "kms:Decrypt on star under a kms:ViaService condition stays MEDIUM",
+        statement(
+            Action="kms:Decrypt",
+            Resource="*",
+            Condition={"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}},
+        ),
+        [("decrypt-on-any-key", "MEDIUM")],
+    ),
+    (
+        "kms:* on star is a service wildcard that also decrypts with every key",
+        statement(Action="kms:*", Resource="*"),
+        [("decrypt-on-any-key", "MEDIUM"), ("service-wildcard", "HIGH")],
+    ),
+    (
+        "kms:De* on star reaches kms:Decrypt",
+        statement(Action="kms:De*", Resource="*"),
+        [("decrypt-on-any-key", "MEDIUM"), ("data-access-wildcard", "MEDIUM")],
+    ),
+    # KMS.1 passes: decrypt scoped to one key, or encrypt-only on star
+    (
+        "kms:Decrypt on one key",
+        statement(
+            Action="kms:Decrypt", Resource="arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        ),
+        [],
+    ),
+    ("kms:Encrypt on star", statement(Action="kms:Encrypt", Resource="*"), [("resource-star", "LOW")]),
     # A wildcard that reaches only List-level actions with resources is LOW
     ("s3:List* on star", statement(Action="s3:List*", Resource="*"), [("resource-star", "LOW")]),
     ("all buckets by ARN", statement(Action="s3:GetObject", Resource="arn:aws:s3:::*/*"), [("resource-star", "LOW")]),
@@ -199,6 +236,12 @@ CASES: list[tuple[str, Any, list[tuple[str, str]]]] = [
 @pytest.mark.parametrize(("document", "expected"), [(c[1], c[2]) for c in CASES], ids=[c[0] for c in CASES])
 def test_rule(document: Any, expected: list[tuple[str, str]]) -> None:
     assert summary(analyze(document)) == expected
+
+
+def test_decrypt_on_any_key_names_the_security_hub_controls() -> None:
+    (finding,) = analyze(statement(Action="kms:Decrypt", Resource="*")).findings
+    assert finding.controls == ("KMS.1", "KMS.2")
+    assert finding.as_dict()["controls"] == ["KMS.1", "KMS.2"]
 
 
 def test_finding_names_statement_sid_pair_reason_suggestion_and_condition() -> None:

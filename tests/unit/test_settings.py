@@ -246,3 +246,68 @@ def test_flap_digest_and_dedup_window_are_read() -> None:
 def test_invalid_flap_digest_or_dedup_window_names_the_variable_and_the_range(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=rf"^{name} must be a whole number from \d+ to \d+, got {value!r}"):
         load_settings(env(**{name: value}))
+
+
+# --- guard_kms_keys and guard_s3_data ------------------------------------------------------------------------
+
+
+def test_data_and_key_defaults_rotate_keys_and_make_pii_buckets_https_only() -> None:
+    settings = load_settings(env())
+
+    assert settings.enable_key_rotation is True
+    assert settings.https_only_buckets == "pii"
+    assert settings.trusted_account_ids == frozenset()
+    assert settings.organization_id is None
+    assert settings.default_encryption_key_arn is None
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_empty_data_and_key_variables_mean_the_defaults(empty: str) -> None:
+    settings = load_settings(
+        env(
+            ENABLE_KEY_ROTATION=empty,
+            HTTPS_ONLY_BUCKETS=empty,
+            TRUSTED_ACCOUNT_IDS=empty,
+            ORGANIZATION_ID=empty,
+            DEFAULT_ENCRYPTION_KEY_ARN=empty,
+        )
+    )
+
+    assert (settings.enable_key_rotation, settings.https_only_buckets) == (True, "pii")
+    assert settings.trusted_account_ids == frozenset()
+
+
+def test_data_and_key_variables_are_read() -> None:
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    settings = load_settings(
+        env(
+            ENABLE_KEY_ROTATION="FALSE",
+            HTTPS_ONLY_BUCKETS="all",
+            TRUSTED_ACCOUNT_IDS="111122223333, 444455556666",
+            ORGANIZATION_ID="o-abcdefghij",
+            DEFAULT_ENCRYPTION_KEY_ARN=key,
+        )
+    )
+
+    assert settings.enable_key_rotation is False
+    assert settings.https_only_buckets == "all"
+    assert settings.trusted_account_ids == frozenset({"111122223333", "444455556666"})
+    assert settings.organization_id == "o-abcdefghij"
+    assert settings.default_encryption_key_arn == key
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ENABLE_KEY_ROTATION", "yes"),
+        ("HTTPS_ONLY_BUCKETS", "some"),
+        ("TRUSTED_ACCOUNT_IDS", "111122223333,abc"),
+        ("TRUSTED_ACCOUNT_IDS", "*"),
+        ("ORGANIZATION_ID", "r-abcd"),
+        ("DEFAULT_ENCRYPTION_KEY_ARN", "alias/training"),
+        ("DEFAULT_ENCRYPTION_KEY_ARN", "arn:aws:kms:us-east-1:123456789012:alias/training"),
+    ],
+)
+def test_invalid_data_and_key_variables_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load_settings(env(**{name: value}))

@@ -36,7 +36,14 @@ from mlwarden.outcomes import Outcome, OutcomeKind, Severity
 from mlwarden.settings import Settings
 
 ALL_CHECKS = "all"
-CHECKS = ("block_public_s3", "tag_pii_bucket", "flag_wildcard_iam", "check_sagemaker_encryption")
+CHECKS = (
+    "block_public_s3",
+    "tag_pii_bucket",
+    "flag_wildcard_iam",
+    "check_sagemaker_encryption",
+    "guard_kms_keys",
+    "guard_s3_data",
+)
 # The DynamoDB action the functions need on the registry: read only.
 READ_PERMISSIONS = frozenset({"dynamodb:Scan"})
 # What the exempt CLI and the registry's administrators call; the functions are never granted these.

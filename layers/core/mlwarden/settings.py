@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 # Standard topics only: FIFO topics need a message group id and cannot deliver to e-mail.
 _TOPIC_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
@@ -25,6 +26,9 @@ ALERT_DEDUP_HOURS_RANGE = range(1, 169)
 # IAM role names: 1-64 characters from letters, digits and + = , . @ _ -
 _ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
 _ORGANIZATION_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
+HTTPS_ONLY_CHOICES = ("pii", "all", "off")
+_ACCOUNT_ID = re.compile(r"^\d{12}$")
+_KMS_KEY_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:kms:[a-z0-9-]+:\d{12}:key/[a-zA-Z0-9-]{1,128}$")
 
 
 class SettingsError(ValueError):
@@ -64,10 +68,19 @@ class Settings:
     # (arn:PARTITION:iam::ACCOUNT:role/MEMBER_ROLE_NAME); None acts with the function's own credentials only.
     member_role_name: str | None = None
     # The organization (o-...) whose accounts send events; alerts then name the account and its OU.
+    # guard_s3_data also counts its principals as inside (S3.6).
     organization_id: str | None = None
     # False only for `mlwarden sweep` run without an alert topic: it reports and sends nothing. Never read from
     # the environment, so no variable can silence a deployed function.
     send_alerts: bool = True
+    # guard_kms_keys: turn on automatic rotation of symmetric customer managed keys (KMS.4).
+    enable_key_rotation: bool = True
+    # guard_s3_data: which buckets get the HTTPS-only deny merged into their policy (S3.5): "pii" (tagged or
+    # remembered as holding PII), "all" or "off"; accounts trusted by bucket policies besides this one (S3.6);
+    # the KMS key named for the optional SSE-KMS fix of default encryption (S3.17, no fix when unset).
+    https_only_buckets: str = "pii"
+    trusted_account_ids: frozenset[str] = frozenset()
+    default_encryption_key_arn: str | None = None
 
     @property
     def enforce(self) -> bool:
@@ -167,11 +180,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         security_hub_findings=security_hub_findings,
         member_role_name=member_role_name,
         organization_id=organization_id,
+        **_data_and_keys(env),
     )
 
 
-def _true_or_false(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower() or "false"
+def _true_or_false(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
+    raw = env.get(name, "").strip().lower() or str(default).lower()
     if raw not in ("true", "false"):
         raise SettingsError(f"{name} must be one of true | false, got {raw[:40]!r}")
     return raw == "true"
@@ -190,3 +204,29 @@ def _whole_number(env: Mapping[str, str], name: str, default: int, allowed: rang
 
 # Checks read their own numeric switches (tag_pii_bucket's SWEEP_FINDINGS_DAYS) the same way.
 whole_number = _whole_number
+
+
+def _data_and_keys(env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings of guard_kms_keys and guard_s3_data."""
+    https_only = env.get("HTTPS_ONLY_BUCKETS", "").strip().lower() or "pii"
+    if https_only not in HTTPS_ONLY_CHOICES:
+        raise SettingsError(
+            f"HTTPS_ONLY_BUCKETS must be one of {' | '.join(HTTPS_ONLY_CHOICES)}, got {https_only[:40]!r}"
+        )
+    trusted = [part.strip() for part in env.get("TRUSTED_ACCOUNT_IDS", "").split(",") if part.strip()]
+    if any(not _ACCOUNT_ID.match(account) for account in trusted):
+        raise SettingsError(
+            f"TRUSTED_ACCOUNT_IDS must be comma-separated 12-digit account ids, got {','.join(trusted)[:120]!r}"
+        )
+    encryption_key = env.get("DEFAULT_ENCRYPTION_KEY_ARN", "").strip() or None
+    if encryption_key is not None and not _KMS_KEY_ARN.match(encryption_key):
+        raise SettingsError(
+            "DEFAULT_ENCRYPTION_KEY_ARN must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID), "
+            f"got {encryption_key[:120]!r}"
+        )
+    return {
+        "enable_key_rotation": _true_or_false(env, "ENABLE_KEY_ROTATION", default=True),
+        "https_only_buckets": https_only,
+        "trusted_account_ids": frozenset(trusted),
+        "default_encryption_key_arn": encryption_key,
+    }

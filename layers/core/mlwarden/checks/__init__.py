@@ -28,6 +28,8 @@ CHECK_NAMES = (
     "flag_wildcard_iam",
     "check_sagemaker_encryption",
     "watch_inputs",
+    "guard_kms_keys",
+    "guard_s3_data",
 )
 
 

@@ -630,6 +630,11 @@ def _classification(bucket: BucketTarget, settings: Settings) -> _Classification
     )
 
 
+# The one PII classification of a bucket (its tag, or what Macie found and ML Warden remembers), for every
+# check that grades a bucket with it (guard_s3_data too).
+pii_classification = _classification
+
+
 def _tag_removed_note(classification: _Classification, trigger: Trigger) -> str:
     record = classification.remembered.record
     since = f" since {record.first_found}" if record is not None and record.first_found else ""

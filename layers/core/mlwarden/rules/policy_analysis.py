@@ -64,6 +64,8 @@ _RESTRICTING_KEYS = frozenset(
         "iam:policyarn",
         "iam:permissionsboundary",
         "kms:viaservice",
+        # Key policies: "the caller's account", as in AWS managed keys' own policies.
+        "kms:calleraccount",
         "sts:externalid",
     }
 )
@@ -125,6 +127,7 @@ class Rule(StrEnum):
     NOT_RESOURCE = "not-resource"
     RESOURCE_STAR = "resource-star"
     UNKNOWN_ACTION = "unknown-action"
+    DECRYPT_ON_ANY_KEY = "decrypt-on-any-key"
 
 
 class Reach(IntEnum):
@@ -148,6 +151,8 @@ _WHY = {
     Rule.NOT_RESOURCE: "NotResource allows the actions on every resource except the listed ones",
     Rule.RESOURCE_STAR: "allowed on every resource although the action can be scoped to resource ARNs",
     Rule.UNKNOWN_ACTION: "not an action in AWS's catalogue (a typo, or a retired or too new action)",
+    Rule.DECRYPT_ON_ANY_KEY: "decrypts with every KMS key: whatever any key protects (training data, models, "
+    "volumes) is readable by the holder",
 }
 _SUGGESTION = {
     Rule.FULL_ADMIN: "grant the actions the workload calls, on the ARNs it uses; keep administrator access for "
@@ -162,7 +167,13 @@ _SUGGESTION = {
     Rule.NOT_RESOURCE: "use Resource with the ARNs needed instead of NotResource",
     Rule.RESOURCE_STAR: "replace * with the ARNs the workload uses",
     Rule.UNKNOWN_ACTION: "check the spelling against the Service Authorization Reference",
+    Rule.DECRYPT_ON_ANY_KEY: "allow kms:Decrypt and kms:ReEncryptFrom only on the key ARNs the workload uses",
 }
+# The Security Hub controls a rule answers (KMS.1: customer managed policies, KMS.2: inline policies).
+RULE_CONTROLS = {Rule.DECRYPT_ON_ANY_KEY: ("KMS.1", "KMS.2")}
+# Security Hub KMS.1/KMS.2 (AWS Config rule iam-customer-policy-blocked-kms-actions): these actions must not
+# be allowed on all keys. https://docs.aws.amazon.com/securityhub/latest/userguide/kms-controls.html
+DECRYPT_ACTIONS = ("kms:decrypt", "kms:reencryptfrom")
 
 
 def is_any_resource(resource: str) -> bool:
@@ -242,6 +253,11 @@ class Finding:
         return _SUGGESTION[self.rule]
 
     @property
+    def controls(self) -> tuple[str, ...]:
+        """The Security Hub control ids this finding fails."""
+        return RULE_CONTROLS.get(self.rule, ())
+
+    @property
     def message(self) -> str:
         """One line for an alert or a linter: the path in words, or the actions and why they matter."""
         if self.path:
@@ -260,6 +276,8 @@ class Finding:
             "why": self.why,
             "suggestion": self.suggestion,
         }
+        if self.controls:
+            shown["controls"] = list(self.controls)
         if self.expands_to:
             shown["expands_to"] = _capped(self.expands_to)
         if self.conditions:
@@ -493,6 +511,10 @@ def _covers_action(general: str, specific: str) -> bool:
     return bool(_glob(general.strip().lower()).fullmatch(specific.strip().lower()))
 
 
+# For the other rule sets (bucket policies): one way to match an action pattern.
+covers_action = _covers_action
+
+
 @functools.lru_cache(maxsize=4096)
 def _any_action_glob(patterns: tuple[str, ...]) -> re.Pattern[str]:
     """One regex for a list of action patterns: matches what any of them covers (lower-case input)."""
@@ -648,7 +670,8 @@ def _statement_findings(statement: _Statement) -> list[Finding]:
     restricting = restricting_conditions(statement.condition, statement.services)
     findings = []
     for rule, (severity, listed, expanded) in grouped.items():
-        lowered = restricting and rule is not Rule.UNKNOWN_ACTION
+        # The decrypt rule follows Security Hub's KMS.1/.2, which ignore conditions: MEDIUM whatever they say.
+        lowered = restricting and rule not in (Rule.UNKNOWN_ACTION, Rule.DECRYPT_ON_ANY_KEY)
         findings.append(
             Finding(
                 statement=statement.index,
@@ -683,6 +706,8 @@ def _classification(action: str, any_resource: bool) -> tuple[tuple[Rule, Severi
 
 def _classify_one(action: str, any_resource: bool, add: Callable[..., None]) -> None:
     text = action.strip()
+    if any_resource and _decrypts(text):
+        add(Rule.DECRYPT_ON_ANY_KEY, Severity.MEDIUM, text)
     if text in ("*", "*:*"):
         add(Rule.FULL_ADMIN if any_resource else Rule.SERVICE_WILDCARD, _wide(any_resource, Severity.CRITICAL), text)
         return
@@ -709,8 +734,16 @@ def _classify_one(action: str, any_resource: bool, add: Callable[..., None]) -> 
     info = action_catalogue.lookup(text)
     if info is None:
         add(Rule.UNKNOWN_ACTION, Severity.INFORMATIONAL, text)
-    elif any_resource and info.takes_resource:
+    elif any_resource and info.takes_resource and not _decrypts(text):
         add(Rule.RESOURCE_STAR, Severity.LOW, text)
+
+
+def _decrypts(action: str) -> bool:
+    """The action (or wildcard) allows kms:Decrypt or kms:ReEncryptFrom; `*` alone is full admin, said so already."""
+    if action in ("*", "*:*"):
+        return False
+    pattern = _glob(action.lower())
+    return any(pattern.fullmatch(decrypt) for decrypt in DECRYPT_ACTIONS)
 
 
 def _wide(any_resource: bool, severity: Severity) -> Severity:
