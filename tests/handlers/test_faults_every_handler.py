@@ -519,9 +519,6 @@ class WatchInputs(Scenario):
         ]
 
 
-SCENARIOS = [BlockPublicS3, TagPiiBucket, FlagWildcardIam, CheckSageMakerEncryption, WatchInputs]
-
-
 class GuardKmsKeys(Scenario):
     """Rotation turned off on a customer managed key: the handler turns it on (KMS.4)."""
 
@@ -616,7 +613,15 @@ class GuardS3Data(Scenario):
         ]
 
 
-SCENARIOS = [BlockPublicS3, TagPiiBucket, FlagWildcardIam, CheckSageMakerEncryption, GuardKmsKeys, GuardS3Data]
+SCENARIOS = [
+    BlockPublicS3,
+    TagPiiBucket,
+    FlagWildcardIam,
+    CheckSageMakerEncryption,
+    WatchInputs,
+    GuardKmsKeys,
+    GuardS3Data,
+]
 
 
 @pytest.fixture(params=SCENARIOS, ids=[s.app for s in SCENARIOS])
