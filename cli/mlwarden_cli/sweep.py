@@ -97,6 +97,12 @@ def add_parser(commands: Any) -> None:
     sarif_log.add_output_options(parser, json_help="one outcome object per line")
     parser.add_argument("--out", type=Path, metavar="FILE", help="write the report, JSON or SARIF to FILE")
     parser.add_argument("--stats", action="store_true", help="print the HTTP requests sent per operation to stderr")
+    parser.add_argument(
+        "--asff",
+        type=Path,
+        metavar="FILE",
+        help="also write the findings as AWS Security Hub findings (ASFF JSON, a list) to FILE, to import yourself",
+    )
     parser.add_argument("--template", type=Path, help="template.yaml to read the functions' environment from")
 
 
@@ -119,6 +125,8 @@ def run(args: argparse.Namespace, template: Template) -> int:
             out.close()
     if counter is not None:
         print(format_stats(counter, summary), file=sys.stderr)
+    if args.asff is not None:
+        write_asff(outcomes, args.asff)
     threshold = rank(Severity(args.fail_on))
     # A resource that could not be read or listed may hide anything: never "nothing found", whatever --fail-on.
     over = [o for o in found(outcomes) if rank(o.severity) >= threshold or o.outcome is OutcomeKind.FAILED]
@@ -321,6 +329,20 @@ def _json_writer(out: IO[str]) -> Callable[[Outcome, SweptCheck], None]:
         out.flush()
 
     return write
+
+
+def write_asff(outcomes: list[Outcome], path: Path) -> None:
+    """The findings Security Hub would get from these outcomes (securityhub.plan), one JSON list: what is
+    failed, fixed or exempt; a compliant resource that never failed makes none."""
+    from mlwarden import securityhub  # noqa: PLC0415 - only for --asff
+
+    findings = [
+        planned.finding
+        for outcome in outcomes
+        for planned in securityhub.plan(outcome)
+        if securityhub.needs_a_finding(planned)
+    ]
+    path.write_text(json.dumps(findings, indent=2) + "\n", encoding="utf-8")
 
 
 def found(outcomes: list[Outcome]) -> list[Outcome]:

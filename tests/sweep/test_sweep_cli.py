@@ -493,3 +493,25 @@ def test_several_regions_read_each_bucket_in_its_own_region_and_the_account_once
         ("arn:aws:s3:::in-ireland", f"sweep:{ACCOUNT}:eu-west-1"),
         ("arn:aws:s3:::in-virginia", f"sweep:{ACCOUNT}:us-east-1"),
     ]
+
+
+def test_asff_writes_the_findings_security_hub_would_get(
+    aws: AwsWorld, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from tests.securityhub.fake_hub import validate  # noqa: PLC0415 - botocore's own model of Security Hub
+
+    aws.bucket("open-acl", acl="public-read")
+    aws.bucket("locked", block=ALL_ON)
+    asff = tmp_path / "findings.json"
+
+    status, _, err = sweep(capsys, "--asff", str(asff))
+
+    assert status == 1, err
+    findings = json.loads(asff.read_text())
+    validate("BatchImportFindings", {"Findings": findings})
+    by_id = {finding["Id"]: finding for finding in findings}
+    # The open bucket fails S3.8 (its block) and S3.2 (public read); the locked bucket passed and has none.
+    assert "mlwarden/block_public_s3/S3.8/arn:aws:s3:::open-acl" in by_id
+    assert "mlwarden/block_public_s3/S3.2/arn:aws:s3:::open-acl" in by_id
+    assert not any("locked" in finding_id for finding_id in by_id)
+    assert all(f["Compliance"]["Status"] == "FAILED" and f["Workflow"]["Status"] == "NEW" for f in findings)

@@ -280,7 +280,7 @@ def _publish_in(region: str, planned: list[Planned]) -> list[NotSent]:
         finding
         for finding in planned
         # A compliant resource that never had a finding needs none: nothing to resolve.
-        if finding.id in existing or _needs_a_finding(finding)
+        if finding.id in existing or needs_a_finding(finding)
     ]
     for finding in to_import:
         old = existing.get(finding.id)
@@ -301,7 +301,7 @@ def _publish_in(region: str, planned: list[Planned]) -> list[NotSent]:
     return refused
 
 
-def _needs_a_finding(finding: Planned) -> bool:
+def needs_a_finding(finding: Planned) -> bool:
     """A new finding for what failed, or for what ML Warden fixed; a pass with nothing to resolve needs none."""
     fields = finding.finding["ProductFields"]
     if fields.get("mlwarden/control_status") == "FIXED":
