@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -39,6 +40,14 @@ class AwsCallFailed(Exception):
             error = err.response.get("Error", {})
             return cls(action, str(error.get("Code", "Unknown")), str(error.get("Message", "")))
         return cls(action, type(err).__name__, str(err))
+
+
+def aws_call(action: str, func: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """Call AWS; its errors become AwsCallFailed (from the original), named by the IAM action."""
+    try:
+        return func(**kwargs)
+    except (ClientError, BotoCoreError) as err:
+        raise AwsCallFailed.from_error(action, err) from err
 
 
 def error_code(err: ClientError) -> str:

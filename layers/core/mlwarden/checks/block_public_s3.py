@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mlwarden import clients, exemptions, inventory, pii_memory
 from mlwarden.checks import CheckUnit
-from mlwarden.errors import AwsCallFailed, error_code
+from mlwarden.errors import AwsCallFailed, aws_call, error_code
 from mlwarden.events import ApiCall, ComplianceChange, Event, MacieFinding, StateChange, Unrecognised, partition_of
 from mlwarden.exemptions import Exemption, exemption_for
 from mlwarden.inventory import TAGGING_PERMISSIONS, Inventory
@@ -163,16 +163,6 @@ def _macie_target(event: MacieFinding) -> Target | str:
 
 
 # --- reading and writing S3 ---------------------------------------------------------------------------
-
-
-def _call(action: str, func: Callable[..., Any], **kwargs: Any) -> Any:
-    """Call AWS; errors not handled by the caller become AwsCallFailed (from the original)."""
-    try:
-        return func(**kwargs)
-    except ClientError as err:
-        raise AwsCallFailed.from_error(action, err) from err
-    except BotoCoreError as err:
-        raise AwsCallFailed.from_error(action, err) from err
 
 
 class _Gone(Exception):
@@ -806,7 +796,7 @@ def _turn_on_and_verify(
         )
 
     try:
-        _call(action, write)
+        aws_call(action, write)
     except AwsCallFailed as err:
         if err.code == "NoSuchBucket":  # deleted between our read and our write: nothing left to protect
             raise _Gone from err

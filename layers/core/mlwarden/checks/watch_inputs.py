@@ -36,7 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mlwarden import clients, liveness
 from mlwarden.checks import CheckUnit
-from mlwarden.errors import AwsCallFailed, error_code
+from mlwarden.errors import AwsCallFailed, aws_call, error_code
 from mlwarden.events import ApiCall, Event, partition_of
 from mlwarden.exemptions import exemption_for
 from mlwarden.inventory import Inventory
@@ -413,13 +413,6 @@ def _client(service: str, region: str | None) -> Any:
     return clients.client(service, region)
 
 
-def _call(action: str, func: Callable[..., Any], **kwargs: Any) -> Any:
-    try:
-        return func(**kwargs)
-    except (ClientError, BotoCoreError) as err:
-        raise AwsCallFailed.from_error(action, err) from err
-
-
 def _by(trigger: Trigger) -> str:
     if trigger.is_sweep:
         return f"found by the {trigger.name}"
@@ -481,8 +474,8 @@ def _read_trail(target: TrailTarget) -> _TrailState:
     arn = str(trail.get("TrailARN") or target.arn)
     home = str(trail.get("HomeRegion") or target.region)
     home_client = _client("cloudtrail", home)
-    selectors = _call("cloudtrail:GetEventSelectors", home_client.get_event_selectors, TrailName=arn)
-    status = _call("cloudtrail:GetTrailStatus", home_client.get_trail_status, Name=arn)
+    selectors = aws_call("cloudtrail:GetEventSelectors", home_client.get_event_selectors, TrailName=arn)
+    status = aws_call("cloudtrail:GetTrailStatus", home_client.get_trail_status, Name=arn)
     return _TrailState(
         arn=arn,
         name=str(trail.get("Name") or target.name),
@@ -589,13 +582,13 @@ def _start_logging(
         )
 
     try:
-        _call("cloudtrail:StartLogging", home_client.start_logging, Name=state.arn)
+        aws_call("cloudtrail:StartLogging", home_client.start_logging, Name=state.arn)
     except AwsCallFailed as err:
         if err.code in _TRAIL_GONE:  # deleted between our read and our write: DeleteTrail is its own event
             return ignored_at(CHECK, common["trigger"], "the trail no longer exists", state.arn)
         return failed(f"could not start logging: {err.explanation}", err, written=False)
     try:
-        after = _call("cloudtrail:GetTrailStatus", home_client.get_trail_status, Name=state.arn)
+        after = aws_call("cloudtrail:GetTrailStatus", home_client.get_trail_status, Name=state.arn)
     except AwsCallFailed as err:
         return failed(f"logging was started but could not be read back: {err.explanation}", err, written=True)
     if not after.get("IsLogging"):
@@ -866,7 +859,7 @@ def _macie_switch_on(
             next_step=f"Switch it on again unless this was approved: {command}",
             **common,
         )
-    _call(action, write)
+    aws_call(action, write)
     after = read_back()
     if after != "ENABLED":
         return Outcome(
@@ -921,7 +914,7 @@ def _own_rule(
     details: dict[str, Any] = {}
     if isinstance(event, ApiCall) and event.parameter("eventPattern") is not None:
         details["new_event_pattern"] = event.parameter("eventPattern")
-    targets = _call("events:ListTargetsByRule", events.list_targets_by_rule, Rule=target.name).get("Targets", [])
+    targets = aws_call("events:ListTargetsByRule", events.list_targets_by_rule, Rule=target.name).get("Targets", [])
     problems = []
     if not targets:
         problems.append("it has no target left")
@@ -982,8 +975,8 @@ def _enable_rule(
             **common,
         )
     events = _client("events", target.region)
-    _call("events:EnableRule", events.enable_rule, Name=target.name)
-    after = _call("events:DescribeRule", events.describe_rule, Name=target.name).get("State")
+    aws_call("events:EnableRule", events.enable_rule, Name=target.name)
+    after = aws_call("events:DescribeRule", events.describe_rule, Name=target.name).get("State")
     kind, verified = (OutcomeKind.REMEDIATED, "enabled again and verified")
     if after != "ENABLED":
         kind, verified = (OutcomeKind.FAILED, f"enabled, but it reads back as {after}")
@@ -1059,7 +1052,7 @@ def canary_tick(settings: Settings, options: WatchOptions, region: str, account:
     # Read first: what arrived is judged against what had been sent before this tick.
     record = liveness.read(settings.outcome_table, region)
     ssm = clients.client("ssm")
-    _call(
+    aws_call(
         "ssm:PutParameter",
         ssm.put_parameter,
         Name=options.canary_parameter,
@@ -1069,7 +1062,7 @@ def canary_tick(settings: Settings, options: WatchOptions, region: str, account:
     )
     paths = ["ssm"]
     if options.canary_role is not None:
-        _call(
+        aws_call(
             "iam:UpdateRole",
             clients.client("iam").update_role,
             RoleName=options.canary_role,
